@@ -1,0 +1,97 @@
+"""The compiler: spec -> plan (``lower``) -> fx graph (``emit``) -> ``GraphModule``.
+
+``build`` is the entry point. Lowering and emission are cached on ``(spec, channels)``;
+every build makes fresh parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+from ..spec import AttnSpec
+from .emit import ROLE, copy_graph, emit_graph, make_modules
+from .lower import Plan, lower
+from .module import AttentionModule
+
+__all__ = [
+    "AttentionModule", "build", "build_feature", "lower", "emit_graph", "Plan", "ROLE", "as_spec", "is_attention",
+]
+
+
+def as_spec(spec: AttnSpec | str) -> AttnSpec:
+    """``spec`` itself, or the preset of that name."""
+    if isinstance(spec, AttnSpec):
+        return spec
+    if isinstance(spec, str):
+        from ..presets import get_spec
+
+        return get_spec(spec)
+    raise SpecError("spec", spec, "must be an AttnSpec or a preset name",
+                    hint="e.g. AttnSpec.se() or 'cbam'")
+
+
+def check_channels(channels: object) -> int:
+    if channels is None:
+        raise SpecError("channels", channels, "a feature-map attention needs its input channel count",
+                        hint="build(spec, channels=64)")
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise SpecError("channels", channels, "must be an int > 0", hint=f"got {type(channels).__name__}")
+    if channels <= 0:
+        raise SpecError("channels", channels, "must be > 0")
+    return channels
+
+
+def build_feature(
+    spec: AttnSpec,
+    channels: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> AttentionModule:
+    """The feature-map attention module of ``spec`` for ``channels`` input channels."""
+    plan = lower(spec, check_channels(channels))
+    root = make_modules(plan, device=device, dtype=dtype)
+    module = AttentionModule(root, copy_graph(emit_graph(plan)), class_name=plan.class_name)
+    module.spec = spec
+    module.channels = channels
+    module.meta["dynattn_code"] = module.code
+    return module
+
+
+def build(
+    spec: AttnSpec | str,
+    channels: int | None = None,
+    *,
+    conv: nn.Conv2d | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Build ``spec``.
+
+    - feature targets (channel, spatial, element, composites): ``build(spec, channels=C)``
+      returns a ``torch.fx.GraphModule`` mapping ``(B, C, H, W)`` to the same shape;
+    - kernel target: ``build(spec, conv=nn.Conv2d(...))`` returns an upcycled
+      :class:`~dynattn.DynamicConv2d`.
+
+    ``spec`` may be a preset name (``"cbam"``). Every call makes fresh parameters; the
+    lowering and the graph are cached on ``(spec, channels)``.
+    """
+    spec = as_spec(spec)
+    if spec.kind == "kernel":
+        raise SpecError(
+            "AttnSpec.target", spec.target,
+            "dynamic convolution (the kernel target) is not available in this version",
+            ("channel", "spatial", "element"),
+        )
+    if conv is not None:
+        raise SpecError("conv", type(conv).__name__, f"only a kernel-target spec takes conv=; "
+                        f"this spec's target is {spec.target or 'a composite of feature targets'!r}",
+                        hint="pass channels= instead")
+    return build_feature(spec, channels, device=device, dtype=dtype)
+
+
+def is_attention(module: object) -> bool:
+    """True for a module that :func:`build` made for a feature-map spec."""
+    return isinstance(module, AttentionModule)

@@ -1,0 +1,168 @@
+"""Lowering: ``(AttnSpec, channels)`` -> a :class:`Plan` of typed stages, sizes resolved.
+
+Everything that depends on the channel count (hidden widths, ECA's adaptive kernel) is
+decided here, once, and checked: a width that rounds to zero raises ``SpecError`` before
+any module is made. Plans are immutable and cached on ``(spec, channels)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import SpecError
+from ..spec import AttnSpec
+from ..vocab import AXES
+
+__all__ = ["StagePlan", "StepPlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One leaf stage in one axis frame."""
+
+    #: Attribute prefix of the stage's modules and nodes ("" for a module of one stage).
+    name: str
+    spec: AttnSpec
+    #: The stage's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch.
+    frame: tuple[str, str, str, str]
+    #: Size of the frame's channel axis when the stage's weights depend on it, else None.
+    channels: int | None
+    #: Input channels of the excitation (after merging descriptors).
+    excite_in: int
+    hidden: int | None
+    kernel_size: int | None
+
+    @property
+    def rotated(self) -> bool:
+        return self.frame != AXES
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of the sequence: the gates of its stages are averaged, then scale the input."""
+
+    name: str
+    stages: tuple[StagePlan, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    class_name: str
+    channels: int
+    steps: tuple[StepPlan, ...]
+    spec: AttnSpec
+
+
+def hidden_width(spec: AttnSpec, channels: int) -> int:
+    """The hidden width of an excitation with a hidden layer, rounded as the spec says."""
+    if spec.width is not None:
+        return spec.width
+    v = channels / spec.reduction
+    d = spec.divisor
+    if spec.rounding == "nearest":  # timm's make_divisible(v, d, round_limit=0)
+        width = max(d, int(v + d / 2) // d * d)
+    else:
+        width = int(v) // d * d
+    if width < 1:
+        how = f"int({channels} / {spec.reduction:g})" + (f" // {d} * {d}" if d > 1 else "")
+        raise SpecError(
+            "AttnSpec.reduction", spec.reduction,
+            f"leaves {width} hidden units at channels={channels} ({how} = {width})",
+            hint="use a smaller reduction, rounding='nearest', or an explicit width=",
+        )
+    return width
+
+
+def eca_kernel_size(spec: AttnSpec, channels: int) -> int:
+    """ECA's adaptive kernel: t if odd else t + 1, t = int(|log2(C) + beta| / gamma), >= kernel_min."""
+    t = int(abs(math.log(channels, 2) + spec.beta) / spec.gamma)
+    k = t if t % 2 else t + 1
+    return max(k, spec.kernel_min)
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    return s.lower()
+
+
+def _named_leaves(spec: AttnSpec, prefix: str = "") -> list[tuple[str, AttnSpec]]:
+    if not spec.stages:
+        return [(prefix + _snake(spec.name or spec.target or "stage"), spec)]
+    out: list[tuple[str, AttnSpec]] = []
+    for i, stage in enumerate(spec.stages):
+        if stage.stages:
+            sub = prefix + _snake(stage.name or f"stage{i}") + "_"
+            out.extend(_named_leaves(stage, sub))
+        else:
+            out.extend(_named_leaves(stage, prefix))
+    return out
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}_{seen[n]}")
+        else:
+            seen[n] = 1
+            out.append(n)
+    return out
+
+
+def _branch_name(frame: tuple[str, ...]) -> str:
+    return frame[2] + frame[3]
+
+
+def _stage(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels: int) -> StagePlan:
+    own_channels = channels if frame[1] == "c" else None
+    n = len(spec.pool)
+    merged = n if spec.merge == "concat" else 1
+    hidden = None
+    kernel = spec.kernel_size if isinstance(spec.kernel_size, int) else None
+    if spec.kernel_size == "adaptive":
+        kernel = eca_kernel_size(spec, channels)
+    if spec.target in ("channel", "element", "kernel"):
+        excite_in = merged * (own_channels or 0) if spec.excite != "conv1d" else merged
+    else:  # spatial: the descriptors are the conv's input channels
+        excite_in = merged
+    if spec.excite in ("mlp", "pixel_mlp") or (spec.excite == "conv" and spec.target == "element"):
+        hidden = hidden_width(spec, channels)
+    return StagePlan(name, spec, frame, own_channels, excite_in, hidden, kernel)
+
+
+def _class_name(spec: AttnSpec) -> str:
+    if spec.name:
+        return spec.name
+    if spec.stages:
+        return "Attention"
+    return f"{spec.target.capitalize()}Attention"
+
+
+@functools.lru_cache(maxsize=512)
+def lower(spec: AttnSpec, channels: int) -> Plan:
+    """The plan for ``spec`` at ``channels`` input channels (cached)."""
+    if spec.kind != "feature":
+        raise SpecError("AttnSpec.target", spec.target, "lowers to a DynamicConv2d, not a feature plan",
+                        hint="use build(spec, conv=nn.Conv2d(...))")
+    leaves = _named_leaves(spec)
+    if len(leaves) == 1:
+        names = [""]
+    else:
+        names = _unique([n for n, _ in leaves])
+    steps = []
+    for name, (_, leaf) in zip(names, leaves):
+        if leaf.branches:
+            frames = [tuple(r.split("->")[1].split()) for r in leaf.branches]
+            bnames = _unique([_branch_name(f) for f in frames])
+            stages = tuple(
+                _stage(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
+            )
+        else:
+            stages = (_stage(name, leaf, AXES, channels),)
+        steps.append(StepPlan(name, stages))
+    return Plan(_class_name(spec), channels, tuple(steps), spec)

@@ -1,0 +1,71 @@
+"""The einops patterns and torch ops that the emitter writes into the graph.
+
+Pooling, broadcasting the gate back to NCHW and undoing a rotation are all einops
+patterns computed from the stage's axis frame, so ``print(module.code)`` shows them as
+the paper would write them: ``reduce(x, 'b c h w -> b c', 'mean')``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..vocab import AXES
+
+__all__ = ["ORIGINAL", "pool_axes", "descriptor_layout", "broadcast_pattern", "GATE_FNS", "EINOPS_REDUCTION"]
+
+ORIGINAL = " ".join(AXES)
+
+#: einops reductions for the pooling ops einops names itself.
+EINOPS_REDUCTION = {"avg": "mean", "max": "max"}
+
+#: Pooling ops written as torch reductions over dims, with their keyword arguments.
+TORCH_REDUCTION = {
+    "lse": (torch.logsumexp, {}),
+    "lp": (torch.linalg.vector_norm, {"ord": 2}),
+    "std": (torch.std, {"correction": 0}),
+}
+
+#: Element-wise gates (softmax needs an axis and is emitted separately).
+GATE_FNS = {
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": F.hardsigmoid,
+    "tanh": torch.tanh,
+}
+
+
+def pool_axes(target: str, frame: tuple[str, ...]) -> tuple[str, ...]:
+    """The axes a stage pools over, named in the original frame."""
+    if target in ("channel", "kernel"):
+        return frame[2:]
+    if target == "spatial":
+        return (frame[1],)
+    return ()
+
+
+def descriptor_layout(target: str, frame: tuple[str, ...]) -> str:
+    """The einops layout of one pooled descriptor in the stage's frame."""
+    if target in ("channel", "kernel"):
+        return f"{frame[0]} {frame[1]}"
+    if target == "spatial":
+        return f"{frame[0]} 1 {frame[2]} {frame[3]}"
+    return " ".join(frame)
+
+
+def keepdim_layout(pooled: tuple[str, ...]) -> str:
+    """The layout a torch reduction with ``keepdim=True`` over ``pooled`` leaves."""
+    return " ".join("1" if a in pooled else a for a in AXES)
+
+
+def gate_layout(target: str, frame: tuple[str, ...]) -> str:
+    """The einops layout of the gate a stage computes, in its own frame."""
+    return descriptor_layout(target, frame)
+
+
+def broadcast_pattern(target: str, frame: tuple[str, ...]) -> str | None:
+    """The rearrange that takes a stage's gate to a tensor broadcastable against NCHW x,
+    or None when it already is."""
+    src = gate_layout(target, frame)
+    present = set(src.split()) - {"1"}
+    dst = " ".join(a if a in present else "1" for a in AXES)
+    return None if src == dst else f"{src} -> {dst}"

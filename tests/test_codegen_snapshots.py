@@ -1,0 +1,52 @@
+"""The generated code is a user-facing artifact: each preset's ``module.code`` is snapshotted.
+
+Regenerate after an intended change with ``DYNATTN_UPDATE_SNAPSHOTS=1 python -m pytest
+tests/test_codegen_snapshots.py`` and review the diff.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dynattn import AttnSpec, build
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+CASES = {
+    "se": AttnSpec.se(),
+    "se_timm": AttnSpec.se(flavor="timm"),
+    "eca": AttnSpec.eca(),
+    "cbam": AttnSpec.cbam(),
+    "cbam_timm": AttnSpec.cbam(flavor="timm"),
+    "cbam_identity": AttnSpec.cbam(init="identity"),
+    "gam": AttnSpec.gam(),
+    "triplet": AttnSpec.triplet(),
+    "triplet_no_spatial": AttnSpec.triplet(no_spatial=True),
+    "lse_softmax_spatial": AttnSpec(target="spatial", pool=["lse", "std"], gate="softmax", temperature=2.0),
+}
+
+
+def render(spec: AttnSpec) -> str:
+    module = build(spec, channels=64)
+    return f"# {type(module).__name__}: {spec!r}\n{module.code.strip()}\n"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_code_snapshot(name):
+    text = render(CASES[name])
+    path = SNAPSHOTS / f"{name}.py.txt"
+    if os.environ.get("DYNATTN_UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        if os.environ.get("CI") and not path.exists():
+            pytest.fail(f"missing snapshot {path.name}: generate it locally and commit it")
+        path.write_text(text)
+    assert text == path.read_text(), f"generated code for {name} changed; see {path}"
+
+
+def test_code_reads_like_the_paper():
+    code = build(AttnSpec.cbam(), channels=64).code
+    for role in ("channel_squeeze_avg", "channel_excite", "channel_gate", "channel_scale",
+                 "spatial_squeeze", "spatial_excite", "spatial_gate", "spatial_scale"):
+        assert f"{role} =" in code
+    assert "'b c h w -> b c', 'mean'" in code and "'b c h w -> b 1 h w', 'max'" in code
+    assert type(build(AttnSpec.cbam(), channels=32)).__name__ == "CBAM"

@@ -1,0 +1,145 @@
+"""Bad specs and bad build arguments raise SpecError (a ValueError) naming field, value and allowed values."""
+
+import pickle
+
+import pytest
+import torch
+
+import dynattn
+from dynattn import AttnSpec, SpecError, build, get_spec
+
+
+def _raises(fn, *fragments, field=None):
+    with pytest.raises(SpecError) as info:
+        fn()
+    err = info.value
+    assert isinstance(err, ValueError)
+    message = str(err)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    if field is not None:
+        assert err.field == field
+    return err
+
+
+def test_unknown_pool_op():
+    err = _raises(lambda: AttnSpec(pool=["avg", "mean"]), "AttnSpec.pool='mean'", "unknown value",
+                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'none'", field="AttnSpec.pool")
+    assert err.value == "mean" and "avg" in err.allowed
+
+
+def test_empty_pool():
+    _raises(lambda: AttnSpec(pool=[]), "AttnSpec.pool=()", "at least one pooling op", "allowed: 'avg'")
+
+
+def test_unknown_gate_suggests_the_closest():
+    _raises(lambda: AttnSpec(gate="sigmod"), "AttnSpec.gate='sigmod'", "did you mean 'sigmoid'?",
+            "'hard_sigmoid', 'softmax', 'tanh', 'identity'")
+
+
+def test_unknown_target():
+    _raises(lambda: AttnSpec(target="channels"), "AttnSpec.target='channels'",
+            "allowed: 'channel', 'spatial', 'element', 'kernel'", "did you mean 'channel'?")
+
+
+@pytest.mark.parametrize("channels", [0, -3])
+def test_channels_not_positive(channels):
+    _raises(lambda: build(AttnSpec.se(), channels=channels), f"channels={channels}", "must be > 0",
+            field="channels")
+
+
+@pytest.mark.parametrize("channels", [64.0, "64", True, None])
+def test_channels_wrong_type(channels):
+    _raises(lambda: build(AttnSpec.se(), channels=channels), "channels=", field="channels")
+
+
+def test_reduction_that_leaves_zero_hidden_units():
+    _raises(lambda: build(AttnSpec.se(), channels=8), "AttnSpec.reduction=16.0",
+            "leaves 0 hidden units at channels=8", "rounding='nearest'")
+    _raises(lambda: build(AttnSpec.cbam(), channels=15), "leaves 0 hidden units at channels=15")
+    _raises(lambda: build(AttnSpec(divisor=8, reduction=4), channels=16), "int(16 / 4) // 8 * 8 = 0")
+
+
+@pytest.mark.parametrize("ks", [4, 0, 2.0, "7"])
+def test_kernel_size_must_be_odd_int(ks):
+    _raises(lambda: AttnSpec(target="spatial", kernel_size=ks), f"AttnSpec.kernel_size={ks!r}")
+
+
+def test_even_kernel_message_offers_neighbours():
+    _raises(lambda: AttnSpec.cbam(kernel_size=6), "must be odd", "use 5 or 7")
+    _raises(lambda: AttnSpec(excite="conv1d", kernel_size=4), "must be odd")
+
+
+def test_unknown_preset_lists_valid_names():
+    _raises(lambda: get_spec("cbma"), "preset='cbma'", "'se', 'eca', 'cbam', 'gam', 'triplet'",
+            "did you mean 'cbam'?")
+    _raises(lambda: build("sqeeze", channels=8), "preset='sqeeze'")
+
+
+def test_excite_that_does_not_serve_the_target():
+    _raises(lambda: AttnSpec(target="spatial", excite="mlp"), "AttnSpec.excite='mlp'",
+            "does not serve target='spatial'", "allowed: 'conv', 'none'")
+
+
+def test_field_without_effect():
+    _raises(lambda: AttnSpec(excite="conv1d", reduction=8), "AttnSpec.reduction=8.0", "has no effect")
+    _raises(lambda: AttnSpec(bn_momentum=0.01), "set norm='bn' first")
+    _raises(lambda: AttnSpec(experts=8), "they configure target='kernel'")
+
+
+def test_bad_rotations():
+    _raises(lambda: AttnSpec(target="spatial", branches=["b c h w -> c b h w"]), "keep the batch axis first")
+    _raises(lambda: AttnSpec(target="spatial", branches=["b c h w -> b c h"]), "is not a rotation of four axes")
+    _raises(lambda: AttnSpec(target="spatial", branches=["b c h w -> b c h x"]), "same four distinct axes")
+    _raises(lambda: AttnSpec(excite="mlp", branches=["b c h w -> b h c w"]),
+            "moves the channel axis", "rotate a spatial stage")
+
+
+def test_composite_rejects_leaf_fields_and_kernel_stages():
+    _raises(lambda: AttnSpec(stages=[AttnSpec.se()], gate="tanh"), "AttnSpec.gate='tanh'",
+            "has no effect on a composite spec")
+    _raises(lambda: AttnSpec(stages=[AttnSpec.se(), AttnSpec(target="kernel")]), "AttnSpec.stages[1].target")
+    _raises(lambda: AttnSpec(stages=["se"]), "AttnSpec.stages[0]='se'", "must be an AttnSpec")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("reduction", float("nan")), ("reduction", -4), ("temperature", 0.0), ("temperature", float("inf")),
+    ("bn_eps", -1e-5), ("experts", True), ("experts", 0), ("divisor", 2.5), ("width", 0),
+])
+def test_bad_numbers(field, value):
+    kw = {"target": "kernel"} if field == "experts" else {}
+    if field == "bn_eps":
+        kw["norm"] = "bn"
+    _raises(lambda: AttnSpec(**kw, **{field: value}), f"AttnSpec.{field}=")
+
+
+def test_pool_none_only_for_element():
+    _raises(lambda: AttnSpec(pool=["none"]), "'none' (no pooling) stands alone and only with target='element'")
+    _raises(lambda: AttnSpec(target="element", pool=["avg"]), "keeps every position")
+
+
+def test_bad_spec_argument_and_flavor_and_name():
+    _raises(lambda: build(42, channels=8), "spec=42", "must be an AttnSpec or a preset name")
+    _raises(lambda: AttnSpec.se(flavor="tim"), "flavor='tim'", "allowed: 'official', 'timm'")
+    _raises(lambda: AttnSpec(name="my attention"), "must be a Python identifier")
+    _raises(lambda: AttnSpec(act="rleu"), "did you mean 'relu'?")
+    _raises(lambda: AttnSpec(pool=7), "must be a list or tuple")
+    _raises(lambda: AttnSpec.se().replace(gates="tanh"), "unknown field")
+    _raises(lambda: get_spec("se", ratio=4), "kwargs=('ratio',)", "takes no such argument", "'reduction'")
+
+
+def test_kernel_target_is_accepted_by_the_spec():
+    spec = AttnSpec(pool=["avg", "max"], target="kernel")
+    assert spec.pool == ("avg", "max") and spec.kind == "kernel" and spec.gate == "softmax"
+    _raises(lambda: AttnSpec(target="kernel", experts=4, heads=["in"]), "the 'kernel' head must mix them")
+    _raises(lambda: build(AttnSpec.se(), channels=8, conv=torch.nn.Conv2d(8, 8, 3)), "only a kernel-target")
+
+
+def test_spec_error_pickles_with_its_fields():
+    err = _raises(lambda: AttnSpec(gate="nope"), "nope")
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, SpecError) and str(back) == str(err) and back.field == "AttnSpec.gate"
+
+
+def test_spec_error_is_exported():
+    assert dynattn.SpecError is SpecError and issubclass(SpecError, ValueError)

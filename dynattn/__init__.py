@@ -10,14 +10,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .compiler import build, is_attention
+from .dynamic_conv import DynamicConv2d
 from .errors import SpecError
 from .presets import get_spec, list_presets
 from .spec import AttnSpec
+from .temperature import TemperatureSchedule, set_temperature
 
 if TYPE_CHECKING:
     from . import testing
 
-__all__ = ["AttnSpec", "SpecError", "build", "get_spec", "list_presets", "is_attention", "testing"]
+__all__ = [
+    "AttnSpec", "SpecError", "build", "DynamicConv2d", "get_spec", "list_presets", "is_attention",
+    "set_temperature", "TemperatureSchedule", "testing",
+]
 __version__ = "0.1.0"
 
 

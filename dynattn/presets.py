@@ -17,7 +17,9 @@ from collections.abc import Callable
 from .errors import SpecError
 from .spec import AttnSpec
 
-__all__ = ["se", "eca", "cbam", "gam", "triplet", "get_spec", "list_presets", "PRESETS"]
+__all__ = [
+    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "get_spec", "list_presets", "PRESETS",
+]
 
 _FLAVORS = {
     "se": ("official", "timm"),
@@ -25,6 +27,9 @@ _FLAVORS = {
     "cbam": ("official", "timm"),
     "gam": ("official",),
     "triplet": ("official",),
+    "condconv": ("official",),
+    "dyconv": ("official",),
+    "odconv": ("official",),
 }
 
 
@@ -172,12 +177,87 @@ def triplet(
     )
 
 
+def condconv(experts: int = 4, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """CondConv: W = sum_k r_k W_k with r = sigmoid(Linear(avgpool(x))), one linear layer with bias.
+
+    ``official``: Yang et al., "CondConv: Conditionally Parameterized Convolutions for
+    Efficient Inference", NeurIPS 2019 (arXiv:1904.04971), as the TPU reference code and
+    timm's ``CondConvResidual`` route (``timm.layers.CondConv2d`` takes those weights). The
+    routing weights do not sum to one: upcycling a conv starts them at 1/K (see
+    ``init="identity"``).
+    """
+    _flavor("condconv", flavor)
+    return AttnSpec(
+        pool=("avg",), target="kernel", excite="linear", bias=True, gate="sigmoid", experts=experts,
+        heads=("kernel",), init=init, name="CondConv",
+        reference="Yang et al. 2019, CondConv (arXiv:1904.04971)",
+    )
+
+
+def dyconv(
+    experts: int = 4,
+    temperature: float = 30.0,
+    *,
+    reduction: float = 4,
+    flavor: str = "official",
+    init: str = "default",
+) -> AttnSpec:
+    """Dynamic convolution: W = sum_k pi_k W_k with pi = softmax(MLP(avgpool(x)) / T).
+
+    ``official``: Chen et al., "Dynamic Convolution: Attention over Convolution Kernels",
+    CVPR 2020 (arXiv:1912.03458): MLP C -> C/4 -> K with ReLU, temperature annealed from 30
+    to 1 over the first epochs (:class:`dynattn.TemperatureSchedule`). As in the widely used
+    kaijieshi7/Dynamic-convolution-Pytorch code the router has no bias (that code starts T
+    at 34 and steps by 3); the hidden width is at least 4 (that code uses K for RGB input).
+    """
+    _flavor("dyconv", flavor)
+    return AttnSpec(
+        pool=("avg",), target="kernel", excite="mlp", reduction=reduction, min_width=4, bias=False,
+        act="relu", gate="softmax", temperature=temperature, experts=experts, heads=("kernel",), init=init,
+        name="DyConv", reference="Chen et al. 2020, Dynamic Convolution (arXiv:1912.03458)",
+    )
+
+
+def odconv(
+    experts: int = 4,
+    temperature: float = 1.0,
+    *,
+    reduction: float = 16,
+    min_width: int = 16,
+    norm: str | None = None,
+    flavor: str = "official",
+    init: str = "default",
+) -> AttnSpec:
+    """ODConv: four heads from one router: the kernel mixing weights (softmax), and sigmoid
+    attentions over input channels, output channels and kernel positions.
+
+    ``official``: Li et al., "Omni-Dimensional Dynamic Convolution", ICLR 2022
+    (arXiv:2209.07947), OSVAI/ODConv: hidden width ``max(int(C / 16), 16)``, ReLU, every
+    head's logits divided by the temperature; the input- and output-channel attentions
+    scale the feature maps (equivalent, and cheaper); the spatial head is dropped for 1x1
+    kernels, the output head for depthwise convs, the kernel head for K = 1. The official
+    router has BatchNorm after its first layer, which fails at batch size 1 in training and
+    couples the samples of a batch; it is off here (``norm=None``, with a bias in its
+    place) and ``norm="bn"`` restores it.
+    """
+    _flavor("odconv", flavor)
+    return AttnSpec(
+        pool=("avg",), target="kernel", excite="mlp", reduction=reduction, min_width=min_width, bias=True,
+        act="relu", norm=norm, gate="softmax", temperature=temperature, experts=experts,
+        heads=("kernel", "in", "out", "spatial"), init=init, name="ODConv",
+        reference="Li et al. 2022, ODConv (arXiv:2209.07947), OSVAI/ODConv",
+    )
+
+
 PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "se": se,
     "eca": eca,
     "cbam": cbam,
     "gam": gam,
     "triplet": triplet,
+    "condconv": condconv,
+    "dyconv": dyconv,
+    "odconv": odconv,
 }
 
 

@@ -56,6 +56,8 @@ class AttnSpec:
     divisor: int = 1
     #: ``floor`` (int(C / r), the papers' code) or ``nearest`` (timm's make_divisible).
     rounding: str = "floor"
+    #: A lower bound on the hidden width (ODConv: 16). Kernel-target routers default to 4.
+    min_width: int | None = None
     #: Bias in the excitation's layers.
     bias: bool = True
     #: Activation between the excitation's two layers.
@@ -74,7 +76,9 @@ class AttnSpec:
     #: sigmoid, hard_sigmoid, softmax, tanh or identity; applied to excite(...) / temperature.
     gate: str | None = None
     temperature: float = 1.0
-    #: ``default``, or ``identity``: the gate starts at exactly 1 (outputs unchanged).
+    #: ``default``, or ``identity``: the gate starts at exactly 1 (outputs unchanged). On a
+    #: kernel target, each head that is not a softmax starts at its neutral value (1/K for
+    #: the mixing weights, 1 for ODConv's scalings), so an upcycled conv is reproduced.
     init: str = "default"
     #: Kernel target: number of expert kernels and the router's heads.
     experts: int = 4
@@ -194,6 +198,41 @@ class AttnSpec:
 
         return presets.triplet(kernel_size, no_spatial=no_spatial, flavor=flavor, init=init)
 
+    @classmethod
+    def condconv(cls, experts: int = 4, *, init: str = "default") -> AttnSpec:
+        """CondConv (Yang et al., 2019): sigmoid routing. See :func:`dynattn.presets.condconv`."""
+        from . import presets
+
+        return presets.condconv(experts, init=init)
+
+    @classmethod
+    def dyconv(
+        cls, experts: int = 4, temperature: float = 30.0, *, reduction: float = 4, init: str = "default"
+    ) -> AttnSpec:
+        """Dynamic convolution (Chen et al., 2020): softmax routing with temperature.
+        See :func:`dynattn.presets.dyconv`."""
+        from . import presets
+
+        return presets.dyconv(experts, temperature, reduction=reduction, init=init)
+
+    @classmethod
+    def odconv(
+        cls,
+        experts: int = 4,
+        temperature: float = 1.0,
+        *,
+        reduction: float = 16,
+        min_width: int = 16,
+        norm: str | None = None,
+        init: str = "default",
+    ) -> AttnSpec:
+        """Omni-dimensional dynamic convolution (Li et al., 2022): four attention heads.
+        See :func:`dynattn.presets.odconv`."""
+        from . import presets
+
+        return presets.odconv(experts, temperature, reduction=reduction, min_width=min_width, norm=norm,
+                              init=init)
+
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
         if self.stages:
@@ -201,12 +240,15 @@ class AttnSpec:
             if self.init != "default":
                 parts.append(f"init={self.init!r}")
         else:
-            base = AttnSpec(target=self.target)
+            # show what differs from the defaults of this target (and, past `excite`, of this excite)
+            by_target = AttnSpec(target=self.target)
+            by_excite = AttnSpec(target=self.target, excite=self.excite, pool=self.pool[:1])
             parts = [f"target={self.target!r}"]
             for f in dataclasses.fields(self):
                 if f.name in ("target", "stages", "name", "reference"):
                     continue
                 value = getattr(self, f.name)
+                base = by_target if f.name in ("pool", "merge", "excite") else by_excite
                 if value != getattr(base, f.name):
                     parts.append(f"{f.name}={value!r}")
         for key in ("name", "reference"):
@@ -363,6 +405,10 @@ def _normalize_leaf(spec: AttnSpec) -> None:
         _check_int("width", spec.width, 1)
     _check_int("divisor", spec.divisor, 1)
     _check_choice("rounding", spec.rounding, vocab.ROUNDINGS)
+    if spec.min_width is None and target == "kernel" and excite == "mlp":
+        _set(spec, "min_width", 4)  # a router keeps a few hidden units even on an RGB stem conv
+    if spec.min_width is not None:
+        _check_int("min_width", spec.min_width, 1)
     if not isinstance(spec.bias, bool):
         raise _err("bias", spec.bias, "must be a bool", (True, False))
     if not isinstance(spec.act, str) or spec.act not in vocab.ACTS:
@@ -408,9 +454,6 @@ def _normalize_leaf(spec: AttnSpec) -> None:
     if target == "kernel" and spec.experts > 1 and "kernel" not in spec.heads:
         raise _err("heads", spec.heads, "with experts > 1 the 'kernel' head must mix them",
                    hint="add 'kernel' or set experts=1")
-    if target == "kernel" and spec.init == "identity":
-        raise _err("init", spec.init, "a kernel target starts from its conv: build(spec, conv=...) "
-                   "upcycles it, so the output equals the conv's", ("default",))
 
     # ---- branches (rotations)
     _set(spec, "branches", tuple(_parse_rotation(i, r) for i, r in enumerate(spec.branches)))
@@ -445,7 +488,7 @@ def _channel_free(spec: AttnSpec) -> bool:
 def _check_relevance(spec: AttnSpec) -> None:
     """A field set away from its default where it has no effect is a mistake: say so."""
     rules: list[tuple[tuple[str, ...], bool, str]] = [
-        (("reduction", "width", "divisor", "rounding", "act"), _has_hidden(spec),
+        (("reduction", "width", "divisor", "rounding", "act", "min_width"), _has_hidden(spec),
          "it sizes a hidden layer: excite='mlp', 'pixel_mlp', or 'conv' on target='element'"),
         (("bias",), spec.excite != "none", "excite='none' has no layers"),
         (("norm",), spec.excite in ("mlp", "conv"), "norm applies to excite='mlp' or 'conv'"),

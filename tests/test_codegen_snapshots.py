@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dynattn import AttnSpec, build
+from dynattn import AttnSpec, DynamicConv2d, build
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -27,8 +27,21 @@ CASES = {
 }
 
 
+ROUTERS = {
+    "router_condconv": AttnSpec.condconv(),
+    "router_dyconv": AttnSpec.dyconv(),
+    "router_odconv": AttnSpec.odconv(),
+    "router_odconv_upcycled": AttnSpec.odconv(init="identity"),
+    "router_avg_max": AttnSpec(pool=["avg", "max"], target="kernel"),
+}
+CASES.update(ROUTERS)
+
+
 def render(spec: AttnSpec) -> str:
-    module = build(spec, channels=64)
+    if spec.kind == "kernel":  # the router of a 64 -> 64, 3x3 dynamic conv
+        module = DynamicConv2d(64, 64, 3, padding=1, spec=spec).router
+    else:
+        module = build(spec, channels=64)
     return f"# {type(module).__name__}: {spec!r}\n{module.code.strip()}\n"
 
 

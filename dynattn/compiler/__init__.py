@@ -80,11 +80,13 @@ def build(
     """
     spec = as_spec(spec)
     if spec.kind == "kernel":
-        raise SpecError(
-            "AttnSpec.target", spec.target,
-            "dynamic convolution (the kernel target) is not available in this version",
-            ("channel", "spatial", "element"),
-        )
+        if conv is None:
+            raise SpecError("conv", conv, "a kernel-target spec builds a DynamicConv2d from the conv it replaces",
+                            hint="build(spec, conv=nn.Conv2d(...)), or DynamicConv2d(..., spec=spec)")
+        from ..dynamic_conv import DynamicConv2d
+
+        module = DynamicConv2d.from_conv(conv, spec)
+        return module.to(device=device, dtype=dtype) if (device or dtype) else module
     if conv is not None:
         raise SpecError("conv", type(conv).__name__, f"only a kernel-target spec takes conv=; "
                         f"this spec's target is {spec.target or 'a composite of feature targets'!r}",

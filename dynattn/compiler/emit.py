@@ -33,7 +33,9 @@ __all__ = ["emit_graph", "make_modules", "ROLE"]
 ROLE = "dynattn_role"
 
 
-class _GraphWriter:
+class GraphWriter:
+    """Appends named, role-tagged nodes to a fresh ``fx.Graph``."""
+
     def __init__(self) -> None:
         self.graph = fx.Graph()
 
@@ -68,7 +70,7 @@ class _GraphWriter:
         return total
 
 
-def _join(prefix: str, name: str) -> str:
+def join(prefix: str, name: str) -> str:
     return f"{prefix}_{name}" if prefix else name
 
 
@@ -77,7 +79,7 @@ def _attr(stage: StagePlan, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- squeeze
-def _pool(w: _GraphWriter, x: fx.Node, op: str, stage: StagePlan, name: str) -> fx.Node:
+def _pool(w: GraphWriter, x: fx.Node, op: str, stage: StagePlan, name: str) -> fx.Node:
     target, frame = stage.spec.target, stage.frame
     layout = ops.descriptor_layout(target, frame)
     if op in ops.EINOPS_REDUCTION:
@@ -93,66 +95,68 @@ def _pool(w: _GraphWriter, x: fx.Node, op: str, stage: StagePlan, name: str) -> 
     return w.einops(einops.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
 
 
-def _squeeze(w: _GraphWriter, x: fx.Node, stage: StagePlan) -> list[fx.Node]:
+def squeeze(w: GraphWriter, x: fx.Node, stage: StagePlan) -> list[fx.Node]:
+    """The pooled descriptors of ``stage`` (x itself, rotated if need be, for element targets)."""
     spec, p = stage.spec, stage.name
     if spec.target == "element":
         if not stage.rotated:
             return [x]
         return [w.einops(einops.rearrange, x, f"{ops.ORIGINAL} -> {' '.join(stage.frame)}",
-                         name=_join(p, "rotate"), role="squeeze")]
+                         name=join(p, "rotate"), role="squeeze")]
     single = len(spec.pool) == 1
     return [
-        _pool(w, x, op, stage, _join(p, "squeeze" if single else f"squeeze_{op}")) for op in spec.pool
+        _pool(w, x, op, stage, join(p, "squeeze" if single else f"squeeze_{op}")) for op in spec.pool
     ]
 
 
 # ---------------------------------------------------------------------------- excite
-def _excite(w: _GraphWriter, descs: list[fx.Node], stage: StagePlan) -> fx.Node:
+def excite(w: GraphWriter, descs: list[fx.Node], stage: StagePlan) -> fx.Node:
+    """Merge the pooled descriptors and run the stage's excitation on them."""
     spec, p = stage.spec, stage.name
     excite_mod = _attr(stage, "excite")
     if len(descs) > 1 and spec.merge == "mean":
-        total = w.add_all(descs, _join(p, "squeeze_total"))
-        descs = [w.fn(operator.truediv, total, len(spec.pool), name=_join(p, "squeeze"), role="squeeze")]
+        total = w.add_all(descs, join(p, "squeeze_total"))
+        descs = [w.fn(operator.truediv, total, len(spec.pool), name=join(p, "squeeze"), role="squeeze")]
     elif len(descs) > 1 and spec.merge == "concat":
         cat = torch.stack if spec.excite == "conv1d" else torch.cat
-        descs = [w.fn(cat, descs, dim=1, name=_join(p, "squeeze"), role="squeeze")]
+        descs = [w.fn(cat, descs, dim=1, name=join(p, "squeeze"), role="squeeze")]
     if spec.excite == "none":
-        return w.add_all(descs, _join(p, "excite"), role="excite") if len(descs) > 1 else descs[0]
+        return w.add_all(descs, join(p, "excite"), role="excite") if len(descs) > 1 else descs[0]
     if len(descs) == 1:
-        return w.module(excite_mod, descs[0], name=_join(p, "excite"), role="excite")
+        return w.module(excite_mod, descs[0], name=join(p, "excite"), role="excite")
     outs = [
-        w.module(excite_mod, d, name=_join(p, f"excite_{op}"), role="excite")
+        w.module(excite_mod, d, name=join(p, f"excite_{op}"), role="excite")
         for d, op in zip(descs, spec.pool)
     ]
-    return w.add_all(outs, _join(p, "excite"), role="excite")
+    return w.add_all(outs, join(p, "excite"), role="excite")
 
 
 # ---------------------------------------------------------------------------- gate
-def _gate(w: _GraphWriter, z: fx.Node, stage: StagePlan) -> fx.Node:
+def _gate(w: GraphWriter, z: fx.Node, stage: StagePlan) -> fx.Node:
     spec, p = stage.spec, stage.name
     if spec.temperature != 1.0:
-        temperature = w.attr(_attr(stage, "temperature"), _join(p, "temperature"))
-        z = w.fn(operator.truediv, z, temperature, name=_join(p, "logits"))
-    name = _join(p, "gate")
+        temperature = w.attr(_attr(stage, "temperature"), join(p, "temperature"))
+        z = w.fn(operator.truediv, z, temperature, name=join(p, "logits"))
+    name = join(p, "gate")
     if spec.gate == "identity":
         gate = z
     elif spec.gate == "softmax":
         if spec.target == "spatial":  # a distribution over the positions
-            flat = w.method("flatten", z, 2, name=_join(p, "gate_logits"))
-            soft = w.fn(torch.softmax, flat, -1, name=_join(p, "gate_flat"))
+            flat = w.method("flatten", z, 2, name=join(p, "gate_logits"))
+            soft = w.fn(torch.softmax, flat, -1, name=join(p, "gate_flat"))
             gate = w.method("view_as", soft, z, name=name, role="gate")
         else:  # over the channels
             gate = w.fn(torch.softmax, z, 1, name=name, role="gate")
     else:
         gate = w.fn(ops.GATE_FNS[spec.gate], z, name=name, role="gate")
     if spec.init == "identity":  # 1 + mix * (gate - 1): exactly 1 while mix == 0
-        mix = w.attr(_attr(stage, "mix"), _join(p, "mix"))
-        delta = w.fn(operator.sub, gate, 1, name=_join(p, "gate_delta"))
-        scaled = w.fn(operator.mul, mix, delta, name=_join(p, "gate_delta_mixed"))
-        gate = w.fn(operator.add, 1, scaled, name=_join(p, "gate_mixed"), role="gate")
+        mix = w.attr(_attr(stage, "mix"), join(p, "mix"))
+        delta = w.fn(operator.sub, gate, 1, name=join(p, "gate_delta"))
+        scaled = w.fn(operator.mul, mix, delta, name=join(p, "gate_delta_mixed"))
+        gate = w.fn(operator.add, 1, scaled, name=join(p, "gate_mixed"), role="gate")
     pattern = ops.broadcast_pattern(spec.target, stage.frame)
     if pattern is not None:
-        gate = w.einops(einops.rearrange, gate, pattern, name=_join(p, "gate_map"), role="gate_map")
+        gate = w.einops(einops.rearrange, gate, pattern, name=join(p, "gate_map"), role="gate_map")
     return gate
 
 
@@ -160,21 +164,21 @@ def _gate(w: _GraphWriter, z: fx.Node, stage: StagePlan) -> fx.Node:
 @functools.lru_cache(maxsize=512)
 def emit_graph(plan: Plan) -> fx.Graph:
     """The fx graph of ``plan`` (cached; copy it before giving it to a module)."""
-    w = _GraphWriter()
+    w = GraphWriter()
     x = w.graph.placeholder("x")
     y = x
     for step in plan.steps:
         gates = []
         for stage in step.stages:
-            descs = _squeeze(w, y, stage)
-            z = _excite(w, descs, stage)
+            descs = squeeze(w, y, stage)
+            z = excite(w, descs, stage)
             gates.append(_gate(w, z, stage))
         if len(gates) > 1:
-            total = w.add_all(gates, _join(step.name, "gate_total"))
-            gate = w.fn(operator.truediv, total, len(gates), name=_join(step.name, "gate"), role="gate")
+            total = w.add_all(gates, join(step.name, "gate_total"))
+            gate = w.fn(operator.truediv, total, len(gates), name=join(step.name, "gate"), role="gate")
         else:
             gate = gates[0]
-        y = w.fn(operator.mul, y, gate, name=_join(step.name, "scale"), role="scale")
+        y = w.fn(operator.mul, y, gate, name=join(step.name, "scale"), role="scale")
     w.graph.output(y)
     w.graph.lint()
     return w.graph
@@ -188,15 +192,16 @@ def copy_graph(graph: fx.Graph) -> fx.Graph:
 
 
 # ---------------------------------------------------------------------------- modules
-def _excite_module(stage: StagePlan, dd: dict) -> nn.Module | None:
+def excite_module(stage: StagePlan, dd: dict) -> nn.Module | None:
+    """The excitation layer of ``stage`` (None for ``excite="none"``)."""
     spec = stage.spec
     bn = dict(norm=spec.norm, bn_momentum=spec.bn_momentum, bn_eps=spec.bn_eps)
     if spec.excite == "none":
         return None
     if spec.excite == "mlp":
-        return layers.MLP(stage.excite_in, stage.hidden, stage.channels, bias=spec.bias, act=spec.act, **bn, **dd)
+        return layers.MLP(stage.excite_in, stage.hidden, stage.excite_out, bias=spec.bias, act=spec.act, **bn, **dd)
     if spec.excite == "linear":
-        return nn.Linear(stage.excite_in, stage.channels, bias=spec.bias, **dd)
+        return nn.Linear(stage.excite_in, stage.excite_out, bias=spec.bias, **dd)
     if spec.excite == "conv1d":
         return layers.ChannelConv1d(stage.kernel_size, in_descriptors=stage.excite_in, bias=spec.bias, **dd)
     if spec.excite == "pixel_mlp":
@@ -212,7 +217,7 @@ def _excite_module(stage: StagePlan, dd: dict) -> nn.Module | None:
 def _stage_modules(stage: StagePlan, dd: dict) -> dict[str, nn.Module | torch.Tensor]:
     spec = stage.spec
     out: dict[str, Any] = {}
-    excite = _excite_module(stage, dd)
+    excite = excite_module(stage, dd)
     if excite is not None:
         out["excite"] = excite
     if spec.temperature != 1.0:

@@ -34,6 +34,8 @@ class StagePlan:
     excite_in: int
     hidden: int | None
     kernel_size: int | None
+    #: Output width of an ``mlp`` / ``linear`` excitation (the channels it gates, or a router's logits).
+    excite_out: int | None = None
 
     @property
     def rotated(self) -> bool:
@@ -66,6 +68,8 @@ def hidden_width(spec: AttnSpec, channels: int) -> int:
         width = max(d, int(v + d / 2) // d * d)
     else:
         width = int(v) // d * d
+    if spec.min_width is not None:
+        width = max(width, spec.min_width)
     if width < 1:
         how = f"int({channels} / {spec.reduction:g})" + (f" // {d} * {d}" if d > 1 else "")
         raise SpecError(
@@ -132,7 +136,7 @@ def _stage(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels
         excite_in = merged
     if spec.excite in ("mlp", "pixel_mlp") or (spec.excite == "conv" and spec.target == "element"):
         hidden = hidden_width(spec, channels)
-    return StagePlan(name, spec, frame, own_channels, excite_in, hidden, kernel)
+    return StagePlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
 
 
 def _class_name(spec: AttnSpec) -> str:

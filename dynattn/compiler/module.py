@@ -1,39 +1,42 @@
-"""``AttentionModule``: the ``torch.fx.GraphModule`` that ``build`` returns for feature targets.
+"""The ``torch.fx.GraphModule`` subclasses the compiler returns.
 
-A GraphModule whose graph is determined by ``(spec, channels)``. That lets it pickle the
-way einops layers do: the spec, not the derived graph, so an unpickled module has the
-same readable ``.code`` (fx's own pickling re-traces the code and renames every node),
-and ``copy.deepcopy`` keeps the class name (fx resets it to "GraphModule").
+Their graph is determined by a spec and a few sizes. That lets them pickle the way einops
+layers do: the spec, not the derived graph, so an unpickled module has the same readable
+``.code`` (fx's own pickling re-traces the code and renames every node), and
+``copy.deepcopy`` keeps the class name (fx resets it to "GraphModule").
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.fx as fx
 
 from ..spec import AttnSpec
 
-__all__ = ["AttentionModule"]
+__all__ = ["SpecModule", "AttentionModule", "RouterModule"]
 
 # fx state that is derived from the graph and re-made when the module is rebuilt.
 _DERIVED = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start"})
 
 
-class AttentionModule(fx.GraphModule):
-    """A feature-map attention built from ``spec`` for ``channels`` input channels.
-
-    ``spec``, ``channels`` and the generated ``code`` describe it completely; parameters,
-    buffers, hooks and training flags are ordinary ``nn.Module`` state.
-    """
+class SpecModule(fx.GraphModule):
+    """A GraphModule made by the compiler from ``spec`` and the sizes in ``_SIZE_ATTRS``."""
 
     spec: AttnSpec
-    channels: int
+    #: The sizes the module is rebuilt from, after the spec.
+    _SIZE_ATTRS: ClassVar[tuple[str, ...]] = ()
+    #: Further plain attributes that copies keep.
+    _EXTRA_ATTRS: ClassVar[tuple[str, ...]] = ()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> AttentionModule:
+    def _recipe(self) -> tuple[str, tuple[Any, ...]]:
+        return type(self)._KIND, (self.spec, *(getattr(self, a) for a in self._SIZE_ATTRS))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SpecModule:
         res = super().__deepcopy__(memo)
         type(res).__name__ = type(self).__name__
-        res.spec, res.channels = self.spec, self.channels
+        for attr in ("spec", *self._SIZE_ATTRS, *self._EXTRA_ATTRS):
+            setattr(res, attr, getattr(self, attr))
         res.meta["dynattn_code"] = self.meta.get("dynattn_code")
         return res
 
@@ -41,10 +44,31 @@ class AttentionModule(fx.GraphModule):
         if self.code != self.meta.get("dynattn_code"):
             return super().__reduce__()  # the graph was edited after build: keep fx's generic path
         state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
-        return (_rebuild, (self.spec, self.channels), state)
+        kind, args = self._recipe()
+        return (_rebuild, (kind, *args), state)
 
 
-def _rebuild(spec: AttnSpec, channels: int) -> AttentionModule:
+class AttentionModule(SpecModule):
+    """A feature-map attention built from ``spec`` for ``channels`` input channels."""
+
+    _KIND = "attention"
+    _SIZE_ATTRS = ("channels",)
+    channels: int
+
+
+class RouterModule(SpecModule):
+    """A dynamic convolution's router: ``x -> (gate of each head, ...)``."""
+
+    _KIND = "router"
+    _SIZE_ATTRS = ("geometry",)
+    _EXTRA_ATTRS = ("heads",)
+
+
+def _rebuild(kind: str, spec: AttnSpec, *sizes: Any) -> SpecModule:
+    if kind == "router":
+        from .router import build_router
+
+        return build_router(spec, *sizes)
     from . import build_feature
 
-    return build_feature(spec, channels)
+    return build_feature(spec, *sizes)

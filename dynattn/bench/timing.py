@@ -1,0 +1,68 @@
+"""Interleaved timing and peak-memory measurement shared by the benchmarks."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["interleaved_medians", "peak_allocated_mb", "machine_summary"]
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3, seed: int = 0
+) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin in a shuffled order."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    rng = random.Random(seed)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fns[name]()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def peak_allocated_mb(fn: Callable[[], object]) -> float:
+    """Peak tensor memory allocated while ``fn`` runs, above what was allocated before, in MiB.
+
+    Read from the profiler's allocation events, so it counts every tensor the call creates
+    (on CPU, where torch keeps no allocator statistics) and nothing else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def machine_summary() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")

@@ -1,0 +1,162 @@
+"""The kernel target: ``(AttnSpec, conv geometry)`` -> a router ``x -> (gate per head, ...)``.
+
+The router is compiled like a feature attention (the same pooling, merging and excitation
+code), but its excitation ends in one linear layer whose outputs are every head's logits,
+split by head after the temperature:
+
+- ``kernel``: K mixing weights over the expert kernels (the spec's gate: softmax or sigmoid);
+- ``in`` / ``out``: sigmoid attentions over input / output channels (ODConv's alpha_c, alpha_f);
+- ``spatial``: a sigmoid attention over the kh * kw kernel positions (ODConv's alpha_s).
+
+Heads that cannot matter for the conv are dropped, as ODConv's code does: ``kernel`` with one
+expert, ``spatial`` for a 1x1 kernel, ``out`` for a depthwise conv with as many outputs as
+inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..errors import SpecError
+from ..spec import AttnSpec
+from ..vocab import AXES
+from .emit import GraphWriter, copy_graph, excite, excite_module, join, squeeze
+from .lower import StagePlan, hidden_width
+from .module import RouterModule
+from .ops import GATE_FNS
+
+__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "lower_router", "build_router"]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """What a router needs to know about its conv."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    groups: int
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    name: str
+    size: int
+    gate: str
+    #: The value an identity-initialised head starts at (None: the head is not blended).
+    neutral: float | None
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    spec: AttnSpec
+    geometry: ConvGeometry
+    stage: StagePlan
+    heads: tuple[HeadPlan, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(h.size for h in self.heads)
+
+
+def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
+    kh, kw = g.kernel_size
+    identity = spec.init == "identity"
+    out: list[HeadPlan] = []
+    for name in spec.heads:
+        if name == "kernel" and spec.experts > 1:
+            neutral = 1.0 / spec.experts if identity and spec.gate != "softmax" else None
+            out.append(HeadPlan("kernel", spec.experts, spec.gate, neutral))
+        elif name == "in":
+            out.append(HeadPlan("in", g.in_channels, "sigmoid", 1.0 if identity else None))
+        elif name == "out" and not (g.groups == g.in_channels == g.out_channels):
+            out.append(HeadPlan("out", g.out_channels, "sigmoid", 1.0 if identity else None))
+        elif name == "spatial" and kh * kw > 1:
+            out.append(HeadPlan("spatial", kh * kw, "sigmoid", 1.0 if identity else None))
+    if not out:
+        raise SpecError(
+            "AttnSpec.heads", spec.heads,
+            f"leave nothing dynamic for this conv (experts={spec.experts}, kernel {kh}x{kw}, "
+            f"groups={g.groups})", hint="use experts > 1 or add an 'in' head",
+        )
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=512)
+def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
+    if spec.kind != "kernel":
+        raise SpecError("AttnSpec.target", spec.target, "a router needs a kernel-target spec", ("kernel",))
+    c = geometry.in_channels
+    merged = len(spec.pool) if spec.merge == "concat" else 1
+    hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
+    heads = _heads(spec, geometry)
+    stage = StagePlan("", spec, AXES, c, merged * c, hidden, None, sum(h.size for h in heads))
+    return RouterPlan(spec, geometry, stage, heads)
+
+
+@functools.lru_cache(maxsize=512)
+def emit_router(plan: RouterPlan) -> fx.Graph:
+    w = GraphWriter()
+    x = w.graph.placeholder("x")
+    z = excite(w, squeeze(w, x, plan.stage), plan.stage)
+    temperature = w.attr("temperature", "temperature")
+    logits = w.fn(operator.truediv, z, temperature, name="logits")
+    if len(plan.heads) > 1:
+        parts = w.fn(torch.split, logits, [h.size for h in plan.heads], 1, name="head_logits")
+        per_head = [w.fn(operator.getitem, parts, i, name=f"{h.name}_logits") for i, h in enumerate(plan.heads)]
+    else:
+        per_head = [logits]
+    gates = []
+    for head, node in zip(plan.heads, per_head):
+        name = join(head.name, "gate")
+        if head.gate == "softmax":
+            gate = w.fn(torch.softmax, node, -1, name=name, role="gate")
+        elif head.gate == "identity":
+            gate = node
+        else:
+            gate = w.fn(GATE_FNS[head.gate], node, name=name, role="gate")
+        if head.neutral is not None:  # neutral + mix * (gate - neutral)
+            mix = w.attr(f"{head.name}_mix", f"{head.name}_mix")
+            delta = w.fn(operator.sub, gate, head.neutral, name=join(head.name, "gate_delta"))
+            scaled = w.fn(operator.mul, mix, delta, name=join(head.name, "gate_delta_mixed"))
+            gate = w.fn(operator.add, head.neutral, scaled, name=join(head.name, "gate_mixed"), role="gate")
+        gates.append(gate)
+    w.graph.output(tuple(gates))
+    w.graph.lint()
+    return w.graph
+
+
+def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:
+    spec = plan.spec
+    root = nn.Module()
+    root.excite = excite_module(plan.stage, dd)
+    root.register_buffer("temperature", torch.tensor(spec.temperature, **dd))
+    for head in plan.heads:
+        if head.neutral is not None:
+            root.register_parameter(f"{head.name}_mix", nn.Parameter(torch.zeros((), **dd)))
+    return root
+
+
+def build_router(
+    spec: AttnSpec,
+    geometry: ConvGeometry,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> RouterModule:
+    """The router of a dynamic conv with ``geometry`` (fresh parameters; plan and graph cached)."""
+    plan = lower_router(spec, geometry)
+    dd = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+    module = RouterModule(_router_modules(plan, dd), copy_graph(emit_router(plan)),
+                          class_name=f"{spec.name or 'Kernel'}Router")
+    module.spec = spec
+    module.geometry = geometry
+    module.heads = tuple(h.name for h in plan.heads)
+    module.meta["dynattn_code"] = module.code
+    return module

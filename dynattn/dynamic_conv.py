@@ -1,0 +1,248 @@
+"""``DynamicConv2d``: a conv whose kernel is mixed per sample from K experts by a compiled router.
+
+    conv = DynamicConv2d(64, 64, 3, padding=1, spec=AttnSpec.dyconv())
+    conv = DynamicConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1), AttnSpec.odconv())  # upcycled
+
+It has ``nn.Conv2d``'s constructor and semantics (int or tuple kernel/stride/padding/dilation,
+``padding="same"``/``"valid"``, ``padding_mode``, groups incl. depthwise, bias, rectangular
+kernels; the arguments are checked by ``nn.Conv2d`` itself) and ``forward(x)`` only: the
+routing is computed inside by a router compiled from the spec.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from . import mixing
+from .compiler import as_spec
+from .compiler.router import ConvGeometry, build_router
+from .errors import SpecError
+from .spec import AttnSpec
+
+__all__ = ["DynamicConv2d", "STRATEGIES", "choose_strategy"]
+
+Strategy = Literal["auto", "kernel", "output"]
+STRATEGIES = ("auto", "kernel", "output")
+
+#: Output mixing is chosen when the per-sample kernel (I/g * kh * kw weights per output
+#: channel) is at least this many times the K output maps (K * H_out * W_out) it replaces.
+OUTPUT_MIXING_RATIO = 5.0
+
+
+def _is_exporting() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and getattr(compiler, "is_exporting", None) and compiler.is_exporting():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    if onnx is not None and getattr(onnx, "is_in_onnx_export", None) and onnx.is_in_onnx_export():
+        return True
+    return torch.jit.is_tracing()
+
+
+def choose_strategy(
+    in_per_group: int,
+    kernel_area: int,
+    experts: int,
+    out_positions: int,
+    *,
+    spatial_head: bool = False,
+    tracing: bool = False,
+) -> str:
+    """The cost rule behind ``strategy="auto"``.
+
+    Kernel mixing costs one conv plus writing B per-sample kernels (B * O * I/g * kh * kw);
+    output mixing costs K convs (B * K * O * H_out * W_out outputs). Per output channel
+    that is ``I/g * kh * kw`` kernel weights against ``K * H_out * W_out`` outputs, so:
+
+    - exporting or fx tracing: ``output`` (no group count tied to the batch size);
+    - a spatial head (ODConv): ``kernel`` (output mixing needs an im2col copy for it);
+    - ``output`` when ``I/g * kh * kw >= OUTPUT_MIXING_RATIO * K * H_out * W_out``: big
+      kernels on small maps (e.g. 128 -> 128, 3x3 at 7x7, K=4: 1.3-2.2x faster than kernel
+      mixing on CPU, in eval and training alike);
+    - ``kernel`` otherwise: 1.2-11x faster than output mixing at 14x14 and larger maps,
+      and for depthwise and 1x1 convs, at batch 1 to 32 (measured on CPU, see the README).
+
+    Batch size and training mode move both costs alike; measured, they do not change the
+    choice.
+    """
+    if tracing:
+        return "output"
+    if spatial_head:
+        return "kernel"
+    if in_per_group * kernel_area >= OUTPUT_MIXING_RATIO * experts * out_positions:
+        return "output"
+    return "kernel"
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+class DynamicConv2d(nn.Module):
+    """A 2-D convolution whose kernel is ``W_b = sum_k a_bk W_k`` for each sample b.
+
+    Args mirror ``nn.Conv2d``; ``spec`` is a kernel-target :class:`~dynattn.AttnSpec` (or a
+    preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
+    ``"auto"``, ``"kernel"`` or ``"output"`` (see :func:`choose_strategy`).
+
+    Attributes: ``weight`` (K, out, in/groups, kh, kw), ``bias`` (K, out) or None,
+    ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        spec: AttnSpec | str = "dyconv",
+        strategy: Strategy = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        spec = as_spec(spec)
+        if spec.kind != "kernel":
+            raise SpecError("spec", spec, "DynamicConv2d needs a kernel-target spec",
+                            hint="e.g. AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()")
+        if strategy not in STRATEGIES:
+            raise SpecError("strategy", strategy, "unknown execution strategy", STRATEGIES)
+        # nn.Conv2d checks every argument and derives padding exactly as it would itself
+        try:
+            template = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                 bias, padding_mode, device="meta")
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise SpecError("DynamicConv2d", (in_channels, out_channels, kernel_size), str(exc),
+                            hint="the arguments follow nn.Conv2d") from exc
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = template.kernel_size
+        self.stride, self.padding, self.dilation = template.stride, template.padding, template.dilation
+        self.groups, self.padding_mode = groups, padding_mode
+        self._reversed_padding_repeated_twice = tuple(template._reversed_padding_repeated_twice)
+        self.spec = spec
+        self.strategy = strategy
+        self.experts = spec.experts
+        dd = {"device": device, "dtype": dtype}
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(spec.experts, out_channels, in_channels // groups, kh, kw, **dd))
+        self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
+        self.router = build_router(
+            spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
+        )
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    def reset_parameters(self) -> None:
+        """Each expert initialised as ``nn.Conv2d`` initialises its weight and bias."""
+        for k in range(self.experts):
+            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel() // self.out_channels
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, spec: AttnSpec | str = "dyconv", *,
+                  strategy: Strategy = "auto") -> DynamicConv2d:
+        """Upcycle ``conv``: every expert starts as its weight and bias, so the output equals
+        the conv's (to float rounding) until training moves the experts apart.
+
+        Softmax mixing weights sum to one, so any routing reproduces the conv. Heads that do
+        not (CondConv's sigmoid, ODConv's sigmoid scalings) start at their neutral value
+        through ``init="identity"``: ``neutral + mix * (gate - neutral)`` with ``mix`` a
+        learnable scalar at 0 (1/K for the mixing weights, 1 for the scalings).
+        """
+        if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
+            raise SpecError("conv", type(conv).__name__,
+                            "only a plain nn.Conv2d (or a subclass with its forward) can be upcycled exactly",
+                            hint="its forward differs (weight standardisation, dynamic padding, ...)")
+        spec = as_spec(spec)
+        if spec.kind != "kernel":
+            raise SpecError("spec", spec, "upcycling needs a kernel-target spec",
+                            hint="e.g. AttnSpec.dyconv()")
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            conv.groups, conv.bias is not None, conv.padding_mode, spec=spec.with_init("identity"),
+            strategy=strategy, device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.detach().unsqueeze(0).expand_as(new.weight))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias.detach().unsqueeze(0).expand_as(new.bias))
+        new.train(conv.training)
+        return new
+
+    # ------------------------------------------------------------------ temperature
+    @property
+    def temperature(self) -> float:
+        return float(self.router.temperature)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SpecError("temperature", value, "must be a finite number > 0")
+        self.router.temperature.fill_(float(value))
+
+    # ------------------------------------------------------------------ forward
+    def _resolve_strategy(self, x: torch.Tensor) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        if isinstance(x, fx.Proxy) or _is_exporting():
+            return "output"
+        h, w = x.shape[2], x.shape[3]
+        (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride
+        oh = (h + ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + pw - dw * (kw - 1) - 1) // sw + 1
+        experts = self.experts if "kernel" in self.router.heads else 1
+        return choose_strategy(self.in_channels // self.groups, kh * kw, experts, oh * ow,
+                               spatial_head="spatial" in self.router.heads)
+
+    def _padding_pair(self) -> tuple[int, int]:
+        r = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
+        return (r[2] + r[3], r[0] + r[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.spec.norm == "bn" and not isinstance(x, fx.Proxy) and x.shape[0] == 1:
+            raise SpecError("batch", 1, "a batch of 1 in training mode cannot normalise the router: its spec "
+                            "has norm='bn' (BatchNorm needs more than one sample)",
+                            hint="train with batches > 1, call .eval(), or use a spec with norm=None")
+        gates = dict(zip(self.router.heads, self.router(x)))
+        if "in" in gates:
+            x = x * gates["in"][:, :, None, None]
+        padding: str | tuple[int, int] = self.padding
+        pad_amounts = self._reversed_padding_repeated_twice
+        if self.padding_mode != "zeros":
+            x = F.pad(x, pad_amounts, mode=self.padding_mode)
+            padding, pad_amounts = (0, 0), (0, 0, 0, 0)
+        shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        args = (shape, self.weight, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"),
+                self.stride, padding, self.dilation, self.groups)
+        if self._resolve_strategy(x) == "kernel":
+            return mixing.kernel_mixing(x, *args)
+        return mixing.output_mixing(x, *args, pad_amounts)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"

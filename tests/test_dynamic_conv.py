@@ -1,0 +1,311 @@
+"""DynamicConv2d: nn.Conv2d semantics, exact upcycling, two equal strategies, references."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+
+from dynattn import AttnSpec, DynamicConv2d, SpecError, build
+from dynattn.compiler.router import ConvGeometry
+from dynattn.dynamic_conv import choose_strategy
+
+# (name, nn.Conv2d kwargs with in/out channels)
+CONFIGS = {
+    "3x3": dict(in_channels=16, out_channels=24, kernel_size=3, padding=1),
+    "stride2": dict(in_channels=16, out_channels=24, kernel_size=3, stride=2, padding=1),
+    "dilation2": dict(in_channels=16, out_channels=24, kernel_size=3, dilation=2, padding=2),
+    "1x1": dict(in_channels=16, out_channels=24, kernel_size=1),
+    "depthwise": dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, groups=16),
+    "groups4": dict(in_channels=16, out_channels=24, kernel_size=3, padding=1, groups=4),
+    "rectangular": dict(in_channels=16, out_channels=24, kernel_size=(3, 5), padding=(1, 2)),
+    "same": dict(in_channels=16, out_channels=24, kernel_size=3, padding="same"),
+    "same_even_dilated": dict(in_channels=16, out_channels=24, kernel_size=4, padding="same", dilation=2),
+    "stride3_k4": dict(in_channels=16, out_channels=24, kernel_size=4, stride=3),
+    "valid_no_bias": dict(in_channels=16, out_channels=24, kernel_size=3, padding="valid", bias=False),
+    "reflect": dict(in_channels=16, out_channels=24, kernel_size=3, padding=1, padding_mode="reflect"),
+}
+
+SPECS = {
+    "dyconv": AttnSpec.dyconv(),
+    "condconv": AttnSpec.condconv(),
+    "odconv": AttnSpec.odconv(),
+    "avg_max": AttnSpec(pool=["avg", "max"], target="kernel"),
+    "odconv_k1": AttnSpec.odconv(experts=1),
+}
+
+
+def _x(batch=3, c=16, h=11, w=9, seed=0):
+    return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def _randomize(m: DynamicConv2d, seed=1):
+    """Random experts and router, and identity mixes moved off zero, so every path matters."""
+    g = torch.Generator().manual_seed(seed)
+    for p in m.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_upcycled_equals_the_conv(config, spec, train):
+    conv = nn.Conv2d(**CONFIGS[config]).train(train)
+    x = _x()
+    expected = conv(x)
+    for strategy in ("kernel", "output"):
+        dyn = DynamicConv2d.from_conv(conv, SPECS[spec], strategy=strategy)
+        assert dyn.training == train
+        torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=0)
+    via_build = build(SPECS[spec], conv=conv)
+    assert isinstance(via_build, DynamicConv2d)
+    torch.testing.assert_close(via_build(x), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_strategies_are_equal_with_random_experts(config, spec):
+    dyn = DynamicConv2d(**CONFIGS[config], spec=SPECS[spec].with_init("identity"))
+    _randomize(dyn)
+    x = _x()
+    dyn.strategy = "kernel"
+    a = dyn(x)
+    dyn.strategy = "output"
+    torch.testing.assert_close(dyn(x), a, atol=1e-5, rtol=1e-5)
+    assert a.shape == nn.Conv2d(**CONFIGS[config])(x).shape
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("spec", ["dyconv", "odconv", "condconv"])
+def test_each_sample_depends_only_on_itself(spec, strategy):
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=SPECS[spec], strategy=strategy).double()
+    _randomize(dyn)
+    x = _x().double()
+    other = x.clone()
+    other[1:] = _x(seed=5)[1:].double()
+    for train in (True, False):
+        dyn.train(train)
+        out = dyn(x)
+        torch.testing.assert_close(dyn(other)[0], out[0], atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(dyn(x[:1])[0], out[0], atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "1x1", "depthwise"])
+def test_matches_timm_condconv_given_the_same_routing(config, strategy):
+    from timm.layers.cond_conv2d import CondConv2d
+
+    cfg = dict(CONFIGS[config])
+    dyn = DynamicConv2d(**cfg, spec=AttnSpec.condconv(experts=5), strategy=strategy)
+    _randomize(dyn)
+    ref = CondConv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], stride=cfg.get("stride", 1),
+                     padding=cfg.get("padding", 0), dilation=cfg.get("dilation", 1), groups=cfg.get("groups", 1),
+                     bias=True, num_experts=5)
+    with torch.no_grad():
+        ref.weight.copy_(dyn.weight.reshape(5, -1))
+        ref.bias.copy_(dyn.bias)
+    x = _x(batch=4)
+    (routing,) = dyn.router(x)
+    assert routing.shape == (4, 5) and bool(((routing > 0) & (routing < 1)).all())  # sigmoid routing
+    torch.testing.assert_close(dyn(x), ref(x, routing), atol=1e-5, rtol=1e-5)
+
+
+def test_condconv_router_is_timms_routing_fn():
+    """timm's CondConvResidual routes with sigmoid(Linear(avgpool(x))): the same layer."""
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=AttnSpec.condconv())
+    linear = dyn.router.excite
+    assert isinstance(linear, nn.Linear) and linear.bias is not None and linear.out_features == 4
+    x = _x()
+    expected = torch.sigmoid(linear(x.mean((2, 3))))
+    torch.testing.assert_close(dyn.router(x)[0], expected)
+
+
+@pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "1x1"])
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+def test_matches_the_dyconv_formula(config, strategy):
+    from tests.reference.dyconv import DyConvReference
+
+    cfg = dict(CONFIGS[config])
+    k = cfg["kernel_size"] if isinstance(cfg["kernel_size"], tuple) else (cfg["kernel_size"],) * 2
+    dyn = DynamicConv2d(**cfg, spec=AttnSpec.dyconv(), strategy=strategy)
+    hidden = dyn.router.excite.fc1.out_features
+    ref = DyConvReference(cfg["in_channels"], cfg["out_channels"], k, hidden=hidden, temperature=30.0,
+                          stride=cfg.get("stride", 1), padding=cfg.get("padding", 0),
+                          dilation=cfg.get("dilation", 1), groups=cfg.get("groups", 1))
+    with torch.no_grad():
+        dyn.weight.copy_(ref.weight)
+        dyn.bias.copy_(ref.bias)
+        dyn.router.excite.fc1.weight.copy_(ref.fc1.weight)
+        dyn.router.excite.fc2.weight.copy_(ref.fc2.weight * 20)  # sharpen the routing so it matters
+        ref.fc2.weight.mul_(20)
+    x = _x()
+    for train in (True, False):
+        dyn.train(train)
+        ref.train(train)
+        torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def _copy_odconv(dyn: DynamicConv2d, ref, norm: bool):
+    r = dyn.router
+    with torch.no_grad():
+        dyn.weight.copy_(ref.weight)
+        if ref.bias is not None:
+            dyn.bias.copy_(ref.bias)
+        r.excite.fc1.weight.copy_(ref.fc.weight.flatten(1))
+        if r.excite.fc1.bias is not None:
+            r.excite.fc1.bias.copy_(ref.fc.bias if ref.fc.bias is not None else torch.zeros_like(r.excite.fc1.bias))
+        heads = {"kernel": ref.kernel_fc, "in": ref.channel_fc, "out": ref.filter_fc, "spatial": ref.spatial_fc}
+        r.excite.fc2.weight.copy_(torch.cat([heads[h].weight.flatten(1) for h in r.heads]))
+        r.excite.fc2.bias.copy_(torch.cat([heads[h].bias for h in r.heads]))
+        if norm:
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(r.excite.bn, key).copy_(getattr(ref.bn, key))
+
+
+@pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "dilation2"])
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("variant", ["official_no_bias", "with_bias", "bn"])
+def test_matches_the_odconv_formula(config, strategy, variant):
+    from tests.reference.odconv import ODConvReference
+
+    cfg = dict(CONFIGS[config])
+    bias = variant == "with_bias"
+    norm = variant == "bn"
+    cfg["bias"] = bias
+    k = cfg["kernel_size"] if isinstance(cfg["kernel_size"], tuple) else (cfg["kernel_size"],) * 2
+    dyn = DynamicConv2d(**cfg, spec=AttnSpec.odconv(temperature=2.0, norm="bn" if norm else None),
+                        strategy=strategy)
+    assert dyn.router.heads == ("kernel", "in", "out", "spatial")
+    ref = ODConvReference(cfg["in_channels"], cfg["out_channels"], k, hidden=16, temperature=2.0,
+                          stride=cfg.get("stride", 1), padding=cfg.get("padding", 0),
+                          dilation=cfg.get("dilation", 1), groups=cfg.get("groups", 1), bias=bias, norm=norm,
+                          fc_bias=not norm)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, 0.5)
+                if m.bias is not None:
+                    m.bias.normal_(0, 0.5)
+        if norm:
+            ref.bn.running_mean.normal_(0, 0.2)
+            ref.bn.running_var.uniform_(0.5, 1.5)
+    _copy_odconv(dyn, ref, norm)
+    x = _x()
+    for train in (True, False):
+        dyn.train(train)
+        ref.train(train)
+        torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("spec", list(SPECS))
+def test_gradients_reach_every_parameter(spec, strategy):
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=SPECS[spec].with_init("identity"), strategy=strategy).train()
+    _randomize(dyn)
+    x = _x().requires_grad_()
+    (dyn(x) * torch.randn(3, 24, 11, 9)).sum().backward()
+    for name, p in dyn.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+def test_upcycled_experts_move_apart_under_training():
+    """Identity-initialised sigmoid heads must not lock the experts into symmetry."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    dyn = DynamicConv2d.from_conv(conv, AttnSpec.condconv())
+    opt = torch.optim.SGD(dyn.parameters(), lr=0.5)
+    for _ in range(5):
+        x = torch.randn(4, 8, 6, 6)
+        opt.zero_grad()
+        ((dyn(x) - torch.randn(4, 8, 6, 6)) ** 2).mean().backward()
+        opt.step()
+    spread = (dyn.weight - dyn.weight.mean(0, keepdim=True)).abs().max()
+    assert spread > 1e-4 and dyn.router.kernel_mix.abs() > 0
+
+
+def test_batch_of_one_in_training():
+    for spec in (AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()):
+        dyn = DynamicConv2d(8, 8, 3, padding=1, spec=spec).train()
+        assert dyn(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
+    bn = DynamicConv2d(8, 8, 3, padding=1, spec=AttnSpec.odconv(norm="bn")).train()
+    with pytest.raises(SpecError, match=r"batch of 1 in training.*norm=.bn."):
+        bn(torch.randn(1, 8, 5, 5))
+    assert bn.eval()(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
+
+
+def test_temperature_is_a_buffer_and_sharpens_or_flattens_the_routing():
+    dyn = DynamicConv2d(8, 8, 3, padding=1, spec=AttnSpec.dyconv(temperature=30.0))
+    assert "router.temperature" in dyn.state_dict() and dyn.temperature == 30.0
+    _randomize(dyn)
+    x = _x(c=8)
+    flat = dyn.router(x)[0]
+    dyn.temperature = 0.1
+    sharp = dyn.router(x)[0]
+    assert flat.std(1).mean() < sharp.std(1).mean()
+    with pytest.raises(SpecError):
+        dyn.temperature = -1
+
+
+def test_auto_strategy_rule():
+    assert choose_strategy(64, 9, 4, 28 * 28) == "kernel"
+    assert choose_strategy(128, 9, 4, 7 * 7) == "output"  # big kernel, small map
+    assert choose_strategy(1, 9, 4, 7 * 7) == "kernel"  # depthwise
+    assert choose_strategy(128, 9, 4, 7 * 7, spatial_head=True) == "kernel"
+    assert choose_strategy(64, 9, 4, 28 * 28, tracing=True) == "output"
+    dyn = DynamicConv2d(128, 128, 3, padding=1)
+    assert dyn._resolve_strategy(torch.zeros(2, 128, 7, 7)) == "output"
+    assert dyn._resolve_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
+
+
+def test_host_model_traces_with_output_mixing():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), DynamicConv2d(16, 16, 3, padding=1, spec="odconv"),
+                          DynamicConv2d(16, 8, 1, spec="condconv")).eval()
+    x = torch.randn(2, 3, 12, 10)
+    traced = fx.symbolic_trace(model)
+    torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(traced(torch.randn(5, 3, 12, 10)).shape, model(torch.randn(5, 3, 12, 10)).shape)
+
+
+@pytest.mark.parametrize("spec", ["dyconv", "odconv", "condconv"])
+def test_pickle_and_deepcopy(spec):
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=SPECS[spec]).eval()
+    _randomize(dyn)
+    x = _x()
+    for clone in (copy.deepcopy(dyn), pickle.loads(pickle.dumps(dyn))):
+        torch.testing.assert_close(clone(x), dyn(x))
+        assert clone.router.code == dyn.router.code and type(clone.router).__name__ == type(dyn.router).__name__
+
+
+def test_router_geometry_drops_heads_as_odconv_does():
+    spec = AttnSpec.odconv()
+    assert DynamicConv2d(16, 16, 3, groups=16, spec=spec).router.heads == ("kernel", "in", "spatial")
+    assert DynamicConv2d(16, 24, 1, spec=spec).router.heads == ("kernel", "in", "out")
+    assert DynamicConv2d(16, 24, 3, spec=AttnSpec.odconv(experts=1)).router.heads == ("in", "out", "spatial")
+    assert DynamicConv2d(16, 24, 3, spec=spec).router.geometry == ConvGeometry(16, 24, (3, 3), 1)
+
+
+def test_bad_arguments_raise_spec_errors():
+    with pytest.raises(SpecError, match="in_channels must be divisible by groups"):
+        DynamicConv2d(10, 8, 3, groups=4)
+    with pytest.raises(SpecError, match="padding='same' is not supported for strided convolutions"):
+        DynamicConv2d(8, 8, 3, stride=2, padding="same")
+    with pytest.raises(SpecError, match="needs a kernel-target spec"):
+        DynamicConv2d(8, 8, 3, spec=AttnSpec.se())
+    with pytest.raises(SpecError, match="strategy='fast'"):
+        DynamicConv2d(8, 8, 3, strategy="fast")
+    with pytest.raises(SpecError, match="leave nothing dynamic"):
+        DynamicConv2d(8, 8, 3, spec=AttnSpec.dyconv(experts=1))
+    with pytest.raises(SpecError, match="builds a DynamicConv2d from the conv"):
+        build(AttnSpec.dyconv(), channels=8)
+
+    class StdConv(nn.Conv2d):
+        def forward(self, x):
+            w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True))
+            return self._conv_forward(x, w, self.bias)
+
+    with pytest.raises(SpecError, match=r"only a plain nn\.Conv2d"):
+        DynamicConv2d.from_conv(StdConv(8, 8, 3), "dyconv")

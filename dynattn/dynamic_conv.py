@@ -11,6 +11,7 @@ routing is computed inside by a router compiled from the spec.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from typing import Literal
 
@@ -80,8 +81,8 @@ def choose_strategy(
     return "kernel"
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+# set by from_conv: the experts are about to be overwritten with the conv's weight
+_UPCYCLING = contextvars.ContextVar("dynattn_upcycling", default=False)
 
 
 class DynamicConv2d(nn.Module):
@@ -141,7 +142,8 @@ class DynamicConv2d(nn.Module):
         self.router = build_router(
             spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
         )
-        self.reset_parameters()
+        if not _UPCYCLING.get():
+            self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
@@ -172,17 +174,33 @@ class DynamicConv2d(nn.Module):
         if spec.kind != "kernel":
             raise SpecError("spec", spec, "upcycling needs a kernel-target spec",
                             hint="e.g. AttnSpec.dyconv()")
-        new = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, conv.bias is not None, conv.padding_mode, spec=spec.with_init("identity"),
-            strategy=strategy, device=conv.weight.device, dtype=conv.weight.dtype,
-        )
+        token = _UPCYCLING.set(True)
+        try:
+            new = cls(
+                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, spec=spec.with_init("identity"),
+                strategy=strategy, device=conv.weight.device, dtype=conv.weight.dtype,
+            )
+        finally:
+            _UPCYCLING.reset(token)
         with torch.no_grad():
             new.weight.copy_(conv.weight.detach().unsqueeze(0).expand_as(new.weight))
             if conv.bias is not None:
                 new.bias.copy_(conv.bias.detach().unsqueeze(0).expand_as(new.bias))
         new.train(conv.training)
         return new
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A conv's checkpoint loads too: a ``weight`` of nn.Conv2d's shape (and its ``bias``)
+        fills every expert, as ``from_conv`` does, so a model whose convs were converted still
+        loads the original model's checkpoint (``strict=False``: only the routers are missing)."""
+        for key, param in (("weight", self.weight), ("bias", self.bias)):
+            value = state_dict.get(prefix + key)
+            if param is not None and isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(param.shape[1:]):
+                state_dict[prefix + key] = value.unsqueeze(0).expand_as(param)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ temperature
     @property

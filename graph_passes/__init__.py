@@ -1,1 +1,16 @@
-"""graph_passes: put dynattn modules into existing models with torch.fx passes."""
+"""graph_passes: put dynattn modules into models users already have.
+
+    from graph_passes import insert_attention, list_sites, report
+    model = insert_attention(torchvision.models.resnet50(), AttnSpec.se(init="identity"))
+    print(report(model))
+
+See :func:`insert_attention` and :mod:`graph_passes.sites` for the ``where=`` selectors.
+"""
+
+from .insert import insert_attention, list_sites
+from .report import InsertionReport, SiteRecord, report
+from .sites import STRATEGIES, Site
+from .trace import LeafTracer, TraceFailure
+
+__all__ = ["insert_attention", "list_sites", "report", "Site", "SiteRecord", "InsertionReport", "STRATEGIES",
+           "TraceFailure", "LeafTracer"]

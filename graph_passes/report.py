@@ -1,0 +1,74 @@
+"""What a pass did: one record per inserted module or converted conv."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["SiteRecord", "InsertionReport", "report"]
+
+REPORT_KEY = "dynattn_report"
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    #: The site (see graph_passes.sites) or, for a converted conv, its qualified name.
+    site: str
+    #: Qualified name of the module inserted (or of the DynamicConv2d that replaced the conv).
+    module: str
+    spec: str
+    channels: int
+    params_added: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class InsertionReport:
+    model: str
+    records: tuple[SiteRecord, ...]
+    params_before: int
+    #: Submodules traced as leaves (given, or found not to trace): retrace the result with
+    #: ``graph_passes.LeafTracer(report.leaves).trace(model)``.
+    leaves: tuple[str, ...] = ()
+
+    @property
+    def params_added(self) -> int:
+        return sum(r.params_added for r in self.records)
+
+    @property
+    def overhead(self) -> float:
+        """Parameters added as a fraction of the model's parameters before the pass."""
+        return self.params_added / self.params_before if self.params_before else float("inf")
+
+    def table(self) -> str:
+        """A plain-text table: site, module, channels, parameters added, then totals."""
+        rows = [("site", "module", "spec", "channels", "params added")]
+        rows += [(r.site, r.module, r.spec, str(r.channels), f"{r.params_added:,}") for r in self.records]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                 for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"{len(self.records)} sites in {self.model}: +{self.params_added:,} parameters "
+                     f"({100 * self.overhead:.2f}% of {self.params_before:,})")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def attach(model: nn.Module, rep: InsertionReport) -> None:
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict):  # a GraphModule: meta survives deepcopy and pickle
+        meta[REPORT_KEY] = rep
+    model.__dict__[REPORT_KEY] = rep
+
+
+def report(model: nn.Module) -> InsertionReport:
+    """The report of the pass that produced ``model``."""
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict) and REPORT_KEY in meta:
+        return meta[REPORT_KEY]
+    if REPORT_KEY in model.__dict__:
+        return model.__dict__[REPORT_KEY]
+    raise LookupError(f"{type(model).__name__} was not produced by graph_passes.insert_attention")

@@ -1,0 +1,311 @@
+"""Where attention can go: site discovery, stable names, and the ``where=`` selector.
+
+Every candidate site is a node whose output is a 4-D NCHW tensor. Its **name** is stable
+across tracings: a leaf module's call is the module's qualified name (``layer1.0.bn3``;
+later calls of the same module get ``:2``, ``:3``), a function or method call is its
+enclosing module's name and the op (``layer1.0.add``, numbered within that module). A node
+that is the single output of a container module also answers to the container's name
+(``layer1``), so ``where="layer*"`` selects stage outputs.
+
+``where`` (first match wins for each string):
+
+1. ``"residual"``, ``"conv"``, ``"stage"``: a named strategy;
+   ``"residual:<glob>"`` etc. keeps the strategy's sites whose names match the glob;
+2. ``"re:<regex>"``: sites whose name (or a container alias) fully matches the regex;
+3. any other string: an fnmatch glob over the same names;
+4. a callable ``(node, module) -> bool`` (module is the called submodule or None);
+5. a list or tuple of the above: their union, in graph order.
+
+Strategies: ``residual`` is the branch output just before each residual add of two NCHW
+tensors of one shape (the SE-ResNet placement; only the add's input is rewired);
+``conv`` is after each conv, or after its BatchNorm and activation when they follow it
+directly; ``stage`` is each tensor every path passes through, where the next such tensor
+has another spatial size (stage outputs). ``where=None`` means ``"residual"`` when the
+model has residual adds, else ``"stage"``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from dynattn.dynamic_conv import DynamicConv2d
+from dynattn.errors import SpecError
+
+from .shapes import DATA, LAYOUT, NCHW, SHAPE
+
+__all__ = ["Site", "STRATEGIES", "Where", "find_sites", "site_names"]
+
+STRATEGIES = ("residual", "conv", "stage")
+Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
+_BN = (nn.BatchNorm2d, nn.SyncBatchNorm)
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU,
+                nn.Sigmoid, nn.Tanh, nn.Hardsigmoid)
+_ACT_FUNCTIONS = {F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish, torch.relu,
+                  torch.sigmoid, torch.tanh, F.hardsigmoid}
+_ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place attention can go."""
+
+    #: Stable name (see the module docstring).
+    name: str
+    #: The fx node producing the tensor.
+    node: str
+    #: How it was selected: "residual", "conv", "stage" or "match".
+    kind: str
+    channels: int
+    #: Shape for the example input, (N, C, H, W).
+    shape: tuple[int, ...]
+    #: The producing module's class name, or the op's name.
+    producer: str
+    #: For residual sites, the add node: only that use is rewired.
+    feeds: str | None = None
+    #: Container modules whose output this node is.
+    aliases: tuple[str, ...] = ()
+
+
+def _is_nchw(n: fx.Node) -> bool:
+    return n.meta.get(LAYOUT) == NCHW and n.op not in ("placeholder", "get_attr", "output")
+
+
+def _op_name(n: fx.Node) -> str:
+    if n.op == "call_method":
+        return str(n.target)
+    return getattr(n.target, "__name__", str(n.target)).strip("_")
+
+
+def _stack(n: fx.Node) -> list[str]:
+    return [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
+
+
+def site_names(graph: fx.Graph) -> dict[fx.Node, tuple[str, tuple[str, ...]]]:
+    """Each node's stable name and its container aliases."""
+    names: dict[fx.Node, tuple[str, tuple[str, ...]]] = {}
+    calls: dict[str, int] = {}
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    for n in nodes:
+        if n.op == "call_module":
+            base = str(n.target)
+        else:
+            stack = _stack(n)
+            base = f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n)
+        calls[base] = calls.get(base, 0) + 1
+        names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
+    # container outputs: the one node of a module's scope that something outside it uses
+    members: dict[str, set[fx.Node]] = {}
+    for n in nodes:
+        for path in _stack(n):
+            if path and not (n.op == "call_module" and n.target == path):
+                members.setdefault(path, set()).add(n)
+    for path, inside in members.items():
+        exits = [n for n in inside if any(u not in inside for u in n.users)]
+        if len(exits) == 1:
+            node = exits[0]
+            primary, aliases = names[node]
+            names[node] = (primary, tuple(sorted((*aliases, path), key=lambda p: (p.count("."), p))))
+    return names
+
+
+# ------------------------------------------------------------------ strategies
+def _input_dependent(graph: fx.Graph) -> list[fx.Node]:
+    """Nodes carrying tensors that depend on the input, in graph order (shape arithmetic such
+    as ``x.shape[0]`` is not data flow and is left out)."""
+    live: set[fx.Node] = set()
+    order = []
+    for n in graph.nodes:
+        if not n.meta.get(DATA, False) and n.op != "output":
+            continue
+        if n.op == "placeholder" or any(a in live for a in n.all_input_nodes):
+            live.add(n)
+            order.append(n)
+    return order
+
+
+def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
+    """(branch node, add node) for every residual add of two same-shape NCHW tensors."""
+    order = _input_dependent(graph)
+    index = {n: i for i, n in enumerate(order)}
+    ancestors: dict[fx.Node, int] = {}
+    for n in order:
+        mask = 0
+        for a in n.all_input_nodes:
+            if a in index:
+                mask |= ancestors[a] | (1 << index[a])
+        ancestors[n] = mask
+    out = []
+    for n in order:
+        is_add = (n.op == "call_function" and n.target in _ADD_FUNCTIONS) or (
+            n.op == "call_method" and n.target in _ADD_METHODS)
+        if not is_add or len(n.args) < 2:
+            continue
+        a, b = n.args[0], n.args[1]
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in index and b in index):
+            continue
+        if not (_is_nchw(a) and _is_nchw(b) and a.meta[SHAPE] == b.meta[SHAPE] == n.meta.get(SHAPE)):
+            continue
+        own_a = (ancestors[a] & ~ancestors[b]).bit_count() + (0 if (ancestors[b] >> index[a]) & 1 else 1)
+        own_b = (ancestors[b] & ~ancestors[a]).bit_count() + (0 if (ancestors[a] >> index[b]) & 1 else 1)
+        if own_a != own_b:
+            out.append((a if own_a > own_b else b, n))
+    return out
+
+
+def _is_conv(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if n.op == "call_module":
+        return isinstance(modules.get(n.target), (nn.Conv2d, DynamicConv2d))
+    return n.op == "call_function" and n.target in (F.conv2d, torch.conv2d)
+
+
+def _is_bn(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if n.op == "call_module":
+        return isinstance(modules.get(n.target), _BN)
+    return n.op == "call_function" and n.target in (F.batch_norm, torch.batch_norm)
+
+
+def _is_act(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if n.op == "call_module":
+        return isinstance(modules.get(n.target), _ACT_MODULES)
+    if n.op == "call_method":
+        return n.target in _ACT_METHODS
+    return n.op == "call_function" and n.target in _ACT_FUNCTIONS
+
+
+def _conv(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
+    out = []
+    for n in graph.nodes:
+        if not _is_conv(n, modules):
+            continue
+        end = n
+        for step in (_is_bn, _is_act):
+            users = list(end.users)
+            if len(users) == 1 and step(users[0], modules):
+                end = users[0]
+        if _is_nchw(end):
+            out.append(end)
+    return out
+
+
+def _stage(graph: fx.Graph) -> list[fx.Node]:
+    """Cut nodes (every path from the input passes through them) before a change of resolution."""
+    order = _input_dependent(graph)
+    index = {n: i for i, n in enumerate(order)}
+    cuts, reach = [], -1
+    for i, n in enumerate(order):
+        if reach <= i and n.op not in ("placeholder", "output"):
+            cuts.append(n)
+        for u in n.users:
+            if u in index:
+                reach = max(reach, index[u])
+    out = []
+    for here, after in itertools.pairwise(cuts):
+        shape, nxt = here.meta.get(SHAPE), after.meta.get(SHAPE)
+        if not _is_nchw(here) or shape[2] * shape[3] <= 1:
+            continue
+        if not _is_nchw(after) or nxt[2:] != shape[2:]:
+            out.append(here)
+    return out
+
+
+# ------------------------------------------------------------------ selection
+def _site(n: fx.Node, kind: str, names: dict, modules: dict[str, nn.Module], feeds: fx.Node | None = None) -> Site:
+    primary, aliases = names[n]
+    producer = type(modules[n.target]).__name__ if n.op == "call_module" else _op_name(n)
+    shape = tuple(n.meta[SHAPE])
+    return Site(primary, n.name, kind, shape[1], shape, producer, feeds.name if feeds is not None else None,
+                aliases)
+
+
+def _strategy(name: str, graph: fx.Graph, modules: dict[str, nn.Module], names: dict) -> list[Site]:
+    if name == "residual":
+        return [_site(b, "residual", names, modules, add) for b, add in _residual(graph)]
+    if name == "conv":
+        return [_site(n, "conv", names, modules) for n in _conv(graph, modules)]
+    return [_site(n, "stage", names, modules) for n in _stage(graph)]
+
+
+def _matches(site: Site, test: Callable[[str], bool]) -> bool:
+    return any(test(name) for name in (site.name, *site.aliases))
+
+
+def _glob(pattern: str) -> Callable[[str], bool]:
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
+
+
+def _regex(pattern: str, where: Any) -> Callable[[str], bool]:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise SpecError("where", where, f"is not a valid regular expression ({exc})") from exc
+    return lambda name: compiled.fullmatch(name) is not None
+
+
+def default_where(graph: fx.Graph) -> str:
+    return "residual" if _residual(graph) else "stage"
+
+
+def find_sites(
+    graph: fx.Graph, modules: dict[str, nn.Module], where: Where, *, model_name: str = "model"
+) -> list[Site]:
+    """The sites ``where`` selects in ``graph`` (shapes already propagated), in graph order."""
+    names = site_names(graph)
+    candidates = None
+
+    def all_candidates() -> list[Site]:
+        nonlocal candidates
+        if candidates is None:
+            candidates = [_site(n, "match", names, modules) for n in graph.nodes if n in names and _is_nchw(n)]
+        return candidates
+
+    def select(item: Any) -> list[Site]:
+        if item is None:
+            return _strategy(default_where(graph), graph, modules, names)
+        if isinstance(item, str):
+            head, _, tail = item.partition(":")
+            if item in STRATEGIES:
+                return _strategy(item, graph, modules, names)
+            if head in STRATEGIES and tail:
+                return [s for s in _strategy(head, graph, modules, names) if _matches(s, _glob(tail))]
+            if item.startswith("re:"):
+                return [s for s in all_candidates() if _matches(s, _regex(item[3:], item))]
+            return [s for s in all_candidates() if _matches(s, _glob(item))]
+        if callable(item):
+            by_node = {s.node: s for s in all_candidates()}
+            out = []
+            for n in graph.nodes:
+                if n.name in by_node and item(n, modules.get(n.target) if n.op == "call_module" else None):
+                    out.append(by_node[n.name])
+            return out
+        raise SpecError("where", item, "is not a selector", ("'residual'", "'conv'", "'stage'", "'re:<regex>'",
+                        "a glob", "a callable (node, module) -> bool", "a list of these"))
+
+    items = list(where) if isinstance(where, (list, tuple)) else [where]
+    if not items:
+        raise SpecError("where", where, "selects nothing", hint="use None for the default placement")
+    chosen: dict[str, Site] = {}
+    for item in items:
+        found = select(item)
+        if not found:
+            raise SpecError(
+                "where", item, f"matches no site in {model_name}",
+                hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
+            )
+        for s in found:
+            chosen.setdefault(s.node, s)
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(chosen.values(), key=lambda s: order[s.node])

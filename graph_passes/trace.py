@@ -1,0 +1,190 @@
+"""Tracing real models with torch.fx.
+
+- dynattn modules are leaves (their graphs are their own business);
+- ``leaf_modules`` (qualified names, fnmatch globs, or module types) are leaves too;
+- a submodule whose forward does not trace (data-dependent control flow, timm's
+  ``Conv2dSame``) is found from the exception and retried as a leaf, innermost first;
+- the model is traced in train and in eval mode; when the two graphs differ (auxiliary
+  heads, stochastic depth), both are kept, so the rewritten model behaves as the original
+  in either mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from dynattn.compiler.module import SpecModule
+from dynattn.dynamic_conv import DynamicConv2d
+from dynattn.errors import SpecError
+
+__all__ = ["TraceFailure", "Traced", "trace_model", "LeafSpec", "LeafTracer", "untouched"]
+
+LeafSpec = str | type[nn.Module]
+_MAX_RETRIES = 64
+
+
+class TraceFailure(SpecError):
+    """The model could not be traced, even with its untraceable submodules as leaves."""
+
+
+class _Tracer(fx.Tracer):
+    # a buffer read in forward becomes a get_attr node, so in-place updates of it (timm's
+    # BatchNormAct2d counting num_batches_tracked) are recorded, not executed on the model
+    proxy_buffer_attributes = True
+
+    def __init__(self, names: Sequence[str] = (), types: tuple[type, ...] = ()) -> None:
+        super().__init__()
+        self.leaf_names = tuple(names)
+        self.leaf_types = types
+        self.failed_at: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, (SpecModule, DynamicConv2d)) or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        if any(qualname == pat or fnmatch.fnmatchcase(qualname, pat) for pat in self.leaf_names):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_at is None:  # the innermost module whose forward raised
+                self.failed_at = self.path_of_module(m)
+            raise
+
+
+class LeafTracer(_Tracer):
+    """``torch.fx`` tracer that treats dynattn modules and the given modules as leaves; retrace a
+    rewritten model with ``LeafTracer(report(model).leaves).trace(model)`` when it needed leaves."""
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Guarantee that analysing ``model`` leaves its buffers as they were: Python code run while
+    tracing may update a buffer in place; any that changed is restored."""
+    buffers = [(b, b._version, b.clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, version, saved in buffers:
+                if buf._version != version:
+                    buf.copy_(saved)
+
+
+@dataclass
+class Traced:
+    """A model and the graph(s) of its forward."""
+
+    root: nn.Module
+    #: ``{"eval": g}`` when train and eval trace alike, else ``{"train": g1, "eval": g2}``.
+    graphs: dict[str, fx.Graph]
+    #: Submodules that were made leaves because they did not trace.
+    auto_leaves: tuple[str, ...]
+    leaf_names: tuple[str, ...]
+    leaf_types: tuple[type, ...]
+
+    @property
+    def dual(self) -> bool:
+        return len(self.graphs) == 2
+
+
+def _split_leaves(leaf_modules: Iterable[LeafSpec]) -> tuple[list[str], tuple[type, ...]]:
+    names, types = [], []
+    for leaf in leaf_modules:
+        if isinstance(leaf, str):
+            names.append(leaf)
+        elif isinstance(leaf, type) and issubclass(leaf, nn.Module):
+            types.append(leaf)
+        else:
+            raise SpecError("leaf_modules", leaf, "each entry is a qualified module name (globs allowed) or "
+                            "an nn.Module subclass", hint="e.g. leaf_modules=['backbone.stem', MyBlock]")
+    return names, tuple(types)
+
+
+def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...]) -> tuple[fx.Graph, list[str]]:
+    auto: list[str] = []
+    last_error: Exception | None = None
+    failed_at: str | None = None
+    for _ in range(_MAX_RETRIES):
+        tracer = _Tracer([*names, *auto], types)
+        try:
+            return tracer.trace(root), auto
+        except Exception as exc:
+            last_error, failed_at = exc, tracer.failed_at
+            if not failed_at or failed_at in auto:
+                break
+            auto.append(failed_at)
+    where = f"in {failed_at!r}" if failed_at else f"in {type(root).__name__}.forward itself"
+    raise TraceFailure(
+        "model", type(root).__name__,
+        f"does not trace with torch.fx ({type(last_error).__name__}: {last_error}) {where}; made leaves: "
+        f"{auto or 'none'}",
+        hint="pass leaf_modules=[...] naming the submodule that does not trace, or make its forward's control "
+        "flow independent of tensor values",
+    ) from last_error
+
+
+def _direct_ops(graph: fx.Graph) -> dict[str, list[tuple[str, str, str]]]:
+    """The ops each module's own forward contributes (not its children's), by module path,
+    with their constant arguments (a ``training=`` flag baked into a call counts)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for n in graph.nodes:
+        if n.op in ("placeholder", "output"):
+            continue
+        stack = [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
+        if n.op == "call_module" and stack and stack[-1] == n.target:
+            stack = stack[:-1]
+        target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", repr(n.target))
+        consts = repr([a for a in (*n.args, *n.kwargs.values()) if not isinstance(a, fx.Node)])
+        out.setdefault(stack[-1] if stack else "", []).append((n.op, target, consts))
+    return out
+
+
+def _mode_dependent(train: fx.Graph, eval_: fx.Graph) -> list[str]:
+    """The outermost submodules whose own ops differ between the modes while their parent's
+    do not (a module that returns its input in eval mode contributes no ops at all there)."""
+    a, b = _direct_ops(train), _direct_ops(eval_)
+    differing = {path for path in set(a) | set(b) if a.get(path, []) != b.get(path, [])}
+
+    def parent(path: str) -> str:
+        return path.rsplit(".", 1)[0] if "." in path else ""
+
+    return sorted(p for p in differing if p and parent(p) not in differing)
+
+
+def trace_model(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
+    """Trace ``model`` in train and eval mode (restoring its mode).
+
+    A submodule whose own forward traces differently in the two modes (stochastic depth,
+    functional dropout) becomes a leaf, so that it decides at run time; if the root's forward
+    itself differs (auxiliary heads used in training), both graphs are kept."""
+    names, types = _split_leaves(leaf_modules)
+    was_training = model.training
+    auto_all: list[str] = []
+    try:
+        for _ in range(8):
+            graphs: dict[str, fx.Graph] = {}
+            for mode in ("train", "eval"):
+                model.train(mode == "train")
+                graph, auto = _trace_once(model, [*names, *auto_all], types)
+                auto_all.extend(a for a in auto if a not in auto_all)
+                graphs[mode] = graph
+            if graphs["train"].python_code("self").src == graphs["eval"].python_code("self").src:
+                graphs = {"eval": graphs["eval"]}
+                break
+            differing = [p for p in _mode_dependent(graphs["train"], graphs["eval"]) if p not in auto_all]
+            if not differing:
+                break
+            auto_all.extend(differing)
+    finally:
+        model.train(was_training)
+    return Traced(model, graphs, tuple(auto_all), tuple(names), types)

@@ -23,9 +23,54 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kernel_mixing", "output_mixing"]
+__all__ = ["kernel_mixing", "output_mixing", "batched_conv2d"]
 
 Padding = str | tuple[int, int]
+
+
+# ----------------------------------------------------------------------------- the batch-folded conv
+# Under torch.compile, inductor's layout optimisation turns the grouped conv of kernel mixing
+# into channels-last copies of x, of the B per-sample kernels and of the output (about 70 ms for
+# B=32, 256 -> 256, 3x3 at 28x28 on a 2-core CPU, 1.3x the eager time). As a custom op the conv
+# stays one opaque call in the layouts eager uses. Exporting keeps the plain conv.
+@torch.library.custom_op("dynattn::batched_conv2d", mutates_args=())
+def batched_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
+    dilation: list[int], groups: int,
+) -> torch.Tensor:
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+@batched_conv2d.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups):
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias, ctx.args = bias is not None, (stride, padding, dilation, groups)
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.args
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, stride, padding, dilation, False, [0, 0],
+        groups, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
+    )
+    return gx, gw, gb, None, None, None, None
+
+
+batched_conv2d.register_autograd(_backward, setup_context=_setup)
+
+
+def _conv(x, w, b, stride, padding, dilation, groups):
+    compiler = getattr(torch, "compiler", None)
+    if (compiler is not None and compiler.is_compiling() and not compiler.is_exporting()
+            and not isinstance(padding, str)):
+        return batched_conv2d(x, w, b, list(stride), list(padding), list(dilation), groups)
+    return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
 
 def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None) -> torch.Tensor:
@@ -60,7 +105,7 @@ def kernel_mixing(
     if s is not None:
         w = w * s.view(b, 1, 1, kh, kw)
     fused_bias = mixed_bias is not None and out_scale is None
-    y = F.conv2d(
+    y = _conv(
         x.reshape(1, -1, x.shape[2], x.shape[3]),
         w.reshape(b * o, i_g, kh, kw),
         mixed_bias.reshape(-1) if fused_bias else None,

@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn.compiler import as_spec, build_feature
+from dynattn.compiler import apply_compile, as_spec, build_feature, check_compile
 from dynattn.errors import SpecError
 from dynattn.spec import AttnSpec
 
@@ -173,6 +173,7 @@ def insert_attention(
     inplace: bool = False,
     *,
     leaf_modules: Iterable[LeafSpec] = (),
+    compile: bool | dict = False,
 ) -> nn.Module:
     """Insert attention built from ``spec`` into ``model`` at the sites ``where`` selects.
 
@@ -185,18 +186,23 @@ def insert_attention(
       devices matter); by default batch 2 at 224 x 224 with the first conv's channels.
     - ``inplace``: reuse (and modify) the caller's modules instead of a deep copy.
     - ``leaf_modules``: qualified names (globs allowed) or classes not to trace into.
+    - ``compile``: ``True`` or a dict of ``torch.compile`` arguments: compile the returned
+      model in place (``nn.Module.compile``; graph breaks allowed, as the model's own code
+      decides), so its state_dict keys stay as they are.
 
     Returns the rewritten model; ``graph_passes.report(result)`` describes what was done.
     """
     _check_model(model)
     specs = _as_specs(spec)
     inputs = _check_inputs(example_inputs)
+    options = check_compile(compile)
     if not isinstance(inplace, bool):
         raise SpecError("inplace", inplace, "must be a bool", (True, False))
     params_before = _param_count(model)
     if specs[0].kind == "kernel":
         plan_conversion(model, specs[0], where)  # check the selection on the caller's model first
-        return convert_convs(model, specs[0], where, inplace, params_before)
+        return apply_compile(convert_convs(model, specs[0], where, inplace, params_before), options,
+                             fullgraph=False)
 
     # analyse the caller's model read-only: every error is raised before anything is copied
     traced, sites = _analyse(model, where, inputs, leaf_modules)
@@ -240,7 +246,7 @@ def insert_attention(
     _keep_class_name(gm, class_name)
     leaves = (*traced.leaf_names, *traced.auto_leaves)
     attach(gm, InsertionReport(class_name, tuple(records), params_before, leaves))
-    return gm
+    return apply_compile(gm, options, fullgraph=False)
 
 
 def _keep_class_name(gm: fx.GraphModule, name: str) -> None:

@@ -58,8 +58,10 @@ def test_code_snapshot(name):
 
 def test_code_reads_like_the_paper():
     code = build(AttnSpec.cbam(), channels=64).code
-    for role in ("channel_squeeze_avg", "channel_excite", "channel_gate", "channel_scale",
+    for role in ("channel_squeeze_avg", "channel_excite_batched", "channel_gate", "channel_scale",
                  "spatial_squeeze", "spatial_excite", "spatial_gate", "spatial_scale"):
         assert f"{role} =" in code
+    plain = build(AttnSpec.cbam(), channels=64, optimize=False).code  # before the compiler's passes
+    assert "channel_excite_avg = self.channel.excite(channel_squeeze_avg)" in plain
     assert "'b c h w -> b c', 'mean'" in code and "'b c h w -> b 1 h w', 'max'" in code
     assert type(build(AttnSpec.cbam(), channels=32)).__name__ == "CBAM"

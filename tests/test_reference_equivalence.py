@@ -114,4 +114,5 @@ def test_triplet_uses_no_permute_copies():
     """The rotations are folded into the pooling patterns: no permute/contiguous of x."""
     code = build(AttnSpec.triplet(), channels=16).code
     assert "permute" not in code and "contiguous" not in code
-    assert "'b c h w -> b 1 c w'" in code and "'b c h w -> b 1 h c'" in code
+    assert "'b c h w -> b 1 c w'" in code and "'b c h w -> b 1 c h'" in code  # pooled in place
+    assert "'b 1 c h -> b 1 h c'" in code  # then viewed in the branch's order

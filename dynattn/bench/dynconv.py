@@ -20,31 +20,17 @@ from torch import nn
 
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
+from .handwritten import CondConvWithRouter
 from .timing import interleaved_medians, machine_summary, peak_allocated_mb
 
 VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:output", "condconv:auto", "odconv:auto", "timm_condconv")
-
-
-class TimmCondConv(nn.Module):
-    """timm's CondConv2d with the routing timm's CondConvResidual computes for it."""
-
-    def __init__(self, cin: int, cout: int, experts: int) -> None:
-        super().__init__()
-        from timm.layers.cond_conv2d import CondConv2d
-
-        self.routing_fn = nn.Linear(cin, experts)
-        self.conv = CondConv2d(cin, cout, 3, padding=1, bias=True, num_experts=experts)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        routing = torch.sigmoid(self.routing_fn(x.mean((2, 3))))
-        return self.conv(x, routing)
 
 
 def make(variant: str, cin: int, cout: int, experts: int) -> nn.Module:
     if variant == "static":
         return nn.Conv2d(cin, cout, 3, padding=1)
     if variant == "timm_condconv":
-        return TimmCondConv(cin, cout, experts)
+        return CondConvWithRouter(cin, cout, experts)
     preset, strategy = variant.split(":")
     spec = getattr(AttnSpec, preset)(experts=experts)
     return DynamicConv2d(cin, cout, 3, padding=1, spec=spec, strategy=strategy)

@@ -16,7 +16,8 @@ from .lower import Plan, lower
 from .module import AttentionModule
 
 __all__ = [
-    "AttentionModule", "build", "build_feature", "lower", "emit_graph", "Plan", "ROLE", "as_spec", "is_attention",
+    "AttentionModule", "apply_compile", "check_compile", "build", "build_feature", "lower", "emit_graph", "Plan",
+    "ROLE", "as_spec", "is_attention",
 ]
 
 
@@ -49,14 +50,39 @@ def build_feature(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    optimize: bool = True,
 ) -> AttentionModule:
     """The feature-map attention module of ``spec`` for ``channels`` input channels."""
     plan = lower(spec, check_channels(channels))
     root = make_modules(plan, device=device, dtype=dtype)
-    module = AttentionModule(root, copy_graph(emit_graph(plan)), class_name=plan.class_name)
+    module = AttentionModule(root, copy_graph(emit_graph(plan, bool(optimize))), class_name=plan.class_name)
     module.spec = spec
     module.channels = channels
+    module.optimized = bool(optimize)
     module.meta["dynattn_code"] = module.code
+    return module
+
+
+def check_compile(compile: object) -> dict | None:
+    """``compile=`` as torch.compile keyword arguments (None: do not compile)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, dict):
+        return dict(compile)
+    raise SpecError("compile", compile, "must be a bool or a dict of torch.compile arguments",
+                    hint="e.g. compile=True or compile={'mode': 'max-autotune'}")
+
+
+def apply_compile(module: nn.Module, options: dict | None, *, fullgraph: bool = True) -> nn.Module:
+    """Compile ``module`` in place (``nn.Module.compile``: same object, same state_dict keys)."""
+    if options is None:
+        return module
+    module.compile(**{"fullgraph": fullgraph, **options})
+    meta = getattr(module, "meta", None)
+    if isinstance(meta, dict):
+        meta["dynattn_compile"] = {"fullgraph": fullgraph, **options}
     return module
 
 
@@ -67,6 +93,8 @@ def build(
     conv: nn.Conv2d | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    optimize: bool = True,
+    compile: bool | dict = False,
 ) -> nn.Module:
     """Build ``spec``.
 
@@ -76,9 +104,12 @@ def build(
       :class:`~dynattn.DynamicConv2d`.
 
     ``spec`` may be a preset name (``"cbam"``). Every call makes fresh parameters; the
-    lowering and the graph are cached on ``(spec, channels)``.
+    lowering and the graph are cached on ``(spec, channels)``. ``optimize=False`` skips the
+    graph passes (:mod:`dynattn.compiler.passes`); ``compile=True`` (or a dict of
+    ``torch.compile`` arguments) compiles the module in place with ``fullgraph=True``.
     """
     spec = as_spec(spec)
+    options = check_compile(compile)
     if spec.kind == "kernel":
         if conv is None:
             raise SpecError("conv", conv, "a kernel-target spec builds a DynamicConv2d from the conv it replaces",
@@ -86,12 +117,14 @@ def build(
         from ..dynamic_conv import DynamicConv2d
 
         module = DynamicConv2d.from_conv(conv, spec)
-        return module.to(device=device, dtype=dtype) if (device or dtype) else module
+        if device or dtype:
+            module = module.to(device=device, dtype=dtype)
+        return apply_compile(module, options)
     if conv is not None:
         raise SpecError("conv", type(conv).__name__, f"only a kernel-target spec takes conv=; "
                         f"this spec's target is {spec.target or 'a composite of feature targets'!r}",
                         hint="pass channels= instead")
-    return build_feature(spec, channels, device=device, dtype=dtype)
+    return apply_compile(build_feature(spec, channels, device=device, dtype=dtype, optimize=optimize), options)
 
 
 def is_attention(module: object) -> bool:

@@ -31,6 +31,8 @@ __all__ = ["emit_graph", "make_modules", "ROLE"]
 
 #: ``node.meta[ROLE]`` marks each node's role: squeeze, excite, gate, scale.
 ROLE = "dynattn_role"
+#: ``node.meta[BATCHABLE]``: a call of a shared excitation that may run batched with its siblings.
+BATCHABLE = "dynattn_batchable"
 
 
 class GraphWriter:
@@ -83,8 +85,13 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, stage: StagePlan, name: str) -> f
     target, frame = stage.spec.target, stage.frame
     layout = ops.descriptor_layout(target, frame)
     if op in ops.EINOPS_REDUCTION:
-        return w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {layout}", ops.EINOPS_REDUCTION[op],
-                        name=name, role="squeeze")
+        canon = ops.canonical_layout(target, frame)
+        if canon == layout:
+            return w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {layout}", ops.EINOPS_REDUCTION[op],
+                            name=name, role="squeeze")
+        pooled = w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {canon}", ops.EINOPS_REDUCTION[op],
+                          name=f"{name}_pooled")
+        return w.einops(einops.rearrange, pooled, f"{canon} -> {layout}", name=name, role="squeeze")
     fn, kwargs = ops.TORCH_REDUCTION[op]
     pooled = ops.pool_axes(target, frame)
     dims = tuple(AXES.index(a) for a in pooled)
@@ -128,6 +135,8 @@ def excite(w: GraphWriter, descs: list[fx.Node], stage: StagePlan) -> fx.Node:
         w.module(excite_mod, d, name=join(p, f"excite_{op}"), role="excite")
         for d, op in zip(descs, spec.pool)
     ]
+    for node in outs:  # a shared excitation without BatchNorm treats the rows of a batch alike
+        node.meta[BATCHABLE] = spec.norm is None
     return w.add_all(outs, join(p, "excite"), role="excite")
 
 
@@ -162,8 +171,9 @@ def _gate(w: GraphWriter, z: fx.Node, stage: StagePlan) -> fx.Node:
 
 # ---------------------------------------------------------------------------- graph
 @functools.lru_cache(maxsize=512)
-def emit_graph(plan: Plan) -> fx.Graph:
-    """The fx graph of ``plan`` (cached; copy it before giving it to a module)."""
+def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
+    """The fx graph of ``plan``, optimised by :mod:`dynattn.compiler.passes` unless
+    ``optimize=False`` (cached; copy it before giving it to a module)."""
     w = GraphWriter()
     x = w.graph.placeholder("x")
     y = x
@@ -181,6 +191,10 @@ def emit_graph(plan: Plan) -> fx.Graph:
         y = w.fn(operator.mul, y, gate, name=join(step.name, "scale"), role="scale")
     w.graph.output(y)
     w.graph.lint()
+    if optimize:
+        from .passes import optimize_graph
+
+        optimize_graph(w.graph)
     return w.graph
 
 

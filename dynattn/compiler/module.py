@@ -16,8 +16,16 @@ from ..spec import AttnSpec
 
 __all__ = ["SpecModule", "AttentionModule", "RouterModule"]
 
-# fx state that is derived from the graph and re-made when the module is rebuilt.
-_DERIVED = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start"})
+# fx state that is derived from the graph and re-made when the module is rebuilt; a compiled
+# call (nn.Module.compile) refers to the module it was made for and is made again instead.
+_DERIVED = frozenset({"_graph", "_code", "_lineno_map", "_prologue_start", "_compiled_call_impl"})
+
+
+def _recompile_if_needed(module: fx.GraphModule) -> None:
+    options = module.meta.get("dynattn_compile")
+    if options is not None:
+        module.__dict__.pop("_compiled_call_impl", None)
+        module.compile(**options)
 
 
 class SpecModule(fx.GraphModule):
@@ -38,22 +46,30 @@ class SpecModule(fx.GraphModule):
         for attr in ("spec", *self._SIZE_ATTRS, *self._EXTRA_ATTRS):
             setattr(res, attr, getattr(self, attr))
         res.meta["dynattn_code"] = self.meta.get("dynattn_code")
+        _recompile_if_needed(res)
         return res
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self.code != self.meta.get("dynattn_code"):
-            return super().__reduce__()  # the graph was edited after build: keep fx's generic path
         state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+        if self.code != self.meta.get("dynattn_code"):
+            if "_compiled_call_impl" in self.__dict__:
+                raise TypeError("a compiled dynattn module whose graph was edited cannot be pickled")
+            return super().__reduce__()  # the graph was edited after build: keep fx's generic path
         kind, args = self._recipe()
         return (_rebuild, (kind, *args), state)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        _recompile_if_needed(self)
 
 
 class AttentionModule(SpecModule):
     """A feature-map attention built from ``spec`` for ``channels`` input channels."""
 
     _KIND = "attention"
-    _SIZE_ATTRS = ("channels",)
+    _SIZE_ATTRS = ("channels", "optimized")
     channels: int
+    optimized: bool
 
 
 class RouterModule(SpecModule):
@@ -71,4 +87,5 @@ def _rebuild(kind: str, spec: AttnSpec, *sizes: Any) -> SpecModule:
         return build_router(spec, *sizes)
     from . import build_feature
 
-    return build_feature(spec, *sizes)
+    channels, optimized = sizes
+    return build_feature(spec, channels, optimize=optimized)

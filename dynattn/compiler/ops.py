@@ -12,7 +12,10 @@ import torch.nn.functional as F
 
 from ..vocab import AXES
 
-__all__ = ["ORIGINAL", "pool_axes", "descriptor_layout", "broadcast_pattern", "GATE_FNS", "EINOPS_REDUCTION"]
+__all__ = [
+    "ORIGINAL", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern", "GATE_FNS",
+    "EINOPS_REDUCTION",
+]
 
 ORIGINAL = " ".join(AXES)
 
@@ -50,6 +53,15 @@ def descriptor_layout(target: str, frame: tuple[str, ...]) -> str:
     if target == "spatial":
         return f"{frame[0]} 1 {frame[2]} {frame[3]}"
     return " ".join(frame)
+
+
+def canonical_layout(target: str, frame: tuple[str, ...]) -> str:
+    """The descriptor layout with its axes in the original order: the form a reduction is
+    emitted in, so equal reductions look equal (and CSE can merge them) whatever the rotation."""
+    layout = descriptor_layout(target, frame).split()
+    named = [a for a in AXES if a in layout]
+    out = iter(named)
+    return " ".join(a if a == "1" else next(out) for a in layout)
 
 
 def keepdim_layout(pooled: tuple[str, ...]) -> str:

@@ -129,7 +129,9 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
         gates.append(gate)
     w.graph.output(tuple(gates))
     w.graph.lint()
-    return w.graph
+    from .passes import optimize_graph
+
+    return optimize_graph(w.graph)
 
 
 def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:

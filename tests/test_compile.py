@@ -1,0 +1,125 @@
+"""torch.compile: every preset and every drawn spec compiles with fullgraph=True (no graph breaks),
+and inductor's result equals eager at odd channel counts."""
+
+import pytest
+import torch
+import torch._dynamo
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynattn import AttnSpec, DynamicConv2d, build, get_spec
+from dynattn.testing import specs
+
+FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _no_graph_breaks(module, x):
+    explained = torch._dynamo.explain(module)(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), module(x))
+
+
+@pytest.mark.parametrize("name", FEATURE_PRESETS)
+def test_feature_presets_compile_without_graph_breaks(name):
+    module = build(get_spec(name), channels=33).eval()
+    _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
+
+
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
+def test_dynamic_conv_compiles_without_graph_breaks(name, strategy):
+    module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
+    _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
+
+
+@settings(max_examples=8, deadline=None)
+@given(specs(("channel", "spatial", "element")), st.integers(1, 40))
+def test_drawn_specs_compile_without_graph_breaks(spec, channels):
+    torch._dynamo.reset()
+    module = build(spec, channels=channels).eval()
+    _no_graph_breaks(module, torch.randn(2, channels, 6, 5))
+
+
+@pytest.mark.heavy
+@settings(max_examples=100, deadline=None)
+@given(specs(("channel", "spatial", "element")), st.integers(1, 70))
+def test_many_drawn_specs_compile_without_graph_breaks(spec, channels):
+    torch._dynamo.reset()
+    module = build(spec, channels=channels).eval()
+    _no_graph_breaks(module, torch.randn(2, channels, 6, 5))
+
+
+def _inductor_matches_eager(module, x):
+    compiled = torch.compile(module, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "channels"), [("cbam", 33), ("se", 65)])
+def test_inductor_equals_eager_at_odd_channels(name, channels):
+    spec = get_spec(name, flavor="timm") if name == "se" else get_spec(name)
+    _inductor_matches_eager(build(spec, channels=channels).eval(), torch.randn(4, channels, 11, 9))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("channels", [33, 65])
+@pytest.mark.parametrize("name", FEATURE_PRESETS)
+def test_inductor_equals_eager_every_preset(name, channels):
+    for train in (False, True):
+        module = build(get_spec(name, init="default"), channels=channels).train(train)
+        x = torch.randn(4, channels, 11, 9)
+        compiled = torch.compile(module, fullgraph=True)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
+def test_inductor_equals_eager_dynamic_conv(name, strategy):
+    module = DynamicConv2d(33, 65, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
+    _inductor_matches_eager(module, torch.randn(4, 33, 11, 9))
+
+
+def test_build_compile_switch():
+    module = build(AttnSpec.cbam(), channels=33, compile={"backend": "eager"})
+    assert "_compiled_call_impl" in module.__dict__ and module.meta["dynattn_compile"]["fullgraph"]
+    x = torch.randn(2, 33, 5, 6)
+    plain = build(AttnSpec.cbam(), channels=33)
+    plain.load_state_dict(module.state_dict())
+    torch.testing.assert_close(module(x), plain(x))
+    assert list(module.state_dict()) == list(plain.state_dict())  # same keys, no _orig_mod prefix
+
+
+def test_batched_conv_custom_op_is_registered_correctly():
+    """The op that keeps inductor from re-laying out kernel mixing's conv: schema, fake and autograd."""
+    from dynattn.mixing import batched_conv2d
+
+    x = torch.randn(1, 6, 7, 5, requires_grad=True)
+    w = torch.randn(8, 3, 3, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    torch.library.opcheck(batched_conv2d, (x, w, b, [1, 1], [1, 1], [1, 1], 2))
+    w3 = torch.randn(6, 2, 3, 3)
+    out = batched_conv2d(x, w3, None, [2, 1], [0, 1], [1, 2], 3)
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, w3, None, (2, 1), (0, 1), (1, 2), 3))
+
+
+def test_compiled_dynamic_conv_trains_like_eager():
+    torch.manual_seed(0)
+    eager = DynamicConv2d(16, 16, 3, padding=1, spec=AttnSpec.odconv(), strategy="kernel").train()
+    compiled_mod = DynamicConv2d(16, 16, 3, padding=1, spec=AttnSpec.odconv(), strategy="kernel").train()
+    compiled_mod.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_mod, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 16, 8, 8)
+    (eager(x) ** 2).sum().backward()
+    (compiled(x) ** 2).sum().backward()
+    for (name, a), b in zip(eager.named_parameters(), compiled_mod.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)

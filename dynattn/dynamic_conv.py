@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -92,7 +93,9 @@ class DynamicConv2d(nn.Module):
     preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
     ``"auto"``, ``"kernel"`` or ``"output"`` (see :func:`choose_strategy`).
 
-    Attributes: ``weight`` (K, out, in/groups, kh, kw), ``bias`` (K, out) or None,
+    Attributes: ``weight`` (K * out, in/groups, kh, kw): the experts stacked along the output
+    axis (4-D, so ``model.to(memory_format=torch.channels_last)`` works; ``expert_weights`` is
+    its (K, out, in/groups, kh, kw) view), ``bias`` (K, out) or None,
     ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
     """
 
@@ -137,7 +140,7 @@ class DynamicConv2d(nn.Module):
         self.experts = spec.experts
         dd = {"device": device, "dtype": dtype}
         kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(spec.experts, out_channels, in_channels // groups, kh, kw, **dd))
+        self.weight = nn.Parameter(torch.empty(spec.experts * out_channels, in_channels // groups, kh, kw, **dd))
         self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
         self.router = build_router(
             spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
@@ -148,10 +151,10 @@ class DynamicConv2d(nn.Module):
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
         """Each expert initialised as ``nn.Conv2d`` initialises its weight and bias."""
-        for k in range(self.experts):
-            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+        for expert in self.weight.detach().split(self.out_channels):
+            nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.weight[0].numel() // self.out_channels
+            fan_in = self.weight[0].numel()
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 
@@ -184,7 +187,7 @@ class DynamicConv2d(nn.Module):
         finally:
             _UPCYCLING.reset(token)
         with torch.no_grad():
-            new.weight.copy_(conv.weight.detach().unsqueeze(0).expand_as(new.weight))
+            new.weight.copy_(conv.weight.detach().repeat(new.experts, 1, 1, 1))
             if conv.bias is not None:
                 new.bias.copy_(conv.bias.detach().unsqueeze(0).expand_as(new.bias))
         new.train(conv.training)
@@ -195,12 +198,21 @@ class DynamicConv2d(nn.Module):
         """A conv's checkpoint loads too: a ``weight`` of nn.Conv2d's shape (and its ``bias``)
         fills every expert, as ``from_conv`` does, so a model whose convs were converted still
         loads the original model's checkpoint (``strict=False``: only the routers are missing)."""
-        for key, param in (("weight", self.weight), ("bias", self.bias)):
-            value = state_dict.get(prefix + key)
-            if param is not None and isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(param.shape[1:]):
-                state_dict[prefix + key] = value.unsqueeze(0).expand_as(param)
+        conv_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        weight = state_dict.get(prefix + "weight")
+        if self.experts > 1 and isinstance(weight, torch.Tensor) and tuple(weight.shape) == conv_shape:
+            state_dict[prefix + "weight"] = weight.repeat(self.experts, 1, 1, 1)
+        bias = state_dict.get(prefix + "bias")
+        if self.bias is not None and isinstance(bias, torch.Tensor) and tuple(bias.shape) == (self.out_channels,):
+            state_dict[prefix + "bias"] = bias.unsqueeze(0).expand_as(self.bias)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+    @property
+    def expert_weights(self) -> torch.Tensor:
+        """The experts as (K, out, in/groups, kh, kw) (a view of ``weight`` when it is contiguous)."""
+        return self.weight.reshape(self.experts, self.out_channels, self.in_channels // self.groups,
+                                   *self.kernel_size)
 
     # ------------------------------------------------------------------ temperature
     @property
@@ -215,6 +227,11 @@ class DynamicConv2d(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _resolve_strategy(self, x: torch.Tensor) -> str:
+        if self.strategy == "kernel" and torch.onnx.is_in_onnx_export():
+            warnings.warn("DynamicConv2d(strategy='kernel') folds the batch into the conv's group count, which "
+                          "an ONNX Conv cannot keep dynamic: exporting output mixing instead (equal values)",
+                          stacklevel=2)
+            return "output"
         if self.strategy != "auto":
             return self.strategy
         if isinstance(x, fx.Proxy) or _is_exporting():
@@ -232,10 +249,6 @@ class DynamicConv2d(nn.Module):
         return (r[2] + r[3], r[0] + r[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.spec.norm == "bn" and not isinstance(x, fx.Proxy) and x.shape[0] == 1:
-            raise SpecError("batch", 1, "a batch of 1 in training mode cannot normalise the router: its spec "
-                            "has norm='bn' (BatchNorm needs more than one sample)",
-                            hint="train with batches > 1, call .eval(), or use a spec with norm=None")
         gates = dict(zip(self.router.heads, self.router(x)))
         if "in" in gates:
             x = x * gates["in"][:, :, None, None]
@@ -245,7 +258,7 @@ class DynamicConv2d(nn.Module):
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             padding, pad_amounts = (0, 0), (0, 0, 0, 0)
         shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        args = (shape, self.weight, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"),
+        args = (shape, self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"),
                 self.stride, padding, self.dilation, self.groups)
         if self._resolve_strategy(x) == "kernel":
             return mixing.kernel_mixing(x, *args)

@@ -8,11 +8,30 @@ follow timm's (``fc1``/``fc2``, ``conv``/``bn``) so checkpoints map across by re
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
+from .errors import SpecError
 from .vocab import ACTS
 
-__all__ = ["MLP", "ChannelConv1d", "SpatialConv", "ConvMLP", "PixelMLP"]
+__all__ = ["MLP", "ChannelConv1d", "SpatialConv", "ConvMLP", "PixelMLP", "bn_guard"]
+
+
+def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
+    """``x`` itself; in training mode, first a clear error where BatchNorm would have a single
+    value per channel (a batch of 1 through an MLP, a 1x1 map with a batch of 1)."""
+    if training and x.numel() // max(x.shape[1], 1) <= 1:
+        raise SpecError(
+            "input", tuple(x.shape),
+            "reaches a BatchNorm (spec norm='bn') with one value per channel in training mode, where batch "
+            "statistics do not exist", hint="train with a batch > 1 (and maps larger than 1x1), call .eval(), "
+            "or use norm=None",
+        )
+    return x
+
+
+# a host model traced with torch.fx records the guard as one call instead of tracing its shape check
+torch.fx.wrap("bn_guard")
 
 
 def _act(name: str) -> nn.Module:
@@ -50,7 +69,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
         if self.bn is not None:
-            x = self.bn(x)
+            x = self.bn(bn_guard(x, self.training))
         return self.fc2(self.act(x))
 
 
@@ -106,7 +125,7 @@ class SpatialConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
-            x = self.bn(x)
+            x = self.bn(bn_guard(x, self.training))
         return x
 
 
@@ -140,10 +159,10 @@ class ConvMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         if self.bn1 is not None:
-            x = self.bn1(x)
+            x = self.bn1(bn_guard(x, self.training))
         x = self.conv2(self.act(x))
         if self.bn2 is not None:
-            x = self.bn2(x)
+            x = self.bn2(bn_guard(x, self.training))
         return x
 
 

@@ -120,7 +120,7 @@ def _grouped_expert_weight(weight: torch.Tensor, shape: tuple[int, ...], groups:
     k, o, i_g, kh, kw = shape
     if groups == 1:
         return weight.reshape(k * o, i_g, kh, kw)
-    return weight.view(k, groups, o // groups, i_g, kh, kw).transpose(0, 1).reshape(k * o, i_g, kh, kw)
+    return weight.reshape(k, groups, o // groups, i_g, kh, kw).transpose(0, 1).reshape(k * o, i_g, kh, kw)
 
 
 def _mix(y: torch.Tensor, a: torch.Tensor | None, k: int, o: int, groups: int) -> torch.Tensor:

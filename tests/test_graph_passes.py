@@ -171,7 +171,7 @@ def test_kernel_target_converts_convs_and_keeps_outputs(resnet18):
     fresh = insert_attention(resnet18, AttnSpec.dyconv())
     result = fresh.load_state_dict(snap, strict=False)  # conv-shaped weights fill every expert
     assert not result.unexpected_keys and all(".router." in k for k in result.missing_keys)
-    torch.testing.assert_close(fresh.layer1[0].conv1.weight[2], snap["layer1.0.conv1.weight"])
+    torch.testing.assert_close(fresh.layer1[0].conv1.expert_weights[2], snap["layer1.0.conv1.weight"])
     assert len(report(out).records) == 20
     only = insert_attention(resnet18, AttnSpec.condconv(), where="layer4.*")
     assert [r.site for r in report(only).records] == ["layer4.0.conv1", "layer4.0.conv2", "layer4.0.downsample.0",

@@ -1,0 +1,100 @@
+"""Built modules and rewritten models survive pickle, deepcopy, torch.save/load and state_dict round trips."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dynattn import AttnSpec, DynamicConv2d, build, get_spec, list_presets
+from dynattn.testing import specs
+from graph_passes import insert_attention, report
+
+FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
+
+
+def _save_load(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)  # a whole module is code, not only weights
+
+
+def _state_round_trip(module, rebuild):
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    buf.seek(0)
+    fresh = rebuild()
+    fresh.load_state_dict(torch.load(buf))  # weights_only: tensors only
+    return fresh
+
+
+def _same(a, b, x):
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=0, rtol=0)
+
+
+def _perturb(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        for name, b in module.named_buffers():
+            if "running_var" in name:
+                b.uniform_(0.5, 1.5)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_round_trips(name):
+    spec = get_spec(name)
+    if spec.kind == "kernel":
+        module = DynamicConv2d(16, 16, 3, padding=1, spec=spec)
+
+        def rebuild():
+            return DynamicConv2d(16, 16, 3, padding=1, spec=spec)
+    else:
+        module = build(spec, channels=16)
+
+        def rebuild():
+            return build(spec, channels=16)
+    _perturb(module)
+    x = torch.randn(3, 16, 7, 5)
+    for clone in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module), _save_load(module),
+                  _state_round_trip(module, rebuild)):
+        _same(module, clone, x)
+        assert type(clone).__name__ == type(module).__name__
+
+
+@given(specs(("channel", "spatial", "element")), st.integers(1, 20))
+def test_drawn_specs_round_trip(spec, channels):
+    module = build(spec, channels=channels)
+    _perturb(module)
+    x = torch.randn(2, channels, 4, 3)
+    for clone in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
+        _same(module, clone, x)
+        assert clone.code == module.code
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3_small"])
+def test_rewritten_models_round_trip(model_name):
+    torch.manual_seed(0)
+    original = torchvision.models.get_model(model_name, weights=None).eval()
+    model = insert_attention(original, AttnSpec.cbam())
+    model = insert_attention(model, AttnSpec.dyconv(), where="conv:features.1*" if "mobilenet" in model_name
+                             else "conv:layer4.*")
+    _perturb(model)
+    x = torch.randn(2, 3, 64, 64)
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model), _save_load(model)):
+        _same(model, clone, x)
+        assert report(clone).records == report(model).records
+    # an original checkpoint loads with strict=False, only attention and router keys missing
+    fresh = insert_attention(insert_attention(original, AttnSpec.cbam()), AttnSpec.dyconv(),
+                             where="conv:features.1*" if "mobilenet" in model_name else "conv:layer4.*")
+    result = fresh.load_state_dict(original.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert all("_cbam." in k or ".router." in k for k in result.missing_keys)

@@ -85,7 +85,7 @@ def test_one_by_one_maps(name):
 
 def test_router_batchnorm_at_batch_one_is_a_clear_error():
     conv = DynamicConv2d(8, 8, 3, padding=1, spec=AttnSpec.odconv(norm="bn")).train()
-    with pytest.raises(SpecError, match="one value per channel in training mode.*norm=None"):
+    with pytest.raises(SpecError, match=r"one value per channel in training mode.*norm=None"):
         conv(torch.randn(1, 8, 5, 5))
     assert conv(torch.randn(2, 8, 5, 5)).shape == (2, 8, 5, 5)
 

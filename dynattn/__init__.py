@@ -13,7 +13,9 @@ from .compiler import build, is_attention
 from .dynamic_conv import DynamicConv2d
 from .errors import SpecError
 from .presets import get_spec, list_presets
+from .record import GateMaps, record_gates
 from .spec import AttnSpec
+from .spec_parse import parse_spec
 from .temperature import TemperatureSchedule, set_temperature
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttnSpec", "SpecError", "build", "DynamicConv2d", "get_spec", "list_presets", "is_attention",
-    "set_temperature", "TemperatureSchedule", "testing",
+    "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps", "parse_spec", "testing",
 ]
 __version__ = "0.1.0"
 

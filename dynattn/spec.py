@@ -24,7 +24,7 @@ from typing import Any, Literal
 from . import vocab
 from .errors import SpecError
 
-__all__ = ["AttnSpec"]
+__all__ = ["AttnSpec", "SpecLayer"]
 
 Target = Literal["channel", "spatial", "element", "kernel"]
 
@@ -132,6 +132,12 @@ class AttnSpec:
         if self.stages:
             return dataclasses.replace(self, stages=tuple(s.with_init(init) for s in self.stages), init=init)
         return dataclasses.replace(self, init=init)
+
+    @property
+    def layer(self) -> SpecLayer:
+        """A callable ``layer(channels, **kwargs) -> nn.Module``, for code that takes an attention
+        layer class, such as timm's ``create_model("resnet50", attn_layer=AttnSpec.cbam().layer)``."""
+        return SpecLayer(self)
 
     @classmethod
     def chain(cls, *stages: AttnSpec, name: str | None = None, reference: str | None = None) -> AttnSpec:
@@ -255,6 +261,64 @@ class AttnSpec:
             if getattr(self, key) is not None:
                 parts.append(f"{key}={getattr(self, key)!r}")
         return f"AttnSpec({', '.join(parts)})"
+
+
+class SpecLayer:
+    """``spec.layer``: builds the spec for the channel count it is called with.
+
+    timm's keywords map onto the spec: ``rd_ratio`` (hidden = channels * rd_ratio) sets
+    ``reduction``, ``rd_channels`` sets ``width``, ``rd_divisor`` sets ``divisor`` and
+    ``act_layer`` (a class or name, e.g. ``nn.SiLU``) sets ``act``, on every stage with a hidden
+    layer; ``device`` and ``dtype`` place the module; other keywords raise ``SpecError``.
+    """
+
+    _KWARGS = ("rd_ratio", "rd_channels", "rd_divisor", "act_layer", "device", "dtype")
+
+    def __init__(self, spec: AttnSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, channels: int, **kwargs: Any):
+        from .compiler import build
+
+        unknown = sorted(set(kwargs) - set(self._KWARGS))
+        if unknown:
+            raise SpecError(f"{self!r}(...)", unknown[0], "keyword not understood", self._KWARGS)
+        changes = {}
+        if kwargs.get("rd_ratio") is not None:
+            changes["reduction"] = 1.0 / kwargs["rd_ratio"]
+        if kwargs.get("rd_channels") is not None:
+            changes["width"] = kwargs["rd_channels"]
+        if kwargs.get("rd_divisor") is not None:
+            changes["divisor"] = kwargs["rd_divisor"]
+        if kwargs.get("act_layer") is not None:
+            changes["act"] = _act_name(kwargs["act_layer"])
+        spec = _with_hidden(self.spec, changes) if changes else self.spec
+        return build(spec, channels, device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+
+    def __repr__(self) -> str:
+        return f"{self.spec!r}.layer"
+
+
+_ACT_ALIASES = {"swish": "silu", "hardswish": "hard_swish", "relu6": "relu6", "leakyrelu": "leaky_relu"}
+
+
+def _act_name(act: Any) -> str:
+    """An activation class or name as the spec's ``act`` name."""
+    name = act if isinstance(act, str) else getattr(act, "__name__", type(act).__name__)
+    key = name.lower().replace("-", "_")
+    key = _ACT_ALIASES.get(key.replace("_", ""), key)
+    if key in vocab.ACTS:
+        return key
+    for known, cls in vocab.ACTS.items():
+        if isinstance(act, type) and issubclass(act, cls):
+            return known
+    raise SpecError("act_layer", name, "has no counterpart among the spec's activations", tuple(vocab.ACTS))
+
+
+def _with_hidden(spec: AttnSpec, changes: dict[str, Any]) -> AttnSpec:
+    if spec.stages:
+        return dataclasses.replace(spec, stages=tuple(_with_hidden(s, changes) for s in spec.stages))
+    return spec.replace(**changes) if _has_hidden(spec) else spec
 
 
 # ====================================================================== validation helpers

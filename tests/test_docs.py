@@ -1,6 +1,15 @@
-"""The README is executable documentation: its python blocks run, its set-up commands are CI's."""
+"""The README is executable documentation: every code block in it is checked here.
 
+- ``bash``: the two set-up commands, which .ci/run runs;
+- ``python``: executed;
+- ``console``: each ``$ dynattn ...`` line runs and exits 0;
+- the plain block of generated code: equal to what the compiler emits.
+Every example runs too (quick settings).
+"""
+
+import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +18,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+PYTHON = [body for lang, body in BLOCKS if lang == "python"]
+CONSOLE = [line[2:] for lang, body in BLOCKS if lang == "console" for line in body.splitlines()
+           if line.startswith("$ ")]
+
+
+def test_every_block_has_a_known_kind():
+    assert {lang for lang, _ in BLOCKS} <= {"bash", "python", "console", ""}
+    assert sum(1 for lang, _ in BLOCKS if lang == "bash") == 1 and sum(1 for lang, _ in BLOCKS if lang == "") == 1
 
 
 def test_readme_starts_with_the_two_setup_commands():
@@ -21,17 +38,40 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_generated_code_block_is_what_the_compiler_emits():
+    from dynattn import AttnSpec, build
+
+    shown = next(body for lang, body in BLOCKS if lang == "").strip()
+    code = build(AttnSpec.cbam(), channels=64).code
+    lines = [re.sub(r";  [\w =]+ = None$", "", line).rstrip() for line in code.splitlines()]
+    actual = "\n".join(line for line in lines if line.strip() and not line.startswith("torch.fx._symbolic_trace"))
+    assert shown == actual
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON)))
 def test_readme_python_block_runs(index):
-    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "readme"})
+    exec(compile(PYTHON[index], f"README.md[python block {index}]", "exec"), {"__name__": "readme"})
+
+
+@pytest.mark.parametrize("command", CONSOLE)
+def test_readme_console_line_runs(command, tmp_path):
+    argv = shlex.split(command)
+    assert argv[0] == "dynattn"
+    out = subprocess.run([sys.executable, "-m", "dynattn", *argv[1:]], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip()
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
-def test_example_runs(script):
+def test_example_runs(script, tmp_path):
+    env = {**os.environ, "DYNATTN_QUICK": "1", "DYNATTN_EXAMPLES_OUT": str(tmp_path)}
     out = subprocess.run([sys.executable, str(ROOT / "examples" / script)], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT, env={"DYNATTN_QUICK": "1", "PATH": ""})
+                         timeout=600, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip()
+    if script == "attention_maps.py":
+        assert (tmp_path / "attention_maps.png").stat().st_size > 10_000
 
 
 def test_ruff_clean():

@@ -1,0 +1,5 @@
+"""python -m dynattn: the dynattn command line."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -57,7 +57,7 @@ def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):
                           verbose=False)
 
 
-@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3_small"])
+@pytest.mark.parametrize("model_name", ["resnet18", pytest.param("mobilenet_v3_small", marks=pytest.mark.heavy)])
 def test_rewritten_torchvision_models_export(model_name, tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.get_model(model_name, weights=None).eval()

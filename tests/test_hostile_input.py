@@ -120,13 +120,22 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("argv,fragments", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
-def test_cli_user_mistakes_print_one_line_and_exit_2(argv, fragments):
-    out = subprocess.run([sys.executable, "-m", "dynattn", *argv], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2
-    errors = [line for line in out.stderr.splitlines() if line.startswith("dynattn: error:")]
-    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+def test_cli_user_mistakes_print_one_line_and_exit_2(argv, fragments, capsys):
+    from dynattn.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("dynattn: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+
+
+def test_the_real_command_reports_a_mistake_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "dynattn", "show", "cbma"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert out.stderr.startswith("dynattn: error: preset='cbma'")
 
 
 def test_the_catalogue_is_large():

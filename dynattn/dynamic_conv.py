@@ -258,8 +258,9 @@ class DynamicConv2d(nn.Module):
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             padding, pad_amounts = (0, 0), (0, 0, 0, 0)
         shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
         args = (shape, self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"),
-                self.stride, padding, self.dilation, self.groups)
+                conv)
         if self._resolve_strategy(x) == "kernel":
             return mixing.kernel_mixing(x, *args)
         return mixing.output_mixing(x, *args, pad_amounts)

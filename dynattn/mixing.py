@@ -20,12 +20,23 @@ trace with ``torch.fx`` (where the weight is a Proxy).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kernel_mixing", "output_mixing", "batched_conv2d"]
+__all__ = ["ConvArgs", "kernel_mixing", "output_mixing", "batched_conv2d"]
 
 Padding = str | tuple[int, int]
+
+
+class ConvArgs(NamedTuple):
+    """How the conv slides: nn.Conv2d's stride, padding (after any padding_mode pre-pad), dilation, groups."""
+
+    stride: tuple[int, int]
+    padding: Padding
+    dilation: tuple[int, int]
+    groups: int
 
 
 # ----------------------------------------------------------------------------- the batch-folded conv
@@ -89,10 +100,7 @@ def kernel_mixing(
     a: torch.Tensor | None,
     s: torch.Tensor | None,
     out_scale: torch.Tensor | None,
-    stride: tuple[int, int],
-    padding: Padding,
-    dilation: tuple[int, int],
-    groups: int,
+    conv: ConvArgs,
 ) -> torch.Tensor:
     k, o, i_g, kh, kw = shape
     b = x.shape[0]
@@ -109,7 +117,7 @@ def kernel_mixing(
         x.reshape(1, -1, x.shape[2], x.shape[3]),
         w.reshape(b * o, i_g, kh, kw),
         mixed_bias.reshape(-1) if fused_bias else None,
-        stride, padding, dilation, groups * b,
+        conv.stride, conv.padding, conv.dilation, conv.groups * b,
     )
     y = y.view(b, o, y.shape[2], y.shape[3])
     return y if fused_bias else _finish(y, mixed_bias, out_scale)
@@ -143,12 +151,10 @@ def output_mixing(
     a: torch.Tensor | None,
     s: torch.Tensor | None,
     out_scale: torch.Tensor | None,
-    stride: tuple[int, int],
-    padding: Padding,
-    dilation: tuple[int, int],
-    groups: int,
+    conv: ConvArgs,
     pad_amounts: tuple[int, int, int, int],
 ) -> torch.Tensor:
+    stride, padding, dilation, groups = conv
     k, o, i_g, kh, kw = shape
     if a is None:
         weight, k = weight[:1], 1

@@ -40,21 +40,22 @@ def test_dynamic_conv_compiles_without_graph_breaks(name, strategy):
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
+def _drawn_spec_compiles(spec, channels):
+    torch._dynamo.reset()
+    _no_graph_breaks(build(spec, channels=channels).eval(), torch.randn(2, channels, 6, 5))
+
+
 @settings(max_examples=8, deadline=None)
 @given(specs(("channel", "spatial", "element")), st.integers(1, 40))
 def test_drawn_specs_compile_without_graph_breaks(spec, channels):
-    torch._dynamo.reset()
-    module = build(spec, channels=channels).eval()
-    _no_graph_breaks(module, torch.randn(2, channels, 6, 5))
+    _drawn_spec_compiles(spec, channels)
 
 
 @pytest.mark.heavy
 @settings(max_examples=100, deadline=None)
 @given(specs(("channel", "spatial", "element")), st.integers(1, 70))
 def test_many_drawn_specs_compile_without_graph_breaks(spec, channels):
-    torch._dynamo.reset()
-    module = build(spec, channels=channels).eval()
-    _no_graph_breaks(module, torch.randn(2, channels, 6, 5))
+    _drawn_spec_compiles(spec, channels)
 
 
 def _inductor_matches_eager(module, x):

@@ -14,6 +14,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from dynattn.compiler.emit import copy_graph
+
 __all__ = ["DualGraphModule", "copy_path"]
 
 
@@ -71,7 +73,7 @@ class DualGraphModule(fx.GraphModule):
         root._modules = copy.deepcopy(self._modules, memo)
         root._parameters = copy.deepcopy(self._parameters, memo)
         root._buffers = copy.deepcopy(self._buffers, memo)
-        graphs = {k: _copy_graph(g) for k, g in self._dual_graphs.items()}
+        graphs = {k: copy_graph(g) for k, g in self._dual_graphs.items()}
         res = DualGraphModule(root, graphs["train"], graphs["eval"], type(self).__name__)
         res.meta = copy.deepcopy(self.meta, memo)
         return res.train(self.training)
@@ -91,13 +93,6 @@ class DualGraphModule(fx.GraphModule):
         self.__dict__["_dual_mode"] = current
         self.graph = self._dual_graphs[current]
         return (_rebuild_dual, (bodies, type(self).__name__, self.training))
-
-
-def _copy_graph(graph: fx.Graph) -> fx.Graph:
-    new = fx.Graph()
-    out = new.graph_copy(graph, {})
-    new.output(out)
-    return new
 
 
 def _rebuild_dual(bodies: dict[str, tuple[dict, str]], class_name: str, training: bool) -> DualGraphModule:

@@ -27,6 +27,7 @@ import torch.fx as fx
 from torch import nn
 
 from dynattn.compiler import apply_compile, as_spec, build_feature, check_compile
+from dynattn.compiler.emit import copy_graph
 from dynattn.errors import SpecError
 from dynattn.spec import AttnSpec
 
@@ -104,6 +105,15 @@ def _analyse_unguarded(model, where, example_inputs, leaf_modules):
             model.train(was)
         sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__)
     return traced, sites
+
+
+def _unique_sites(sites: dict[str, list[Site]]) -> list[Site]:
+    """The sites of every graph (train and eval), each name once, in graph order."""
+    seen: dict[str, Site] = {}
+    for mode_sites in sites.values():
+        for site in mode_sites:
+            seen.setdefault(site.name, site)
+    return list(seen.values())
 
 
 def _module_path(site: Site, tag: str, taken: set[str]) -> str:
@@ -208,16 +218,11 @@ def insert_attention(
     traced, sites = _analyse(model, where, inputs, leaf_modules)
     work = model if inplace else copy.deepcopy(model)
     device, dtype = _device_dtype(work)
-    names_in_order: list[Site] = []
-    for mode_sites in sites.values():
-        for s in mode_sites:
-            if s.name not in {x.name for x in names_in_order}:
-                names_in_order.append(s)
     taken = {n for n, _ in work.named_modules()}
     built: dict[str, nn.Module] = {}
     chains: dict[str, list[str]] = {}
     records = []
-    for site in names_in_order:
+    for site in _unique_sites(sites):
         chains[site.name] = []
         for sp in specs:
             module = build_feature(sp, site.channels, device=device, dtype=dtype)
@@ -234,7 +239,7 @@ def insert_attention(
         gm = fx.GraphModule(work, traced.graphs["eval"], class_name)
     for path, module in built.items():  # under the GraphModule's own containers, not the model's
         gm.add_submodule(path, module)
-    graphs = {mode: _copy(g) for mode, g in traced.graphs.items()}
+    graphs = {mode: copy_graph(g) for mode, g in traced.graphs.items()}
     for mode, graph in graphs.items():
         _insert_into(graph, sites[mode], chains)
     if isinstance(gm, DualGraphModule):
@@ -263,13 +268,6 @@ def _restore_class_name(gm: fx.GraphModule) -> None:
         type(gm).__name__ = name
 
 
-def _copy(graph: fx.Graph) -> fx.Graph:
-    new = fx.Graph()
-    out = new.graph_copy(graph, {})
-    new.output(out)
-    return new
-
-
 def list_sites(
     model: nn.Module,
     spec: AttnSpec | str | Sequence[AttnSpec | str],
@@ -288,8 +286,4 @@ def list_sites(
         return [Site(name, name, "conv", conv.out_channels, (conv.in_channels, conv.out_channels),
                      type(conv).__name__) for name, conv in plan_conversion(model, specs[0], where)]
     _, sites = _analyse(model, where, inputs, leaf_modules)
-    seen: dict[str, Site] = {}
-    for mode_sites in sites.values():
-        for s in mode_sites:
-            seen.setdefault(s.name, s)
-    return list(seen.values())
+    return _unique_sites(sites)

@@ -199,6 +199,7 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
 
 
 def copy_graph(graph: fx.Graph) -> fx.Graph:
+    """A copy of ``graph`` (node metadata included) that no module owns yet."""
     new = fx.Graph()
     out = new.graph_copy(graph, {})
     new.output(out)

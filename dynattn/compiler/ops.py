@@ -69,15 +69,10 @@ def keepdim_layout(pooled: tuple[str, ...]) -> str:
     return " ".join("1" if a in pooled else a for a in AXES)
 
 
-def gate_layout(target: str, frame: tuple[str, ...]) -> str:
-    """The einops layout of the gate a stage computes, in its own frame."""
-    return descriptor_layout(target, frame)
-
-
 def broadcast_pattern(target: str, frame: tuple[str, ...]) -> str | None:
     """The rearrange that takes a stage's gate to a tensor broadcastable against NCHW x,
-    or None when it already is."""
-    src = gate_layout(target, frame)
+    or None when it already is. A gate has its stage's descriptor layout."""
+    src = descriptor_layout(target, frame)
     present = set(src.split()) - {"1"}
     dst = " ".join(a if a in present else "1" for a in AXES)
     return None if src == dst else f"{src} -> {dst}"

@@ -45,15 +45,15 @@ _ACTS = ("relu", "silu", "gelu", "hard_swish", "tanh")
 
 @st.composite
 def _hidden(draw: st.DrawFn, min_channels: int, acts: Sequence[str]) -> dict:
+    act = draw(st.sampled_from(tuple(acts)))
     if draw(st.booleans()) and draw(st.integers(0, 4)) == 0:
-        return {"width": draw(st.integers(1, 24))}
+        return {"width": draw(st.integers(1, 24)), "act": act}
     reduction = draw(st.sampled_from(_REDUCTIONS))
     divisor = draw(st.sampled_from((1, 1, 2, 4, 8)))
     rounding = draw(st.sampled_from(vocab.ROUNDINGS))
     if rounding == "floor" and int(min_channels / reduction) // divisor * divisor < 1:
         rounding = "nearest"  # keep the spec buildable at every channel count >= min_channels
-    return {"reduction": reduction, "divisor": divisor, "rounding": rounding,
-            "act": draw(st.sampled_from(tuple(acts)))}
+    return {"reduction": reduction, "divisor": divisor, "rounding": rounding, "act": act}
 
 
 @st.composite

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import SpecError
 from .vocab import ACTS
@@ -97,9 +98,17 @@ class ChannelConv1d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The conv written as a weighted sum over sliding windows of the channel sequence:
+        # the same arithmetic as ``self.conv(x)``, but pointwise code that inductor fuses with
+        # the pooling and the gate, where a (B, 1, C) conv is an extern oneDNN call that costs
+        # more than the pooling itself (ECA compiled: 0.97x timm's eager module that way,
+        # 1.15x this way; B=32, C=256, 28x28, CPU).
         if not self.stacked:
             x = x.unsqueeze(1)
-        return self.conv(x).squeeze(1)
+        pad = self.conv.padding[0]
+        windows = F.pad(x, (pad, pad)).unfold(-1, self.conv.kernel_size[0], 1)  # (B, n, C, k)
+        y = (windows * self.conv.weight[0].unsqueeze(1)).sum((1, 3))
+        return y if self.conv.bias is None else y + self.conv.bias
 
 
 class SpatialConv(nn.Module):

@@ -21,7 +21,7 @@ from torch import nn
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
 from .handwritten import CondConvWithRouter
-from .timing import interleaved_medians, machine_summary, peak_allocated_mb
+from .timing import interleaved_medians, machine_summary, peak_allocated_mb, steady_allocator
 
 VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:output", "condconv:auto", "odconv:auto", "timm_condconv")
 
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--memory-batch", type=int, default=256)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
     args = p.parse_args(argv)
+    allocator = "system allocator" if args.system_malloc else steady_allocator()
     variants = args.variants.split(",")
     try:
         import timm  # noqa: F401
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     del big
 
     print(f"dynamic conv K={k}, B={args.batch}, {c}->{c}, 3x3, {args.size}x{args.size}; "
-          f"medians of {args.repeats} interleaved runs; {machine_summary()}")
+          f"medians of {args.repeats} interleaved runs; {machine_summary()}; {allocator}")
     print(f"memory: peak tensor memory one step allocates at B={args.memory_batch} (input excluded)\n")
     print("| variant | inference ms | vs static | train step ms | vs static | peak MB infer | peak MB train |")
     print("|---|---:|---:|---:|---:|---:|---:|")

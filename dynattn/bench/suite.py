@@ -33,7 +33,7 @@ from torch import nn
 from ..compiler import build
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
-from .timing import interleaved_medians, machine_summary
+from .timing import interleaved_medians, machine_summary, steady_allocator
 
 PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager-only", action="store_true", help="skip torch.compile")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default="bench-results", help="folder for results.md and results.png")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
     args = p.parse_args(argv)
     presets = [x for x in args.presets.split(",") if x]
     unknown = [x for x in presets if x not in PRESETS]
@@ -191,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--device cuda: no CUDA device is available here")
     batches, channels, sizes = ((32,), (256,), (28,)) if args.quick else (
         _ints(args.batch), _ints(args.channels), _ints(args.size))
+    allocator = "system allocator" if args.system_malloc else steady_allocator()
     rows = run_suite(presets, batches, channels, sizes, device=args.device, dtype=DTYPES[args.dtype],
                      channels_last=args.channels_last, compiled=not args.eager_only, repeats=args.repeats)
     header = (f"dynattn benchmark; {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}; "
-              f"medians of {args.repeats} interleaved runs; {machine_summary()}")
+              f"medians of {args.repeats} interleaved runs; {machine_summary()}; {allocator}")
     text = f"{header}\n\n{table(rows)}\n"
     print(text)
     out = Path(args.out)

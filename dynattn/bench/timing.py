@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["interleaved_medians", "peak_allocated_mb", "machine_summary"]
+__all__ = ["interleaved_medians", "peak_allocated_mb", "machine_summary", "steady_allocator"]
 
 
 def interleaved_medians(
@@ -51,6 +51,33 @@ def peak_allocated_mb(fn: Callable[[], object]) -> float:
         current += e.nbytes()
         peak = max(peak, current)
     return peak / 2**20
+
+
+def steady_allocator() -> str:
+    """Keep freed CPU memory inside the process, so that timings measure kernels, not page faults.
+
+    On CPU torch allocates with the system allocator. glibc serves a large block (one 28x28x256
+    activation at B=32 is 25 MB) by ``mmap`` and returns it to the kernel when freed, so the next
+    call of the same size page-faults its whole output again: about 6 ms here, more than the
+    kernel itself, and it falls on whichever candidate happens to allocate after a release. In
+    one run the same ``x.clone()`` measured 4.1 ms in one row and 10.2 ms in the next. Turning
+    off glibc's ``mmap`` path and heap trimming (what a caching allocator such as jemalloc or
+    tcmalloc gives, and what Intel's PyTorch CPU tuning guide recommends) removes that noise for
+    every candidate alike. Returns a line for the benchmark header; a no-op off glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return "system allocator"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "system allocator"
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    if mallopt(m_mmap_max, 0) and mallopt(m_trim_threshold, 2**31 - 1):
+        return "glibc malloc with mmap and trimming off"
+    return "system allocator"
 
 
 def machine_summary() -> str:

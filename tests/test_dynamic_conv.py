@@ -252,13 +252,17 @@ def test_temperature_is_a_buffer_and_sharpens_or_flattens_the_routing():
 
 
 def test_auto_strategy_rule():
-    assert choose_strategy(64, 9, 4, 28 * 28) == "kernel"
-    assert choose_strategy(128, 9, 4, 7 * 7) == "output"  # big kernel, small map
-    assert choose_strategy(1, 9, 4, 7 * 7) == "kernel"  # depthwise
-    assert choose_strategy(128, 9, 4, 7 * 7, spatial_head=True) == "kernel"
-    assert choose_strategy(64, 9, 4, 28 * 28, tracing=True) == "output"
+    assert choose_strategy(64, 9, 4, 28 * 28, 32) == "kernel"
+    assert choose_strategy(512, 9, 4, 7 * 7, 32) == "kernel"  # ResNet's last stage: kernel mixing wins
+    assert choose_strategy(128, 9, 4, 4 * 4, 32) == "output"  # big kernel, small map, large batch
+    assert choose_strategy(128, 9, 4, 4 * 4, 4) == "kernel"  # ... but a small batch
+    assert choose_strategy(512, 9, 4, 2 * 2, 1) == "kernel"  # batch 1: the grouped conv is a plain conv
+    assert choose_strategy(1, 9, 4, 3 * 3, 32) == "kernel"  # depthwise
+    assert choose_strategy(128, 9, 4, 4 * 4, 32, spatial_head=True) == "kernel"
+    assert choose_strategy(64, 9, 4, 28 * 28, 32, tracing=True) == "output"
     dyn = DynamicConv2d(128, 128, 3, padding=1)
-    assert dyn._resolve_strategy(torch.zeros(2, 128, 7, 7)) == "output"
+    assert dyn._resolve_strategy(torch.zeros(32, 128, 4, 4)) == "output"
+    assert dyn._resolve_strategy(torch.zeros(2, 128, 4, 4)) == "kernel"
     assert dyn._resolve_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
 
 

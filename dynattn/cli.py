@@ -38,17 +38,10 @@ def _table(title: str, header: Sequence[str], rows: list[Sequence[str]], right: 
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-        def fmt(row):
-            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths)))
+        from graph_passes.report import text_table
 
         print(title)
-        print(fmt(header))
-        print("  ".join("-" * w for w in widths))
-        for row in rows:
-            print(fmt(row))
+        print(text_table(header, rows, right))
         return
     table = Table(title=title)
     for i, name in enumerate(header):
@@ -155,9 +148,7 @@ def cmd_insert(args: argparse.Namespace) -> int:
         out = insert_attention(model, specs if len(specs) > 1 else specs[0], where=where, example_inputs=inputs,
                                leaf_modules=args.leaf or ())
     rep = report(out)
-    rows = [(r.site, r.module, r.spec, r.channels, f"{r.params_added:,}") for r in rep.records]
-    _table(f"{args.model}: {len(rep.records)} sites", ("site", "module", "spec", "channels", "params added"),
-           rows, right=(3, 4))
+    _table(f"{args.model}: {len(rep.records)} sites", rep.HEADER, rep.rows(), right=(3, 4))
     print(f"total: +{rep.params_added:,} parameters on {rep.params_before:,} "
           f"({100 * rep.overhead:.2f}% overhead)")
     return 0

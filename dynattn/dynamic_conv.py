@@ -39,16 +39,6 @@ OUTPUT_MIXING_RATIO = 5.0
 OUTPUT_MIXING_POSITIONS = 5.0
 
 
-def _is_exporting() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and getattr(compiler, "is_exporting", None) and compiler.is_exporting():
-        return True
-    onnx = getattr(torch, "onnx", None)
-    if onnx is not None and getattr(onnx, "is_in_onnx_export", None) and onnx.is_in_onnx_export():
-        return True
-    return torch.jit.is_tracing()
-
-
 def choose_strategy(
     in_per_group: int,
     kernel_area: int,
@@ -243,7 +233,7 @@ class DynamicConv2d(nn.Module):
             return "output"
         if self.strategy != "auto":
             return self.strategy
-        if isinstance(x, fx.Proxy) or _is_exporting():
+        if isinstance(x, fx.Proxy) or mixing.is_exporting():
             return "output"
         h, w = x.shape[2], x.shape[3]
         (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride

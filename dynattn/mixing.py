@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConvArgs", "kernel_mixing", "output_mixing", "batched_conv2d"]
+__all__ = ["ConvArgs", "kernel_mixing", "output_mixing", "batched_conv2d", "is_exporting"]
 
 Padding = str | tuple[int, int]
 
@@ -76,10 +76,21 @@ def _backward(ctx, grad):
 batched_conv2d.register_autograd(_backward, setup_context=_setup)
 
 
+def is_exporting() -> bool:
+    """Whether the code runs under torch.export, ONNX export or TorchScript tracing (checks that
+    a torch without them reads as False)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and getattr(compiler, "is_exporting", None) and compiler.is_exporting():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    if onnx is not None and getattr(onnx, "is_in_onnx_export", None) and onnx.is_in_onnx_export():
+        return True
+    return torch.jit.is_tracing()
+
+
 def _conv(x, w, b, stride, padding, dilation, groups):
     compiler = getattr(torch, "compiler", None)
-    if (compiler is not None and compiler.is_compiling() and not compiler.is_exporting()
-            and not isinstance(padding, str)):
+    if compiler is not None and compiler.is_compiling() and not is_exporting() and not isinstance(padding, str):
         return batched_conv2d(x, w, b, list(stride), list(padding), list(dilation), groups)
     return F.conv2d(x, w, b, stride, padding, dilation, groups)
 

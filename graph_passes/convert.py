@@ -9,8 +9,6 @@ routers' keys missing.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import warnings
 from typing import Any
 
@@ -22,6 +20,7 @@ from dynattn.errors import SpecError
 from dynattn.spec import AttnSpec
 
 from .report import InsertionReport, SiteRecord, attach
+from .sites import _glob, _regex
 
 __all__ = ["convert_convs", "convertible_convs"]
 
@@ -58,16 +57,9 @@ def _select(convs: list[tuple[str, nn.Conv2d]], where: Any) -> list[tuple[str, n
                                 ("'conv'", "'conv:<glob>'", "a glob", "'re:<regex>'", "a callable"))
             if item == "conv":
                 found = convs
-            elif head == "conv" and sep:
-                found = [(n, m) for n, m in convs if fnmatch.fnmatchcase(n, tail)]
-            elif head == "re" and sep:
-                try:
-                    rx = re.compile(tail)
-                except re.error as exc:
-                    raise SpecError("where", item, f"is not a valid regular expression ({exc})") from exc
-                found = [(n, m) for n, m in convs if rx.fullmatch(n)]
             else:
-                found = [(n, m) for n, m in convs if fnmatch.fnmatchcase(n, item)]
+                test = _regex(tail, item) if head == "re" and sep else _glob(tail if head == "conv" and sep else item)
+                found = [(n, m) for n, m in convs if test(n)]
         elif callable(item):
             found = [(n, m) for n, m in convs if item(None, m)]
         else:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["SiteRecord", "InsertionReport", "report"]
+__all__ = ["SiteRecord", "InsertionReport", "report", "text_table"]
 
 REPORT_KEY = "dynattn_report"
+
+
+def text_table(header: Sequence[object], rows: Iterable[Sequence[object]], right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell (``right``: the right-aligned ones), a rule under the header."""
+    cells = [tuple(map(str, header)), *(tuple(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -41,17 +52,18 @@ class InsertionReport:
         """Parameters added as a fraction of the model's parameters before the pass."""
         return self.params_added / self.params_before if self.params_before else float("inf")
 
+    #: The columns of :meth:`rows`.
+    HEADER = ("site", "module", "spec", "channels", "params added")
+
+    def rows(self) -> list[tuple[str, str, str, int, str]]:
+        """One row per record under :attr:`HEADER`."""
+        return [(r.site, r.module, r.spec, r.channels, f"{r.params_added:,}") for r in self.records]
+
     def table(self) -> str:
         """A plain-text table: site, module, channels, parameters added, then totals."""
-        rows = [("site", "module", "spec", "channels", "params added")]
-        rows += [(r.site, r.module, r.spec, str(r.channels), f"{r.params_added:,}") for r in self.records]
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                 for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"{len(self.records)} sites in {self.model}: +{self.params_added:,} parameters "
-                     f"({100 * self.overhead:.2f}% of {self.params_before:,})")
-        return "\n".join(lines)
+        return (text_table(self.HEADER, self.rows(), right=(3, 4))
+                + f"\n{len(self.records)} sites in {self.model}: +{self.params_added:,} parameters "
+                f"({100 * self.overhead:.2f}% of {self.params_before:,})")
 
     def __str__(self) -> str:
         return self.table()

@@ -27,7 +27,7 @@ from dynattn.compiler.module import SpecModule
 from dynattn.dynamic_conv import DynamicConv2d
 from dynattn.errors import SpecError
 
-__all__ = ["propagate", "SHAPE", "DATA", "LAYOUT", "NCHW", "default_example_inputs", "DEFAULT_SIZES"]
+__all__ = ["propagate", "SHAPE", "DATA", "LAYOUT", "NCHW", "ACTIVATIONS", "default_example_inputs", "DEFAULT_SIZES"]
 
 SHAPE = "dynattn_shape"
 DATA = "dynattn_carries_tensors"
@@ -57,20 +57,23 @@ _KEEP_METHODS = {
     "clone", "to", "float", "half", "type_as", "mean", "sum", "amax", "max", "softmax", "expand_as", "__add__",
     "__mul__", "__sub__", "__truediv__",
 }
-_KEEP_MODULES = (
+#: Element-wise activation modules (sites.py's "conv" strategy extends a conv block over them).
+ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-    nn.ELU, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LayerNorm, nn.Linear, nn.Softmax,
+    nn.ELU, nn.Mish, nn.PReLU,
 )
+_KEEP_MODULES = (*ACTIVATIONS, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LayerNorm, nn.Linear, nn.Softmax)
 
 
 @contextlib.contextmanager
-def _swapped_state(module: nn.Module, convert) -> Iterator[None]:
-    """Temporarily replace every parameter and buffer by ``convert(tensor)``."""
+def _swapped_state(module: nn.Module, convert, *, parameters: bool = True) -> Iterator[None]:
+    """Temporarily replace every buffer, and every parameter unless ``parameters=False``, by
+    ``convert(tensor)`` (a tensor shared by several modules is converted once)."""
     saved: list[tuple[dict, str, torch.Tensor]] = []
     seen: dict[int, torch.Tensor] = {}
     try:
         for mod in module.modules():
-            for store in (mod._parameters, mod._buffers):
+            for store in ((mod._parameters, mod._buffers) if parameters else (mod._buffers,)):
                 for key, value in list(store.items()):
                     if value is None:
                         continue
@@ -92,8 +95,7 @@ def _swapped_state(module: nn.Module, convert) -> Iterator[None]:
 # (on meta tensors BatchNorm alone runs through a Python decomposition, ~5 ms a call)
 _SHAPE_KEEPING = (
     nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.Identity, nn.Dropout,
-    nn.Dropout2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.Mish, SpecModule,
+    nn.Dropout2d, *ACTIVATIONS, SpecModule,
 )
 
 
@@ -149,23 +151,8 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
             raise
     real_inputs = [torch.zeros(x.shape, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) and
                    x.device.type == "meta" else x for x in inputs]
-    with _swapped_buffers(gm), torch.no_grad():
+    with _swapped_state(gm, torch.clone, parameters=False), torch.no_grad():  # nothing is updated
         _Recorder(gm).run(*real_inputs)
-
-
-@contextlib.contextmanager
-def _swapped_buffers(module: nn.Module) -> Iterator[None]:
-    saved = []
-    try:
-        for mod in module.modules():
-            for key, value in list(mod._buffers.items()):
-                if value is not None:
-                    saved.append((mod._buffers, key, value))
-                    mod._buffers[key] = value.clone()
-        yield
-    finally:
-        for store, key, value in saved:
-            store[key] = value
 
 
 def _tensor_args(n: fx.Node) -> list[fx.Node]:

@@ -42,7 +42,7 @@ from torch import nn
 from dynattn.dynamic_conv import DynamicConv2d
 from dynattn.errors import SpecError
 
-from .shapes import DATA, LAYOUT, NCHW, SHAPE
+from .shapes import ACTIVATIONS, DATA, LAYOUT, NCHW, SHAPE
 
 __all__ = ["Site", "STRATEGIES", "Where", "find_sites", "site_names"]
 
@@ -52,8 +52,6 @@ Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
 _BN = (nn.BatchNorm2d, nn.SyncBatchNorm)
-_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU,
-                nn.Sigmoid, nn.Tanh, nn.Hardsigmoid)
 _ACT_FUNCTIONS = {F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.elu, F.mish, torch.relu,
                   torch.sigmoid, torch.tanh, F.hardsigmoid}
 _ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
@@ -180,7 +178,7 @@ def _is_bn(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 def _is_act(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if n.op == "call_module":
-        return isinstance(modules.get(n.target), _ACT_MODULES)
+        return isinstance(modules.get(n.target), ACTIVATIONS)
     if n.op == "call_method":
         return n.target in _ACT_METHODS
     return n.op == "call_function" and n.target in _ACT_FUNCTIONS

@@ -21,7 +21,14 @@ from torch import nn
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
 from .handwritten import CondConvWithRouter
-from .timing import interleaved_medians, machine_summary, peak_allocated_mb, steady_allocator
+from .timing import (
+    add_allocator_option,
+    allocator_line,
+    interleaved_medians,
+    machine_summary,
+    no_grad_call,
+    peak_allocated_mb,
+)
 
 VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:output", "condconv:auto", "odconv:auto", "timm_condconv")
 
@@ -38,10 +45,7 @@ def make(variant: str, cin: int, cout: int, experts: int) -> nn.Module:
 
 def _step(module: nn.Module, x: torch.Tensor, train: bool):
     if not train:
-        def infer():
-            with torch.no_grad():
-                return module(x)
-        return infer
+        return no_grad_call(module, x)
 
     def train_step():
         module.zero_grad(set_to_none=True)
@@ -58,10 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--memory-batch", type=int, default=256)
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
+    add_allocator_option(p)
     args = p.parse_args(argv)
-    allocator = "system allocator" if args.system_malloc else steady_allocator()
+    allocator = allocator_line(args)
     variants = args.variants.split(",")
     try:
         import timm  # noqa: F401

@@ -23,7 +23,6 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from torch import nn
 from ..compiler import build
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
-from .timing import interleaved_medians, machine_summary, steady_allocator
+from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary, no_grad_call
 
 PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -92,13 +91,6 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    def run():
-        with torch.no_grad():
-            return module(x)
-    return run
-
-
 def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.float32, channels_last=False,
               compiled=True, repeats=20) -> list[Row]:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
@@ -115,9 +107,9 @@ def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.fl
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
             ours, ref = ours.to(memory_format=torch.channels_last), ref.to(memory_format=torch.channels_last)
-        fns = {"ours": _runner(ours, x), "reference": _runner(ref, x), "copy": x.clone}
+        fns = {"ours": no_grad_call(ours, x), "reference": no_grad_call(ref, x), "copy": x.clone}
         if compiled:
-            fns["ours_compiled"] = _runner(torch.compile(ours, fullgraph=True), x)
+            fns["ours_compiled"] = no_grad_call(torch.compile(ours, fullgraph=True), x)
         rows.append(Row(preset, b, c, s, interleaved_medians(fns, repeats=repeats)))
         progress.step(f"{preset} B={b} C={c} {s}x{s}")
     return rows
@@ -182,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager-only", action="store_true", help="skip torch.compile")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default="bench-results", help="folder for results.md and results.png")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
+    add_allocator_option(p)
     args = p.parse_args(argv)
     presets = [x for x in args.presets.split(",") if x]
     unknown = [x for x in presets if x not in PRESETS]
@@ -193,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--device cuda: no CUDA device is available here")
     batches, channels, sizes = ((32,), (256,), (28,)) if args.quick else (
         _ints(args.batch), _ints(args.channels), _ints(args.size))
-    allocator = "system allocator" if args.system_malloc else steady_allocator()
+    allocator = allocator_line(args)
     rows = run_suite(presets, batches, channels, sizes, device=args.device, dtype=DTYPES[args.dtype],
                      channels_last=args.channels_last, compiled=not args.eager_only, repeats=args.repeats)
     header = (f"dynattn benchmark; {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}; "

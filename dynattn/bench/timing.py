@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
@@ -9,7 +10,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["interleaved_medians", "peak_allocated_mb", "machine_summary", "steady_allocator"]
+__all__ = ["interleaved_medians", "no_grad_call", "peak_allocated_mb", "machine_summary", "steady_allocator",
+           "add_allocator_option", "allocator_line"]
 
 
 def interleaved_medians(
@@ -35,6 +37,14 @@ def interleaved_medians(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def no_grad_call(module: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
+    """A zero-argument inference call of ``module`` on ``x``, for :func:`interleaved_medians`."""
+    def run():
+        with torch.no_grad():
+            return module(x)
+    return run
+
+
 def peak_allocated_mb(fn: Callable[[], object]) -> float:
     """Peak tensor memory allocated while ``fn`` runs, above what was allocated before, in MiB.
 
@@ -51,6 +61,17 @@ def peak_allocated_mb(fn: Callable[[], object]) -> float:
         current += e.nbytes()
         peak = max(peak, current)
     return peak / 2**20
+
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """``--system-malloc``: run without :func:`steady_allocator` (read with ``allocator_line``)."""
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
+
+
+def allocator_line(args: argparse.Namespace) -> str:
+    """Apply the allocator the command line asked for; the line that names it in a header."""
+    return "system allocator" if args.system_malloc else steady_allocator()
 
 
 def steady_allocator() -> str:

@@ -79,10 +79,11 @@ def apply_compile(module: nn.Module, options: dict | None, *, fullgraph: bool = 
     """Compile ``module`` in place (``nn.Module.compile``: same object, same state_dict keys)."""
     if options is None:
         return module
-    module.compile(**{"fullgraph": fullgraph, **options})
+    options = {"fullgraph": fullgraph, **options}
+    module.compile(**options)
     meta = getattr(module, "meta", None)
-    if isinstance(meta, dict):
-        meta["dynattn_compile"] = {"fullgraph": fullgraph, **options}
+    if isinstance(meta, dict):  # pickles and copies compile again with the same arguments
+        meta["dynattn_compile"] = options
     return module
 
 

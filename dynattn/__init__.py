@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .compiler import build, is_attention
+from .builder import build, compile_options
+from .compiler import AttentionModule
 from .dynamic_conv import DynamicConv2d
-from .errors import SpecError
-from .presets import get_spec, list_presets
+from .errors import DynattnError, InputError, ModelError, SpecError
+from .interop import SpecLayer
+from .presets import as_spec, get_spec, list_presets
 from .record import GateMaps, record_gates
+from .registry import leaf_modules, register_leaf_module
 from .spec import AttnSpec
 from .spec_parse import parse_spec
 from .temperature import TemperatureSchedule, set_temperature
@@ -22,10 +25,16 @@ if TYPE_CHECKING:
     from . import testing
 
 __all__ = [
-    "AttnSpec", "SpecError", "build", "DynamicConv2d", "get_spec", "list_presets", "is_attention",
-    "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps", "parse_spec", "testing",
+    "AttnSpec", "SpecError", "DynattnError", "InputError", "ModelError", "build", "DynamicConv2d", "get_spec",
+    "list_presets", "as_spec", "is_attention", "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps",
+    "parse_spec", "testing", "SpecLayer", "compile_options", "register_leaf_module", "leaf_modules",
 ]
 __version__ = "0.1.0"
+
+
+def is_attention(module: object) -> bool:
+    """True for a module that :func:`build` made for a feature-map spec."""
+    return isinstance(module, AttentionModule)
 
 
 def __getattr__(name: str):

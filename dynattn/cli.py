@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import SpecError
+from .errors import DynattnError
 
 __all__ = ["main"]
 
@@ -58,7 +58,7 @@ def _step(message: str) -> None:
 # ------------------------------------------------------------------ commands
 def cmd_list(args: argparse.Namespace) -> int:
     from . import presets
-    from .compiler import build
+    from .builder import build
     from .dynamic_conv import DynamicConv2d
 
     rows = []
@@ -79,7 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .compiler import build
+    from .builder import build
     from .dynamic_conv import DynamicConv2d
     from .spec_parse import parse_spec
 
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(argparse.Namespace(), argv[1:])
         args = _parser().parse_args(argv)
         return {"list": cmd_list, "show": cmd_show, "insert": cmd_insert}[args.command](args)
-    except (UsageError, SpecError, TypeError) as exc:
+    except (UsageError, DynattnError, TypeError) as exc:
         print(f"dynattn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

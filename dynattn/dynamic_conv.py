@@ -22,15 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import mixing
-from .compiler import as_spec
-from .compiler.router import ConvGeometry, build_router
+from .compiler import ConvGeometry, build_router
 from .errors import SpecError
+from .presets import as_spec
+from .registry import register_leaf_module
 from .spec import AttnSpec
 
-__all__ = ["DynamicConv2d", "STRATEGIES", "choose_strategy"]
+__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy"]
 
 Strategy = Literal["auto", "kernel", "output"]
-STRATEGIES = ("auto", "kernel", "output")
+#: How a DynamicConv2d runs: chosen per call (``auto``), kernel mixing or output mixing.
+MIXING_STRATEGIES = ("auto", "kernel", "output")
 
 #: Output mixing needs per-sample kernels that are large against the K output maps they
 #: replace: (I/g * kh * kw) >= OUTPUT_MIXING_RATIO * K * H_out * W_out.
@@ -61,15 +63,12 @@ def choose_strategy(
     - a spatial head (ODConv): ``kernel`` (output mixing needs an im2col copy for it);
     - ``output`` when the per-sample kernel is large against the maps,
       ``I/g * kh * kw >= OUTPUT_MIXING_RATIO * K * H_out * W_out``, and the maps are small
-      against the batch, ``H_out * W_out <= OUTPUT_MIXING_POSITIONS * log2(B)``: e.g. 3x3
-      convs of 128 or 512 channels, K=4, at 4x4 and B=32 (output 1.2-1.7x faster), 3x3 at
-      B=4 to 8 (1.1-1.5x), 2x2 at B=32 (2-10x);
-    - ``kernel`` otherwise: at 7x7 maps kernel mixing is 1.1-1.4x faster at every batch from
-      1 to 32 (ResNet's last stage), 1.3-2.7x at 14x14, more on larger maps, and always at
-      batch 1, where the grouped conv is a plain conv.
+      against the batch, ``H_out * W_out <= OUTPUT_MIXING_POSITIONS * log2(B)`` (3x3 convs of
+      hundreds of channels on maps of a few pixels at batch 8 and more);
+    - ``kernel`` otherwise, and always at batch 1, where the grouped conv is a plain conv.
 
-    Measured on CPU (2-core Xeon, torch 2.14), inference and training steps; the boundary
-    moves little with the channel count or the training mode.
+    The constants were fitted to CPU measurements of both strategies in inference and training
+    (``python -m dynattn.bench.dynconv``; the figures are in the README's measured tables).
     """
     if tracing:
         return "output"
@@ -120,8 +119,8 @@ class DynamicConv2d(nn.Module):
         if spec.kind != "kernel":
             raise SpecError("spec", spec, "DynamicConv2d needs a kernel-target spec",
                             hint="e.g. AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()")
-        if strategy not in STRATEGIES:
-            raise SpecError("strategy", strategy, "unknown execution strategy", STRATEGIES)
+        if strategy not in MIXING_STRATEGIES:
+            raise SpecError("strategy", strategy, "unknown execution strategy", MIXING_STRATEGIES)
         # nn.Conv2d checks every argument and derives padding exactly as it would itself
         try:
             template = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
@@ -277,3 +276,6 @@ class DynamicConv2d(nn.Module):
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
         return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"
+
+
+register_leaf_module(DynamicConv2d, role="conv")  # tracers keep it whole; its output is an NCHW map

@@ -1,4 +1,15 @@
-"""The one exception type dynattn raises for a bad spec or a bad build argument."""
+"""The exceptions dynattn raises: one base, :class:`DynattnError` (a ``ValueError``), and one
+subclass per kind of mistake, so a caller can catch them all or tell them apart.
+
+- :class:`SpecError`: a spec field or a build argument is invalid (raised before anything is built);
+- :class:`InputError`: a built module was called with an input it cannot take (rank, channels,
+  batch statistics that do not exist);
+- :class:`ModelError`: a model cannot take what a pass asks of it (it does not trace, has no 4-D
+  feature maps, no site matches).
+
+Every message names the field, the bad value and what is allowed; the same facts are attributes
+for programs: ``field``, ``value`` and ``allowed``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +17,11 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["SpecError"]
+__all__ = ["DynattnError", "SpecError", "InputError", "ModelError", "close_match"]
 
 
-class SpecError(ValueError):
-    """A spec field or build argument is invalid.
-
-    The message names the field, the bad value and what is allowed; the same facts are
-    available as attributes for programs: ``field``, ``value`` and ``allowed``.
-    """
+class DynattnError(ValueError):
+    """Base of every error dynattn and graph_passes raise for a caller's mistake."""
 
     def __init__(
         self,
@@ -35,7 +42,7 @@ class SpecError(ValueError):
         message = f"{field}={value!r}: {problem}"
         if isinstance(self.allowed, tuple):
             message += "; allowed: " + ", ".join(repr(a) for a in self.allowed)
-            close = _close_match(value, self.allowed)
+            close = close_match(value, self.allowed)
             if close is not None and hint is None:
                 hint = f"did you mean {close!r}?"
         elif isinstance(self.allowed, str):
@@ -45,17 +52,30 @@ class SpecError(ValueError):
         super().__init__(message)
 
     def __reduce__(self):  # keep the structured fields through pickling (workers, DDP)
-        return (_rebuild, (self.field, self.value, str(self)))
+        return (_rebuild, (type(self), self.field, self.value, str(self)))
 
 
-def _rebuild(field: str, value: Any, message: str) -> SpecError:
-    err = SpecError.__new__(SpecError)
+class SpecError(DynattnError):
+    """A spec field or build argument is invalid."""
+
+
+class InputError(DynattnError):
+    """A built module was called with an input it cannot take."""
+
+
+class ModelError(DynattnError):
+    """A model cannot take what a pass asks of it."""
+
+
+def _rebuild(cls: type[DynattnError], field: str, value: Any, message: str) -> DynattnError:
+    err = cls.__new__(cls)
     ValueError.__init__(err, message)
     err.field, err.value, err.allowed = field, value, None
     return err
 
 
-def _close_match(value: Any, allowed: tuple[Any, ...]) -> str | None:
+def close_match(value: Any, allowed: Iterable[Any]) -> str | None:
+    """The allowed string closest to ``value`` (a likely typo), or None."""
     if not isinstance(value, str):
         return None
     names = [a for a in allowed if isinstance(a, str)]

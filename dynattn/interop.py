@@ -1,19 +1,28 @@
-"""Move weights between timm's attention modules and dynattn's.
+"""Interoperation with timm: its attention layer argument, and its attention weights.
 
-``load_timm_weights(module, timm_module)`` copies a trained ``timm.layers`` SE, ECA or
-CBAM module into the module ``build`` made from the matching ``flavor="timm"`` preset, so
-a checkpoint trained with timm keeps its numerics. timm is not imported: the mapping works
-on state_dict keys, and shapes are checked before anything is copied.
+- ``spec.layer`` (:class:`SpecLayer`): a callable ``layer(channels, **kwargs) -> nn.Module`` for
+  code that takes an attention layer class, such as ``timm.create_model(..., attn_layer=...)``.
+- ``load_timm_weights(module, timm_module)`` copies a trained ``timm.layers`` SE, ECA or
+  CBAM module into the module ``build`` made from the matching ``flavor="timm"`` preset, so
+  a checkpoint trained with timm keeps its numerics. timm is not imported: the mapping works
+  on state_dict keys, and shapes are checked before anything is copied.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 from torch import nn
 
+from . import vocab
+from .builder import build
 from .errors import SpecError
+from .spec import AttnSpec
+from .validate import has_hidden
 
-__all__ = ["load_timm_weights", "TIMM_KEY_MAPS"]
+__all__ = ["load_timm_weights", "TIMM_KEY_MAPS", "SpecLayer"]
 
 #: timm module class name -> (timm key prefix -> dynattn key prefix).
 TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
@@ -64,3 +73,62 @@ def load_timm_weights(module: nn.Module, timm_module: nn.Module) -> nn.Module:
                         hint="build the matching preset with flavor='timm'")
     module.load_state_dict(dict(pending))
     return module
+
+
+class SpecLayer:
+    """``spec.layer``: builds the spec for the channel count it is called with.
+
+    timm's keywords map onto the spec: ``rd_ratio`` (hidden = channels * rd_ratio) sets
+    ``reduction``, ``rd_channels`` sets ``width``, ``rd_divisor`` sets ``divisor`` and
+    ``act_layer`` (a class or name, e.g. ``nn.SiLU``) sets ``act``, on every stage with a hidden
+    layer; ``device`` and ``dtype`` place the module; other keywords raise ``SpecError``.
+    """
+
+    _KWARGS = ("rd_ratio", "rd_channels", "rd_divisor", "act_layer", "device", "dtype")
+
+    def __init__(self, spec: AttnSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, channels: int, **kwargs: Any) -> nn.Module:
+        unknown = sorted(set(kwargs) - set(self._KWARGS))
+        if unknown:
+            raise SpecError(f"{self!r}(...)", unknown[0], "keyword not understood", self._KWARGS)
+        changes = {}
+        if kwargs.get("rd_ratio") is not None:
+            changes["reduction"] = 1.0 / kwargs["rd_ratio"]
+        if kwargs.get("rd_channels") is not None:
+            changes["width"] = kwargs["rd_channels"]
+        if kwargs.get("rd_divisor") is not None:
+            changes["divisor"] = kwargs["rd_divisor"]
+        if kwargs.get("act_layer") is not None:
+            changes["act"] = _act_name(kwargs["act_layer"])
+        spec = _with_hidden(self.spec, changes) if changes else self.spec
+        return build(spec, channels, device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+
+    def __repr__(self) -> str:
+        return f"{self.spec!r}.layer"
+
+
+_ACT_ALIASES = {"swish": "silu", "hardswish": "hard_swish", "relu6": "relu6", "leakyrelu": "leaky_relu"}
+
+
+def _act_name(act: Any) -> str:
+    """An activation class or name as the spec's ``act`` name."""
+    name = act if isinstance(act, str) else getattr(act, "__name__", type(act).__name__)
+    key = name.lower().replace("-", "_")
+    key = _ACT_ALIASES.get(key.replace("_", ""), key)
+    if key in vocab.ACTS:
+        return key
+    for known, cls in vocab.ACTS.items():
+        if isinstance(act, type) and issubclass(act, cls):
+            return known
+    raise SpecError("act_layer", name, "has no counterpart among the spec's activations", tuple(vocab.ACTS))
+
+
+def _with_hidden(spec: AttnSpec, changes: dict[str, Any]) -> AttnSpec:
+    if spec.stages:
+        return dataclasses.replace(spec, stages=tuple(_with_hidden(s, changes) for s in spec.stages))
+    return spec.replace(**changes) if has_hidden(spec) else spec
+
+
+AttnSpec.layer = property(SpecLayer, doc=SpecLayer.__doc__)  # spec.layer, for timm's attn_layer=

@@ -12,7 +12,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import SpecError
+from .errors import InputError
 from .vocab import ACTS
 
 __all__ = ["MLP", "ChannelConv1d", "SpatialConv", "ConvMLP", "PixelMLP", "bn_guard"]
@@ -22,7 +22,7 @@ def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
     """``x`` itself; in training mode, first a clear error where BatchNorm would have a single
     value per channel (a batch of 1 through an MLP, a 1x1 map with a batch of 1)."""
     if training and x.numel() // max(x.shape[1], 1) <= 1:
-        raise SpecError(
+        raise InputError(
             "input", tuple(x.shape),
             "reaches a BatchNorm (spec norm='bn') with one value per channel in training mode, where batch "
             "statistics do not exist", hint="train with a batch > 1 (and maps larger than 1x1), call .eval(), "
@@ -100,9 +100,8 @@ class ChannelConv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The conv written as a weighted sum over sliding windows of the channel sequence:
         # the same arithmetic as ``self.conv(x)``, but pointwise code that inductor fuses with
-        # the pooling and the gate, where a (B, 1, C) conv is an extern oneDNN call that costs
-        # more than the pooling itself (ECA compiled against timm's eager module, B=32, C=256,
-        # 28x28, 2-core CPU: 0.97-0.98x that way, 1.08-1.12x this way).
+        # the pooling and the gate, where a (B, 1, C) conv is an extern call that costs more
+        # than the pooling itself (see the ECA rows of ``python -m dynattn.bench``).
         if not self.stacked:
             x = x.unsqueeze(1)
         pad = self.conv.padding[0]

@@ -41,8 +41,8 @@ class ConvArgs(NamedTuple):
 
 # ----------------------------------------------------------------------------- the batch-folded conv
 # Under torch.compile, inductor's layout optimisation turns the grouped conv of kernel mixing
-# into channels-last copies of x, of the B per-sample kernels and of the output (about 70 ms for
-# B=32, 256 -> 256, 3x3 at 28x28 on a 2-core CPU, 1.3x the eager time). As a custom op the conv
+# into channels-last copies of x, of the B per-sample kernels and of the output, slower than the
+# eager call (the DyConv rows of ``python -m dynattn.bench`` measure it). As a custom op the conv
 # stays one opaque call in the layouts eager uses. Exporting keeps the plain conv.
 @torch.library.custom_op("dynattn::batched_conv2d", mutates_args=())
 def batched_conv2d(

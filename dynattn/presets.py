@@ -7,6 +7,10 @@ point (``AttnSpec.cbam().replace(...)`` or a stage swapped out), not a class of 
 - ``"official"``: the paper's formula as its authors' code computes it.
 - ``"timm"``: the module of ``timm.layers``, reproduced to float rounding with its
   weights copied in (see :func:`dynattn.interop.load_timm_weights`).
+
+Each preset is one function, written once: it is also ``AttnSpec.<name>`` (attached at the end
+of this file), so ``AttnSpec.odconv(...)`` and ``get_spec("odconv", ...)`` take the same
+arguments by construction.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .spec import AttnSpec
 
 __all__ = [
     "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "get_spec", "list_presets", "PRESETS",
+    "as_spec",
 ]
 
 _FLAVORS = {
@@ -276,3 +281,22 @@ def get_spec(name: str, **kwargs: object) -> AttnSpec:
     if unknown:
         raise SpecError("kwargs", unknown, f"preset {key!r} takes no such argument", params)
     return PRESETS[key](**kwargs)
+
+
+def as_spec(spec: AttnSpec | str) -> AttnSpec:
+    """``spec`` itself, or the preset of that name."""
+    if isinstance(spec, AttnSpec):
+        return spec
+    if isinstance(spec, str):
+        return get_spec(spec)
+    raise SpecError("spec", spec, "must be an AttnSpec or a preset name", hint="e.g. AttnSpec.se() or 'cbam'")
+
+
+def _attach(name: str, fn: Callable[..., AttnSpec]) -> None:
+    if name in {f for f in AttnSpec.__dataclass_fields__} or name in vars(AttnSpec):
+        raise AssertionError(f"preset {name!r} would shadow AttnSpec.{name}")
+    setattr(AttnSpec, name, staticmethod(fn))
+
+
+for _name, _fn in PRESETS.items():  # AttnSpec.se(), AttnSpec.cbam(), ...: the functions above, unchanged
+    _attach(_name, _fn)

@@ -21,8 +21,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .compiler.emit import ROLE
-from .compiler.module import AttentionModule
+from .compiler import ROLE, AttentionModule
 
 __all__ = ["record_gates", "GateMaps"]
 
@@ -39,7 +38,7 @@ class GateMaps:
                 if t.dim() == 4 and t.shape[1] == 1 and t.shape[2] * t.shape[3] > 1}
 
 
-class _Recorder(fx.Interpreter):
+class _GateRecorder(fx.Interpreter):
     def __init__(self, module: fx.GraphModule, sink: dict[str, torch.Tensor], roles: tuple[str, ...]) -> None:
         super().__init__(module)
         self.sink, self.roles = sink, roles
@@ -62,7 +61,7 @@ def record_gates(model: nn.Module, roles: tuple[str, ...] = ("gate", "gate_map")
             sink = result.maps.setdefault(name or type(module).__name__, {})
 
             def forward(*args, _module=module, _sink=sink):
-                return _Recorder(_module, _sink, roles).run(*args)
+                return _GateRecorder(_module, _sink, roles).run(*args)
 
             module.forward = forward  # an instance attribute: shadows the class's generated forward
             patched.append(module)

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from .compiler import SpecModule
 from .errors import SpecError
 
 __all__ = ["temperature_buffers", "set_temperature", "TemperatureSchedule"]
@@ -25,8 +26,6 @@ def _check(value: float, field: str = "temperature") -> float:
 
 def temperature_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """The temperature buffers of every dynattn module in ``model``, by qualified name."""
-    from .compiler.module import SpecModule
-
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, SpecModule) and isinstance(getattr(module, "temperature", None), torch.Tensor):

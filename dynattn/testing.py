@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import vocab
 from .spec import AttnSpec
+from .validate import channel_free  # the same rule validation uses
 
 __all__ = ["specs", "leaf_specs", "rotations"]
 
@@ -118,9 +119,7 @@ def leaf_specs(
         kw["init"] = draw(st.sampled_from(tuple(inits)))
     spec = AttnSpec(**kw)
     if branches and target != "kernel" and draw(st.integers(0, 3)) == 0:
-        from .spec import _channel_free  # the same rule validation uses
-
-        rot = rotations(keep_channel=not _channel_free(spec))
+        rot = rotations(keep_channel=not channel_free(spec))
         chosen = draw(st.lists(rot, min_size=1, max_size=3, unique=True))
         spec = spec.replace(branches=tuple(chosen))
     return spec

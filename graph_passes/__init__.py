@@ -8,9 +8,10 @@ See :func:`insert_attention` and :mod:`graph_passes.sites` for the ``where=`` se
 """
 
 from .insert import insert_attention, list_sites
-from .report import InsertionReport, SiteRecord, report
-from .sites import STRATEGIES, Site
+from .report import InsertionReport, SiteRecord, SkippedSite, report
+from .rewrite import is_rewritten, original_class, rewritten_code
+from .sites import SITE_STRATEGIES, Site
 from .trace import LeafTracer, TraceFailure
 
-__all__ = ["insert_attention", "list_sites", "report", "Site", "SiteRecord", "InsertionReport", "STRATEGIES",
-           "TraceFailure", "LeafTracer"]
+__all__ = ["insert_attention", "list_sites", "report", "Site", "SiteRecord", "SkippedSite", "InsertionReport",
+           "SITE_STRATEGIES", "TraceFailure", "LeafTracer", "is_rewritten", "original_class", "rewritten_code"]

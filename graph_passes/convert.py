@@ -9,15 +9,13 @@ routers' keys missing.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
 from torch import nn
 
-from dynattn.compiler.module import SpecModule
-from dynattn.dynamic_conv import DynamicConv2d
-from dynattn.errors import SpecError
-from dynattn.spec import AttnSpec
+from dynattn import AttnSpec, ModelError, SpecError, build, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
 from .sites import _glob, _regex
@@ -31,7 +29,7 @@ def _inside_dynattn(name: str, owners: list[str]) -> bool:
 
 def convertible_convs(model: nn.Module) -> tuple[list[tuple[str, nn.Conv2d]], list[tuple[str, str]]]:
     """(plain convs by name, [(name, class) of Conv2d subclasses whose forward differs])."""
-    owners = [n for n, m in model.named_modules() if isinstance(m, (SpecModule, DynamicConv2d))]
+    owners = [n for n, m in model.named_modules() if isinstance(m, leaf_modules())]
     plain, skipped = [], []
     for name, m in model.named_modules():
         if not isinstance(m, nn.Conv2d) or _inside_dynattn(name, owners):
@@ -81,7 +79,7 @@ def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any) -> list[tuple[
         warnings.warn(f"skipping {len(skipped)} Conv2d subclass(es) whose forward differs from nn.Conv2d's, "
                       f"which an upcycled DynamicConv2d would not reproduce: {names}", stacklevel=3)
     if not convs:
-        raise SpecError("model", type(model).__name__,
+        raise ModelError("model", type(model).__name__,
                         "has no plain nn.Conv2d to replace with a DynamicConv2d"
                         + (f" ({len(skipped)} Conv2d subclasses were skipped)" if skipped else ""),
                         hint="a kernel-target spec converts convs; use a feature target to insert attention")
@@ -90,11 +88,9 @@ def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any) -> list[tuple[
 
 def convert_convs(model: nn.Module, spec: AttnSpec, where: Any, inplace: bool,
                   params_before: int) -> nn.Module:
-    import copy
-
     work = model if inplace else copy.deepcopy(model)
     chosen = plan_conversion(work, spec, where)
-    new = {name: DynamicConv2d.from_conv(conv, spec) for name, conv in chosen}  # may raise: nothing changed yet
+    new = {name: build(spec, conv=conv) for name, conv in chosen}  # may raise: nothing changed yet
     replaced = {id(conv): new[name] for name, conv in chosen}
     for parent in work.modules():  # every reference to a replaced conv (a module may be shared)
         for key, child in list(parent._modules.items()):

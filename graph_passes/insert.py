@@ -1,15 +1,15 @@
 """``insert_attention`` and ``list_sites``: put dynattn modules into an existing model.
 
-Feature targets: the model is traced (see ``trace.py``), shapes are propagated on meta
-tensors (``shapes.py``), sites are selected (``sites.py``), and one built module per site
-is inserted after it, under a readable name next to the site's module
-(``layer1.0.bn3_cbam``); its users are rewired, the graph linted and recompiled. Several
-specs chain at each site in the order given. The result is a ``torch.fx.GraphModule`` (a
-``DualGraphModule`` when the model's own forward differs between train and eval) that
-keeps every state_dict key of the original.
+Feature targets: the model (or, where its own forward does not trace, its largest parts that do)
+is traced, shapes are propagated on meta tensors and sites are selected (``analysis.py``). Then
+only the blocks that hold sites are rewritten (``placement.py``, ``rewrite.py``): each such block
+gets one built module per site, registered on it under a readable name (``layer1.0.bn3_cbam``),
+and a forward generated from its own graph with those modules called. The model, and every block,
+keeps its class, methods and attributes; every original state_dict key stays as it was. Several
+specs chain at each site in the order given.
 
-Kernel targets: the selected plain ``nn.Conv2d``s are replaced by upcycled
-``DynamicConv2d``s (``convert.py``); the model keeps its class.
+Kernel targets: the selected plain ``nn.Conv2d``s are replaced by upcycled ``DynamicConv2d``s
+(``convert.py``).
 
 Nothing is changed, and the caller's model is never touched unless ``inplace=True``, until
 every argument has been checked and every site found.
@@ -19,24 +19,22 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.fx as fx
 from torch import nn
 
-from dynattn.compiler import apply_compile, as_spec, build_feature, check_compile
-from dynattn.compiler.emit import copy_graph
-from dynattn.errors import SpecError
-from dynattn.spec import AttnSpec
+from dynattn import AttnSpec, SpecError, as_spec, build, compile_options
 
+from .analysis import Analysis, analyse
 from .convert import convert_convs, plan_conversion
-from .dual import DualGraphModule, copy_path
-from .report import InsertionReport, SiteRecord, attach
-from .shapes import DEFAULT_SIZES, LAYOUT, SHAPE, default_example_inputs, propagate
-from .sites import Site, Where, find_sites
-from .trace import LeafSpec, trace_model, untouched
+from .placement import Anchor, anchors, insert_chains, local_name, owner_graphs
+from .report import InsertionReport, SiteRecord, SkippedSite, attach
+from .rewrite import rewrite_forward
+from .sites import Site, Where
+from .trace import LeafSpec
 
 __all__ = ["insert_attention", "list_sites"]
 
@@ -72,61 +70,13 @@ def _check_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
                     hint="e.g. example_inputs=(torch.randn(2, 3, 224, 224),)")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(name, value, "must be a bool", (True, False))
+
+
 def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _analyse(model: nn.Module, where: Where, example_inputs: tuple | None, leaf_modules: Iterable[LeafSpec]):
-    """Trace ``model`` and find the sites in each of its graphs; changes nothing."""
-    with untouched(model):
-        return _analyse_unguarded(model, where, example_inputs, leaf_modules)
-
-
-def _analyse_unguarded(model, where, example_inputs, leaf_modules):
-    traced = trace_model(model, leaf_modules)
-    sites: dict[str, list[Site]] = {}
-    modules = dict(model.named_modules())
-    for mode, graph in traced.graphs.items():
-        was = model.training
-        model.train(mode == "train")
-        try:
-            probe = fx.GraphModule(model, graph)
-            if example_inputs is not None:
-                propagate(probe, example_inputs)
-            else:  # the default size, or the next plausible one the model accepts (Inception: 299)
-                for i, size in enumerate(DEFAULT_SIZES):
-                    try:
-                        propagate(probe, default_example_inputs(probe, size))
-                        break
-                    except SpecError:
-                        if i == len(DEFAULT_SIZES) - 1:
-                            raise
-        finally:
-            model.train(was)
-        sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__)
-    return traced, sites
-
-
-def _unique_sites(sites: dict[str, list[Site]]) -> list[Site]:
-    """The sites of every graph (train and eval), each name once, in graph order."""
-    seen: dict[str, Site] = {}
-    for mode_sites in sites.values():
-        for site in mode_sites:
-            seen.setdefault(site.name, site)
-    return list(seen.values())
-
-
-def _module_path(site: Site, tag: str, taken: set[str]) -> str:
-    name = min(site.aliases, key=len) if site.aliases else site.name
-    parent, _, leaf = name.rpartition(".")
-    leaf = re.sub(r"\W", "_", leaf.replace(":", "_"))
-    base = f"{parent}.{leaf}_{tag}" if parent else f"{leaf}_{tag}"
-    path, i = base, 1
-    while path in taken:
-        i += 1
-        path = f"{base}_{i}"
-    taken.add(path)
-    return path
 
 
 def _tag(spec: AttnSpec) -> str:
@@ -139,40 +89,31 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device | None, torch.dtype | 
     return None, None
 
 
-def _insert_into(graph: fx.Graph, sites: Sequence[Site], chains: dict[str, list[str]]) -> None:
-    nodes = {n.name: n for n in graph.nodes}
-    for site in sites:
-        prev = nodes[site.node]
-        for path in chains[site.name]:
-            with graph.inserting_after(prev):
-                new = graph.call_module(path, (prev,))
-            new.meta[SHAPE], new.meta[LAYOUT] = prev.meta.get(SHAPE), prev.meta.get(LAYOUT)
-            if site.feeds is not None and prev is nodes[site.node]:
-                nodes[site.feeds].replace_input_with(prev, new)  # only the residual add
-            else:
-                prev.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
-            prev = new
-    graph.lint()
-
-
-def _restore_unused(gm: nn.Module, original: nn.Module) -> None:
-    """Keep every original state_dict entry: re-attach what the traced graph did not use."""
-    have = set(gm.state_dict(keep_vars=True))
-    for key in original.state_dict(keep_vars=True):
-        if key in have:
-            continue
-        path = key
-        # the shallowest module on this key's path that the GraphModule lacks, else the tensor itself
-        parts = key.split(".")
-        for i in range(1, len(parts)):
-            prefix = ".".join(parts[:i])
-            try:
-                gm.get_submodule(prefix)
-            except AttributeError:
-                path = prefix
-                break
-        copy_path(original, gm, path)
-        have = set(gm.state_dict(keep_vars=True))
+def _build_all(specs: list[AttnSpec], placed: list[Anchor], strict: bool, device, dtype
+               ) -> tuple[dict[str, list[nn.Module]], list[SkippedSite]]:
+    """The modules of every site, built before anything is changed. A site the spec cannot be built
+    for (too few channels for its reduction) raises with ``strict=True``, else is skipped with a warning."""
+    built: dict[str, list[nn.Module]] = {}
+    skipped: list[SkippedSite] = []
+    for anchor in placed:
+        site = anchor.site
+        try:
+            built[site.name] = [build(sp, site.channels, device=device, dtype=dtype) for sp in specs]
+        except SpecError as exc:
+            reason = str(exc)
+            if strict:
+                raise SpecError(
+                    "site", site.name, f"has {site.channels} channels, which the spec cannot be built for ({reason})",
+                    hint=f"exclude it (where=[...] without {site.name!r}, e.g. a 're:' regex) or give the spec an "
+                    "explicit width= or a smaller reduction",
+                ) from exc
+            skipped.append(SkippedSite(site.name, site.channels, reason))
+    if skipped:
+        names = ", ".join(f"{s.site} ({s.channels} channels)" for s in skipped[:6])
+        warnings.warn(f"skipped {len(skipped)} site(s) the spec cannot be built for: {names}"
+                      f"{' ...' if len(skipped) > 6 else ''}; see report(model).skipped, or pass strict=True to "
+                      "raise instead", stacklevel=3)
+    return built, skipped
 
 
 def insert_attention(
@@ -183,6 +124,7 @@ def insert_attention(
     inplace: bool = False,
     *,
     leaf_modules: Iterable[LeafSpec] = (),
+    strict: bool = False,
     compile: bool | dict = False,
 ) -> nn.Module:
     """Insert attention built from ``spec`` into ``model`` at the sites ``where`` selects.
@@ -193,79 +135,80 @@ def insert_attention(
     - ``where``: see :mod:`graph_passes.sites`; ``None`` is ``"residual"`` when the model
       has residual adds, else ``"stage"``.
     - ``example_inputs``: inputs for shape propagation (only their shapes, dtypes and
-      devices matter); by default batch 2 at 224 x 224 with the first conv's channels.
+      devices matter); by default batch 2 at timm's ``pretrained_cfg`` input size, else
+      224 x 224 (then 299, 384, 512), with the first conv's input channels.
     - ``inplace``: reuse (and modify) the caller's modules instead of a deep copy.
     - ``leaf_modules``: qualified names (globs allowed) or classes not to trace into.
+    - ``strict``: a site the spec cannot be built for (say 10 channels for a reduction of 16)
+      raises ``SpecError`` naming it; by default it is skipped with a warning and listed in
+      ``report(model).skipped``.
     - ``compile``: ``True`` or a dict of ``torch.compile`` arguments: compile the returned
       model in place (``nn.Module.compile``; graph breaks allowed, as the model's own code
       decides), so its state_dict keys stay as they are.
 
-    Returns the rewritten model; ``graph_passes.report(result)`` describes what was done.
+    Returns the model, of its own class (a deep copy unless ``inplace=True``), with only the
+    blocks that hold sites rewritten; ``graph_passes.report(result)`` describes what was done.
     """
     _check_model(model)
     specs = _as_specs(spec)
     inputs = _check_inputs(example_inputs)
-    options = check_compile(compile)
-    if not isinstance(inplace, bool):
-        raise SpecError("inplace", inplace, "must be a bool", (True, False))
+    options = compile_options(compile)
+    _check_bool("inplace", inplace)
+    _check_bool("strict", strict)
     params_before = _param_count(model)
     if specs[0].kind == "kernel":
         plan_conversion(model, specs[0], where)  # check the selection on the caller's model first
-        return apply_compile(convert_convs(model, specs[0], where, inplace, params_before), options,
-                             fullgraph=False)
+        return _compile(convert_convs(model, specs[0], where, inplace, params_before), options)
 
-    # analyse the caller's model read-only: every error is raised before anything is copied
-    traced, sites = _analyse(model, where, inputs, leaf_modules)
+    # analyse the caller's model read-only, and build every module: every error comes before any change
+    analysis = analyse(model, where, inputs, leaf_modules)
+    placed = anchors(analysis)
+    built, skipped = _build_all(specs, placed, strict, *_device_dtype(model))
     work = model if inplace else copy.deepcopy(model)
-    device, dtype = _device_dtype(work)
-    taken = {n for n, _ in work.named_modules()}
-    built: dict[str, nn.Module] = {}
-    chains: dict[str, list[str]] = {}
+    by_owner: dict[str, list[Anchor]] = {}
+    for anchor in placed:
+        if anchor.site.name in built:
+            by_owner.setdefault(anchor.owner, []).append(anchor)
+    owners = {}
+    for owner, group in by_owner.items():
+        inline = sorted({p for a in group for p in a.inline})
+        keep = [o for o in by_owner if o != owner] + list(analysis.leaves)
+        owners[owner] = (work.get_submodule(owner), owner_graphs(work, owner, inline, dict(group[0].concrete), keep))
     records = []
-    for site in _unique_sites(sites):
-        chains[site.name] = []
-        for sp in specs:
-            module = build_feature(sp, site.channels, device=device, dtype=dtype)
-            path = _module_path(site, _tag(sp), taken)
-            built[path] = module
-            chains[site.name].append(path)
-            records.append(SiteRecord(site.name, path, sp.name or "attention", site.channels,
-                                      sum(p.numel() for p in module.parameters()), site.kind))
-
-    class_name = type(model).__name__
-    if traced.dual:
-        gm: fx.GraphModule = DualGraphModule(work, traced.graphs["train"], traced.graphs["eval"], class_name)
-    else:
-        gm = fx.GraphModule(work, traced.graphs["eval"], class_name)
-    for path, module in built.items():  # under the GraphModule's own containers, not the model's
-        gm.add_submodule(path, module)
-    graphs = {mode: copy_graph(g) for mode, g in traced.graphs.items()}
-    for mode, graph in graphs.items():
-        _insert_into(graph, sites[mode], chains)
-    if isinstance(gm, DualGraphModule):
-        gm.set_graphs(graphs["train"], graphs["eval"])
-    else:
-        gm.graph = graphs["eval"]
-    _restore_unused(gm, work)
-    gm.train(model.training)
-    _keep_class_name(gm, class_name)
-    leaves = (*traced.leaf_names, *traced.auto_leaves)
-    attach(gm, InsertionReport(class_name, tuple(records), params_before, leaves))
-    return apply_compile(gm, options, fullgraph=False)
+    for owner, owner_anchors in by_owner.items():
+        block, graphs = owners[owner]
+        taken = {name for name, _ in block.named_children()} | set(vars(block))
+        placed_here = []
+        for anchor in owner_anchors:
+            chain = []
+            for sp, module in zip(specs, built[anchor.site.name]):
+                name = local_name(anchor, _tag(sp), taken)
+                chain.append((name, module))
+                path = f"{owner}.{name}" if owner else name
+                records.append(SiteRecord(anchor.site.name, path, sp.name or "attention", anchor.site.channels,
+                                          sum(p.numel() for p in module.parameters()), anchor.site.strategy))
+            placed_here.append((anchor, chain))
+        insert_chains(graphs, owner, [(a, [n for n, _ in chain]) for a, chain in placed_here])
+        for _, chain in placed_here:
+            for name, module in chain:
+                block.add_module(name, module)
+        rewrite_forward(block, graphs)
+    attach(work, _report(model, analysis, records, skipped, params_before, tuple(by_owner)))
+    return _compile(work, options)
 
 
-def _keep_class_name(gm: fx.GraphModule, name: str) -> None:
-    """fx forgets a GraphModule's class name on deepcopy and pickle unless told."""
-    gm.__dict__["_graphmodule_cls_name"] = name  # read back when fx unpickles
-    gm.meta["dynattn_class_name"] = name
-    if hasattr(gm, "_register_deepcopy_hook") and not isinstance(gm, DualGraphModule):
-        gm._register_deepcopy_hook(_restore_class_name)
+def _report(model: nn.Module, analysis: Analysis, records: list[SiteRecord], skipped: list[SkippedSite],
+            params_before: int, rewritten: tuple[str, ...]) -> InsertionReport:
+    traced = tuple(p.path for p in analysis.parts if any(p.sites.values()))
+    return InsertionReport(type(model).__name__, tuple(records), params_before, analysis.leaves, traced=traced,
+                           untraced=tuple(analysis.untraced), skipped=tuple(skipped), rewritten=rewritten)
 
 
-def _restore_class_name(gm: fx.GraphModule) -> None:
-    name = gm.meta.get("dynattn_class_name")
-    if name:
-        type(gm).__name__ = name
+def _compile(model: nn.Module, options: dict | None) -> nn.Module:
+    """Compile the whole model in place (graph breaks allowed, as the model's own code decides)."""
+    if options is not None:
+        model.compile(**{"fullgraph": False, **options})
+    return model
 
 
 def list_sites(
@@ -278,12 +221,12 @@ def list_sites(
 ) -> list[Site]:
     """The sites ``insert_attention`` would use, in graph order; the model is not changed.
 
-    For a kernel-target spec, the convs it would replace (``kind="conv"``)."""
+    For a kernel-target spec, the convs it would replace (``strategy="conv"``). Where the model's
+    own forward does not trace, the sites of its largest parts that do (as ``insert_attention``)."""
     _check_model(model)
     specs = _as_specs(spec)
     inputs = _check_inputs(example_inputs)
     if specs[0].kind == "kernel":
         return [Site(name, name, "conv", conv.out_channels, (conv.in_channels, conv.out_channels),
                      type(conv).__name__) for name, conv in plan_conversion(model, specs[0], where)]
-    _, sites = _analyse(model, where, inputs, leaf_modules)
-    return _unique_sites(sites)
+    return analyse(model, where, inputs, leaf_modules).sites()

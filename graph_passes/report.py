@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["SiteRecord", "InsertionReport", "report", "text_table"]
+__all__ = ["SiteRecord", "SkippedSite", "InsertionReport", "report", "text_table"]
 
 REPORT_KEY = "dynattn_report"
 
@@ -31,7 +31,17 @@ class SiteRecord:
     spec: str
     channels: int
     params_added: int
-    kind: str
+    #: How the site was selected: "residual", "conv", "stage", "match".
+    strategy: str
+
+
+@dataclass(frozen=True)
+class SkippedSite:
+    """A site the spec could not be built for (``insert_attention(..., strict=False)``)."""
+
+    site: str
+    channels: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,16 @@ class InsertionReport:
     #: Submodules traced as leaves (given, or found not to trace): retrace the result with
     #: ``graph_passes.LeafTracer(report.leaves).trace(model)``.
     leaves: tuple[str, ...] = ()
+    #: The parts that were traced: ``("",)`` for the whole model, else the largest submodules that
+    #: trace (a detector's ``"backbone"``).
+    traced: tuple[str, ...] = ("",)
+    #: (part, why) for the largest parts left as they are (their forward did not trace, or no input
+    #: could be guessed for it); ``""`` is the model's own forward.
+    untraced: tuple[tuple[str, str], ...] = ()
+    #: Sites the spec could not be built for, skipped (see ``strict=``).
+    skipped: tuple[SkippedSite, ...] = ()
+    #: The modules whose forward was rewritten (``""``: the model's own), each keeping its class.
+    rewritten: tuple[str, ...] = ()
 
     @property
     def params_added(self) -> int:
@@ -61,26 +81,28 @@ class InsertionReport:
 
     def table(self) -> str:
         """A plain-text table: site, module, channels, parameters added, then totals."""
-        return (text_table(self.HEADER, self.rows(), right=(3, 4))
+        text = (text_table(self.HEADER, self.rows(), right=(3, 4))
                 + f"\n{len(self.records)} sites in {self.model}: +{self.params_added:,} parameters "
                 f"({100 * self.overhead:.2f}% of {self.params_before:,})")
+        if self.traced != ("",):
+            text += "\ntraced: " + ", ".join(self.traced)
+            text += "\nleft as they are: " + "; ".join(f"{p or self.model + '.forward'} ({why})" for p, why in
+                                                       self.untraced)
+        for s in self.skipped:
+            text += f"\nskipped {s.site} ({s.channels} channels): {s.reason}"
+        return text
 
     def __str__(self) -> str:
         return self.table()
 
 
 def attach(model: nn.Module, rep: InsertionReport) -> None:
-    meta = getattr(model, "meta", None)
-    if isinstance(meta, dict):  # a GraphModule: meta survives deepcopy and pickle
-        meta[REPORT_KEY] = rep
+    """Keep ``rep`` on the model (a plain attribute: it survives deepcopy and pickle)."""
     model.__dict__[REPORT_KEY] = rep
 
 
 def report(model: nn.Module) -> InsertionReport:
     """The report of the pass that produced ``model``."""
-    meta = getattr(model, "meta", None)
-    if isinstance(meta, dict) and REPORT_KEY in meta:
-        return meta[REPORT_KEY]
     if REPORT_KEY in model.__dict__:
         return model.__dict__[REPORT_KEY]
     raise LookupError(f"{type(model).__name__} was not produced by graph_passes.insert_attention")

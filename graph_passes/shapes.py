@@ -1,5 +1,11 @@
 """Shapes and layouts of every node, by propagation on meta tensors (no real compute).
 
+Following torch.fx's own passes (``torch/fx/passes/shape_prop.py``), every node that produces a
+tensor gets ``node.meta["tensor_meta"]``, a ``torch.fx.passes.shape_prop.TensorMetadata``; the
+two facts fx has no key for are namespaced: ``node.meta["dynattn_layout"]`` (the axes, below) and
+``node.meta["dynattn_carries_tensors"]`` (False for shape arithmetic such as ``x.shape[0]``). A
+failure names the node it happened at, for every fallback that was tried.
+
 Parameters and buffers are swapped for meta tensors of the same shape while the graph runs
 on a meta input, so a billion-parameter model costs nothing and nothing of the model is
 touched (train-mode BatchNorm updates land on the meta copies). Where an op has no meta
@@ -22,24 +28,35 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
-from dynattn.compiler.module import SpecModule
-from dynattn.dynamic_conv import DynamicConv2d
-from dynattn.errors import SpecError
+from dynattn import ModelError, leaf_modules
 
-__all__ = ["propagate", "SHAPE", "DATA", "LAYOUT", "NCHW", "ACTIVATIONS", "default_example_inputs", "DEFAULT_SIZES"]
+__all__ = ["propagate", "shape_of", "TENSOR_META", "DATA", "LAYOUT", "NCHW", "ACTIVATIONS", "guess_input_sizes",
+           "example_for", "has_conv", "NoInputGuess", "DEFAULT_SIZES", "is_conv_module"]
 
-SHAPE = "dynattn_shape"
+#: torch.fx's key (ShapeProp, FakeTensorProp-based passes read it too).
+TENSOR_META = "tensor_meta"
 DATA = "dynattn_carries_tensors"
 LAYOUT = "dynattn_layout"
 NCHW = ("n", "c", "h", "w")
+
+
+def shape_of(n: fx.Node) -> tuple[int, ...] | None:
+    """The shape of the tensor ``n`` produces (None when it produces no single tensor)."""
+    meta = n.meta.get(TENSOR_META)
+    return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
+
+
+def is_conv_module(module: object) -> bool:
+    """An ``nn.Conv2d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d)."""
+    return isinstance(module, (nn.Conv2d, *leaf_modules("conv")))
 
 # modules whose 4-D output is NCHW
 _NCHW_MODULES = (
     nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm, nn.LocalResponseNorm,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d, nn.Upsample,
     nn.PixelShuffle, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d,
-    DynamicConv2d, SpecModule,
 )
 _NCHW_FUNCTIONS = {
     F.conv2d, F.batch_norm, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
@@ -95,8 +112,16 @@ def _swapped_state(module: nn.Module, convert, *, parameters: bool = True) -> It
 # (on meta tensors BatchNorm alone runs through a Python decomposition, ~5 ms a call)
 _SHAPE_KEEPING = (
     nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.Identity, nn.Dropout,
-    nn.Dropout2d, *ACTIVATIONS, SpecModule,
+    nn.Dropout2d, *ACTIVATIONS,
 )
+
+
+def _nchw_modules() -> tuple[type, ...]:
+    return (*_NCHW_MODULES, *leaf_modules("conv"), *leaf_modules("attention"))
+
+
+def _shape_keeping() -> tuple[type, ...]:
+    return (*_SHAPE_KEEPING, *leaf_modules("attention"))
 
 
 def _has_tensor(value: Any) -> bool:
@@ -109,16 +134,43 @@ def _has_tensor(value: Any) -> bool:
     return False
 
 
-class _Recorder(fx.Interpreter):
+def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, t.stride(), None, False, {})
+
+
+class NodeFailure(Exception):
+    """Running ``node`` failed with ``error``."""
+
+    def __init__(self, node: fx.Node, error: Exception) -> None:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(f"at node {node.format_node()}: {type(error).__name__}: {first_line}")
+        self.node, self.error = node, error
+
+
+class _ShapeProp(fx.Interpreter):
+    """fx's ShapeProp without its printed tracebacks, skipping modules that keep the shape."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.keep = _shape_keeping()
+
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         mod = self.fetch_attr(target)
-        if isinstance(mod, _SHAPE_KEEPING) and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+        if isinstance(mod, self.keep) and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
             return args[0]
         return super().call_module(target, args, kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
-        n.meta[SHAPE] = tuple(result.shape) if isinstance(result, torch.Tensor) else None
+        try:
+            result = super().run_node(n)
+        except NodeFailure:
+            raise
+        except Exception as exc:
+            raise NodeFailure(n, exc) from exc
+        if isinstance(result, torch.Tensor):
+            n.meta[TENSOR_META] = _tensor_meta(result)
+        else:
+            n.meta.pop(TENSOR_META, None)
         n.meta[DATA] = _has_tensor(result)  # False for shape arithmetic such as x.shape[0]
         return result
 
@@ -130,48 +182,63 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
 def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
     """Meta tensors first; fake tensors where an op has no meta kernel; real tensors (zeros,
     with the buffers cloned so that nothing is updated) where a leaf's control flow needs
-    values, e.g. ``if x.mean() > 0``."""
+    values, e.g. ``if x.mean() > 0``. Raises a ``NodeFailure`` per attempt when all fail."""
+    failures: list[tuple[str, NodeFailure]] = []
     meta_inputs = [_to_meta(x) if isinstance(x, torch.Tensor) else x for x in inputs]
     try:
         with _swapped_state(gm, _to_meta), torch.no_grad():
-            _Recorder(gm).run(*meta_inputs)
+            _ShapeProp(gm).run(*meta_inputs)
         return
-    except Exception:
-        pass
+    except NodeFailure as exc:
+        failures.append(("meta tensors", exc))
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     fake_inputs = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs]
     try:
         with _swapped_state(gm, mode.from_tensor), mode, torch.no_grad():
-            _Recorder(gm).run(*fake_inputs)
+            _ShapeProp(gm).run(*fake_inputs)
         return
-    except Exception:
-        if any(p.device.type == "meta" for p in gm.parameters()):
-            raise
-    real_inputs = [torch.zeros(x.shape, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) and
-                   x.device.type == "meta" else x for x in inputs]
-    with _swapped_state(gm, torch.clone, parameters=False), torch.no_grad():  # nothing is updated
-        _Recorder(gm).run(*real_inputs)
+    except NodeFailure as exc:
+        failures.append(("fake tensors", exc))
+    if not any(p.device.type == "meta" for p in gm.parameters()):
+        real_inputs = [torch.zeros(x.shape, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) and
+                       x.device.type == "meta" else x for x in inputs]
+        try:
+            with _swapped_state(gm, torch.clone, parameters=False), torch.no_grad():  # nothing is updated
+                _ShapeProp(gm).run(*real_inputs)
+            return
+        except NodeFailure as exc:
+            failures.append(("real zeros", exc))
+    raise PropagationFailure(failures)
+
+
+class PropagationFailure(Exception):
+    """Every way of running the graph failed; ``failures`` says how each failed, and where."""
+
+    def __init__(self, failures: list[tuple[str, NodeFailure]]) -> None:
+        self.failures = failures
+        self.node = failures[-1][1].node
+        super().__init__("; ".join(f"on {how} {exc}" for how, exc in failures))
 
 
 def _tensor_args(n: fx.Node) -> list[fx.Node]:
-    return [a for a in n.all_input_nodes if a.meta.get(SHAPE) is not None]
+    return [a for a in n.all_input_nodes if shape_of(a) is not None]
 
 
 def _layout(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...] | None:
-    shape = n.meta.get(SHAPE)
+    shape = shape_of(n)
     if shape is None or len(shape) != 4:
         return None
     if n.op == "placeholder":
         return NCHW
     inputs = _tensor_args(n)
     # the layout an element-wise op keeps: that of an input of the output's own shape
-    same = [a.meta.get(LAYOUT) for a in inputs if a.meta.get(SHAPE) == shape and a.meta.get(LAYOUT)]
+    same = [a.meta.get(LAYOUT) for a in inputs if shape_of(a) == shape and a.meta.get(LAYOUT)]
     first = same[0] if same else (inputs[0].meta.get(LAYOUT) if inputs else None)
     if n.op == "call_module":
         mod = modules.get(n.target)
-        if isinstance(mod, _NCHW_MODULES):
+        if isinstance(mod, _nchw_modules()):
             return NCHW
         if isinstance(mod, _KEEP_MODULES):
             return first
@@ -186,7 +253,7 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...] | None
             return tuple(first[d] for d in n.args[1])
         if n.target in (torch.transpose, torch.swapaxes) and first is not None:
             return _swap(first, n.args[1], n.args[2])
-        return first if inputs and inputs[0].meta.get(SHAPE) == shape and n.target is operator.getitem else None
+        return first if inputs and shape_of(inputs[0]) == shape and n.target is operator.getitem else None
     if n.op == "call_method":
         if n.target in _KEEP_METHODS:
             return first
@@ -195,7 +262,7 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...] | None
             return tuple(first[d] for d in dims)
         if n.target in ("transpose", "swapaxes") and first is not None:
             return _swap(first, n.args[1], n.args[2])
-        if n.target in ("view", "reshape") and inputs and inputs[0].meta.get(SHAPE) == shape:
+        if n.target in ("view", "reshape") and inputs and shape_of(inputs[0]) == shape:
             return first
     return None
 
@@ -207,36 +274,70 @@ def _swap(layout: tuple[str, ...], a: int, b: int) -> tuple[str, ...]:
 
 
 def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """Write ``meta[SHAPE]`` and ``meta[LAYOUT]`` on every node of ``gm``'s graph."""
+    """Write ``meta["tensor_meta"]`` and ``meta[LAYOUT]`` on every node of ``gm``'s graph.
+
+    Raises ``ModelError`` naming the node where the graph failed to run on the example inputs."""
     try:
         _run(gm, example_inputs)
-    except Exception as exc:
+    except PropagationFailure as exc:
         shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in example_inputs]
-        raise SpecError(
-            "example_inputs", shapes, f"shape propagation through {type(gm).__name__} failed "
-            f"({type(exc).__name__}: {exc})",
+        raise ModelError(
+            "example_inputs", shapes, f"shape propagation through {type(gm).__name__} failed at node "
+            f"{exc.node.name!r} ({exc})",
             hint="pass example_inputs=(tensor,) with the shape the model expects (channels, size)",
-        ) from exc
+        ) from exc.failures[-1][1].error
     modules = dict(gm.named_modules())
     for n in gm.graph.nodes:
         n.meta[LAYOUT] = _layout(n, modules)
 
 
-#: Image sizes tried, in order, when no example input is given.
+#: Image sizes tried, in order, when no example input is given (after timm's ``pretrained_cfg`` size).
 DEFAULT_SIZES = (224, 299, 384, 512)
 
 
-def default_example_inputs(gm: fx.GraphModule, size: int = 224) -> tuple[torch.Tensor, ...]:
-    """A plausible input: batch 2, the first conv's input channels, size x size, its dtype and device."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    modules = dict(gm.named_modules())
-    for n in gm.graph.nodes:
-        mod = modules.get(n.target) if n.op == "call_module" else None
-        if isinstance(mod, (nn.Conv2d, DynamicConv2d)):
-            weight = mod.weight
-            if len(placeholders) != 1:
-                break
-            return (torch.empty(2, mod.in_channels, size, size, dtype=weight.dtype, device=weight.device),)
-    raise SpecError("example_inputs", None, "cannot guess an input: the model's forward does not start from "
-                    "one image tensor feeding a conv", hint="pass example_inputs=(torch.randn(2, 3, 224, 224),)")
+class NoInputGuess(ModelError):
+    """No example input can be guessed for a module (it does not start from one image feeding a conv)."""
 
+
+def _first_conv(gm: fx.GraphModule, module: nn.Module) -> nn.Module | None:
+    """The first conv the graph runs: a called conv module, or one whose forward was traced through
+    (a ``Conv2d`` subclass such as timm's ``ScaledStdConv2d``, found by its place in the module stack)."""
+    modules = dict(module.named_modules())
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and is_conv_module(modules.get(n.target)):
+            return modules[n.target]
+        for path, _ in reversed(list(n.meta.get("nn_module_stack", {}).values())):
+            if is_conv_module(modules.get(path)):
+                return modules[path]
+    return None
+
+
+def has_conv(module: nn.Module) -> bool:
+    return any(is_conv_module(m) for m in module.modules())
+
+
+def guess_input_sizes(gm: fx.GraphModule, module: nn.Module) -> tuple[tuple[int, ...], ...]:
+    """Plausible input shapes, best first: batch 2, the first conv's input channels, timm's
+    ``pretrained_cfg["input_size"]`` when the module has one, then each of ``DEFAULT_SIZES``."""
+    required = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # no default value
+    conv = _first_conv(gm, module)
+    if conv is None or len(required) != 1:
+        why = "no conv" if conv is None else f"{len(required)} required inputs"
+        raise NoInputGuess("example_inputs", None, f"cannot guess an input for {type(module).__name__} ({why}): "
+                           "its forward does not start from one image tensor feeding a conv",
+                           hint="pass example_inputs=(torch.randn(2, 3, 224, 224),)")
+    channels = conv.in_channels
+    shapes = []
+    cfg = getattr(module, "pretrained_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(size, (tuple, list)) and len(size) == 3 and size[0] == channels:
+        shapes.append((2, *map(int, size)))
+    shapes.extend((2, channels, s, s) for s in DEFAULT_SIZES if (2, channels, s, s) not in shapes)
+    return tuple(shapes)
+
+
+def example_for(gm: fx.GraphModule, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """An empty input of ``shape`` with the dtype and device of the module's first parameter."""
+    param = next(iter(gm.parameters()), None)
+    dd = {"dtype": param.dtype, "device": param.device} if param is not None else {}
+    return (torch.empty(shape, **dd),)

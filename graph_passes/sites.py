@@ -39,14 +39,14 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from dynattn.dynamic_conv import DynamicConv2d
-from dynattn.errors import SpecError
+from dynattn import ModelError, SpecError
 
-from .shapes import ACTIVATIONS, DATA, LAYOUT, NCHW, SHAPE
+from .shapes import ACTIVATIONS, DATA, LAYOUT, NCHW, is_conv_module, shape_of
 
-__all__ = ["Site", "STRATEGIES", "Where", "find_sites", "site_names"]
+__all__ = ["Site", "SITE_STRATEGIES", "Where", "find_sites", "site_names"]
 
-STRATEGIES = ("residual", "conv", "stage")
+#: The named placements ``where=`` accepts (see the module docstring).
+SITE_STRATEGIES = ("residual", "conv", "stage")
 Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -65,8 +65,8 @@ class Site:
     name: str
     #: The fx node producing the tensor.
     node: str
-    #: How it was selected: "residual", "conv", "stage" or "match".
-    kind: str
+    #: How it was selected: a strategy ("residual", "conv", "stage"), or "match" (a glob, regex or predicate).
+    strategy: str
     channels: int
     #: Shape for the example input, (N, C, H, W).
     shape: tuple[int, ...]
@@ -92,17 +92,22 @@ def _stack(n: fx.Node) -> list[str]:
     return [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
 
 
-def site_names(graph: fx.Graph) -> dict[fx.Node, tuple[str, tuple[str, ...]]]:
-    """Each node's stable name and its container aliases."""
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tuple[str, ...]]]:
+    """Each node's stable name and its container aliases; ``prefix`` is the qualified name of the
+    module the graph was traced from (names are then those of the whole model)."""
     names: dict[fx.Node, tuple[str, tuple[str, ...]]] = {}
     calls: dict[str, int] = {}
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     for n in nodes:
         if n.op == "call_module":
-            base = str(n.target)
+            base = _join(prefix, str(n.target))
         else:
             stack = _stack(n)
-            base = f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n)
+            base = _join(prefix, f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n))
         calls[base] = calls.get(base, 0) + 1
         names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
     # container outputs: the one node of a module's scope that something outside it uses
@@ -116,7 +121,8 @@ def site_names(graph: fx.Graph) -> dict[fx.Node, tuple[str, tuple[str, ...]]]:
         if len(exits) == 1:
             node = exits[0]
             primary, aliases = names[node]
-            names[node] = (primary, tuple(sorted((*aliases, path), key=lambda p: (p.count("."), p))))
+            alias = _join(prefix, path)
+            names[node] = (primary, tuple(sorted((*aliases, alias), key=lambda p: (p.count("."), p))))
     return names
 
 
@@ -155,7 +161,7 @@ def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
         a, b = n.args[0], n.args[1]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in index and b in index):
             continue
-        if not (_is_nchw(a) and _is_nchw(b) and a.meta[SHAPE] == b.meta[SHAPE] == n.meta.get(SHAPE)):
+        if not (_is_nchw(a) and _is_nchw(b) and shape_of(a) == shape_of(b) == shape_of(n)):
             continue
         own_a = (ancestors[a] & ~ancestors[b]).bit_count() + (0 if (ancestors[b] >> index[a]) & 1 else 1)
         own_b = (ancestors[b] & ~ancestors[a]).bit_count() + (0 if (ancestors[a] >> index[b]) & 1 else 1)
@@ -166,7 +172,7 @@ def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
 
 def _is_conv(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if n.op == "call_module":
-        return isinstance(modules.get(n.target), (nn.Conv2d, DynamicConv2d))
+        return is_conv_module(modules.get(n.target))
     return n.op == "call_function" and n.target in (F.conv2d, torch.conv2d)
 
 
@@ -212,7 +218,7 @@ def _stage(graph: fx.Graph) -> list[fx.Node]:
                 reach = max(reach, index[u])
     out = []
     for here, after in itertools.pairwise(cuts):
-        shape, nxt = here.meta.get(SHAPE), after.meta.get(SHAPE)
+        shape, nxt = shape_of(here), shape_of(after)
         if not _is_nchw(here) or shape[2] * shape[3] <= 1:
             continue
         if not _is_nchw(after) or nxt[2:] != shape[2:]:
@@ -221,11 +227,12 @@ def _stage(graph: fx.Graph) -> list[fx.Node]:
 
 
 # ------------------------------------------------------------------ selection
-def _site(n: fx.Node, kind: str, names: dict, modules: dict[str, nn.Module], feeds: fx.Node | None = None) -> Site:
+def _site(n: fx.Node, strategy: str, names: dict, modules: dict[str, nn.Module],
+          feeds: fx.Node | None = None) -> Site:
     primary, aliases = names[n]
     producer = type(modules[n.target]).__name__ if n.op == "call_module" else _op_name(n)
-    shape = tuple(n.meta[SHAPE])
-    return Site(primary, n.name, kind, shape[1], shape, producer, feeds.name if feeds is not None else None,
+    shape = tuple(shape_of(n))
+    return Site(primary, n.name, strategy, shape[1], shape, producer, feeds.name if feeds is not None else None,
                 aliases)
 
 
@@ -258,10 +265,20 @@ def default_where(graph: fx.Graph) -> str:
 
 
 def find_sites(
-    graph: fx.Graph, modules: dict[str, nn.Module], where: Where, *, model_name: str = "model"
+    graph: fx.Graph,
+    modules: dict[str, nn.Module],
+    where: Where,
+    *,
+    model_name: str = "model",
+    prefix: str = "",
+    unmatched: list[Any] | None = None,
 ) -> list[Site]:
-    """The sites ``where`` selects in ``graph`` (shapes already propagated), in graph order."""
-    names = site_names(graph)
+    """The sites ``where`` selects in ``graph`` (shapes already propagated), in graph order.
+
+    ``prefix``: the qualified name of the traced module within the model (site names are the
+    model's). A ``where`` item that matches nothing raises ``ModelError``, or is appended to
+    ``unmatched`` when a list is given (the caller looks at several graphs)."""
+    names = site_names(graph, prefix)
     candidates = None
 
     def all_candidates() -> list[Site]:
@@ -275,9 +292,9 @@ def find_sites(
             return _strategy(default_where(graph), graph, modules, names)
         if isinstance(item, str):
             head, _, tail = item.partition(":")
-            if item in STRATEGIES:
+            if item in SITE_STRATEGIES:
                 return _strategy(item, graph, modules, names)
-            if head in STRATEGIES and tail:
+            if head in SITE_STRATEGIES and tail:
                 return [s for s in _strategy(head, graph, modules, names) if _matches(s, _glob(tail))]
             if item.startswith("re:"):
                 return [s for s in all_candidates() if _matches(s, _regex(item[3:], item))]
@@ -298,8 +315,10 @@ def find_sites(
     chosen: dict[str, Site] = {}
     for item in items:
         found = select(item)
-        if not found:
-            raise SpecError(
+        if not found and unmatched is not None:
+            unmatched.append(item)
+        elif not found:
+            raise ModelError(
                 "where", item, f"matches no site in {model_name}",
                 hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
             )

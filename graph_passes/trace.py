@@ -1,6 +1,7 @@
 """Tracing real models with torch.fx.
 
-- dynattn modules are leaves (their graphs are their own business);
+- dynattn modules, and any class registered with ``dynattn.register_leaf_module``, are leaves
+  (their graphs are their own business);
 - ``leaf_modules`` (qualified names, fnmatch globs, or module types) are leaves too;
 - a submodule whose forward does not trace (data-dependent control flow, timm's
   ``Conv2dSame``) is found from the exception and retried as a leaf, innermost first;
@@ -13,16 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn.compiler.module import SpecModule
-from dynattn.dynamic_conv import DynamicConv2d
-from dynattn.errors import SpecError
+from dynattn import ModelError, SpecError, leaf_modules
 
 __all__ = ["TraceFailure", "Traced", "trace_model", "LeafSpec", "LeafTracer", "untouched"]
 
@@ -30,7 +31,7 @@ LeafSpec = str | type[nn.Module]
 _MAX_RETRIES = 64
 
 
-class TraceFailure(SpecError):
+class TraceFailure(ModelError):
     """The model could not be traced, even with its untraceable submodules as leaves."""
 
 
@@ -39,26 +40,66 @@ class _Tracer(fx.Tracer):
     # BatchNormAct2d counting num_batches_tracked) are recorded, not executed on the model
     proxy_buffer_attributes = True
 
-    def __init__(self, names: Sequence[str] = (), types: tuple[type, ...] = ()) -> None:
+    def __init__(self, names: Sequence[str] = (), types: tuple[type, ...] = (), *, own_forward_only: bool = False,
+                 inline: Sequence[str] = ()) -> None:
         super().__init__()
         self.leaf_names = tuple(names)
         self.leaf_types = types
+        self.own_forward_only = own_forward_only
+        self.inline = frozenset(inline)
         self.failed_at: str | None = None
+        #: For each submodule traced through: how each of its calls bound its parameters.
+        self.calls: dict[str, list[dict[str, Any] | None]] = {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (SpecModule, DynamicConv2d)) or (self.leaf_types and isinstance(m, self.leaf_types)):
+        if self.own_forward_only:  # each submodule call is one node, but for those on a path to a site
+            return qualname not in self.inline or isinstance(m, leaf_modules())
+        if isinstance(m, leaf_modules()) or (self.leaf_types and isinstance(m, self.leaf_types)):
             return True
         if any(qualname == pat or fnmatch.fnmatchcase(qualname, pat) for pat in self.leaf_names):
             return True
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        if not self.is_leaf_module(m, path):
+            self.calls.setdefault(path, []).append(_concrete_call(m, args, kwargs))
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_at is None:  # the innermost module whose forward raised
                 self.failed_at = self.path_of_module(m)
             raise
+
+
+def _constant(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, tuple) and all(_constant(v) for v in value)
+
+
+def _concrete_call(m: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    """The arguments of ``m.forward`` that a call fixed to constants (defaults included), when every
+    other argument is a traced value; None when the call passes anything else (a list of tensors)."""
+    try:
+        bound = inspect.signature(m.forward).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    concrete: dict[str, Any] = {}
+    for name, param in inspect.signature(m.forward).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if bound.arguments.get(name):
+                return None
+            continue
+        if name not in bound.arguments:
+            concrete[name] = param.default
+        elif isinstance(bound.arguments[name], fx.Proxy):
+            continue
+        elif _constant(bound.arguments[name]):
+            concrete[name] = bound.arguments[name]
+        else:
+            return None
+    return concrete
 
 
 class LeafTracer(_Tracer):
@@ -91,6 +132,9 @@ class Traced:
     auto_leaves: tuple[str, ...]
     leaf_names: tuple[str, ...]
     leaf_types: tuple[type, ...]
+    #: Submodules traced through that were called once with constant or traced arguments: the
+    #: constants of that call (defaults included), by path. Such a module can be traced on its own.
+    single_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def dual(self) -> bool:
@@ -110,14 +154,19 @@ def _split_leaves(leaf_modules: Iterable[LeafSpec]) -> tuple[list[str], tuple[ty
     return names, tuple(types)
 
 
-def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...]) -> tuple[fx.Graph, list[str]]:
+def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...], own_forward_only: bool = False,
+                inline: Sequence[str] = (), concrete_args: dict[str, Any] | None = None,
+                calls: dict[str, list] | None = None) -> tuple[fx.Graph, list[str]]:
     auto: list[str] = []
     last_error: Exception | None = None
     failed_at: str | None = None
     for _ in range(_MAX_RETRIES):
-        tracer = _Tracer([*names, *auto], types)
+        tracer = _Tracer([*names, *auto], types, own_forward_only=own_forward_only, inline=inline)
         try:
-            return tracer.trace(root), auto
+            graph = tracer.trace(root, concrete_args=concrete_args or None)
+            if calls is not None:
+                calls.update(tracer.calls)
+            return graph, auto
         except Exception as exc:
             last_error, failed_at = exc, tracer.failed_at
             if not failed_at or failed_at in auto:
@@ -161,21 +210,27 @@ def _mode_dependent(train: fx.Graph, eval_: fx.Graph) -> list[str]:
     return sorted(p for p in differing if p and parent(p) not in differing)
 
 
-def trace_model(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Traced:
+def trace_model(model: nn.Module, leaf_modules: Iterable[LeafSpec] = (), *, own_forward_only: bool = False,
+                inline: Sequence[str] = (), concrete_args: dict[str, Any] | None = None) -> Traced:
     """Trace ``model`` in train and eval mode (restoring its mode).
 
     A submodule whose own forward traces differently in the two modes (stochastic depth,
     functional dropout) becomes a leaf, so that it decides at run time; if the root's forward
-    itself differs (auxiliary heads used in training), both graphs are kept."""
+    itself differs (auxiliary heads used in training), both graphs are kept. ``own_forward_only``
+    keeps every submodule call as one node (the graph of the root's own forward) but for the paths
+    in ``inline``; ``concrete_args`` fixes arguments of the root's forward (see ``Traced.single_calls``)."""
     names, types = _split_leaves(leaf_modules)
     was_training = model.training
     auto_all: list[str] = []
+    calls: dict[str, list] = {}
     try:
         for _ in range(8):
             graphs: dict[str, fx.Graph] = {}
             for mode in ("train", "eval"):
                 model.train(mode == "train")
-                graph, auto = _trace_once(model, [*names, *auto_all], types)
+                calls.clear()
+                graph, auto = _trace_once(model, [*names, *auto_all], types, own_forward_only, inline, concrete_args,
+                                          calls)
                 auto_all.extend(a for a in auto if a not in auto_all)
                 graphs[mode] = graph
             if graphs["train"].python_code("self").src == graphs["eval"].python_code("self").src:
@@ -187,4 +242,5 @@ def trace_model(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> Trac
             auto_all.extend(differing)
     finally:
         model.train(was_training)
-    return Traced(model, graphs, tuple(auto_all), tuple(names), types)
+    single = {path: c[0] for path, c in calls.items() if len(c) == 1 and c[0] is not None}
+    return Traced(model, graphs, tuple(auto_all), tuple(names), types, single)

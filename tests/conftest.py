@@ -16,6 +16,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def pytest_addoption(parser):
     parser.addoption("--heavy", action="store_true", help="run tests marked heavy")
+    parser.addoption("--update-snapshots", action="store_true",
+                     help="rewrite tests/snapshots/ from the generated code (review the diff before committing)")
 
 
 def pytest_collection_modifyitems(config, items):

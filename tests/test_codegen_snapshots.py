@@ -1,10 +1,9 @@
 """The generated code is a user-facing artifact: each preset's ``module.code`` is snapshotted.
 
-Regenerate after an intended change with ``DYNATTN_UPDATE_SNAPSHOTS=1 python -m pytest
-tests/test_codegen_snapshots.py`` and review the diff.
+Regenerate after an intended change with ``python -m pytest tests/test_codegen_snapshots.py
+--update-snapshots`` and review the diff. Without the flag a missing or changed snapshot fails.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,14 @@ def render(spec: AttnSpec) -> str:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_code_snapshot(name):
+def test_code_snapshot(name, request):
     text = render(CASES[name])
     path = SNAPSHOTS / f"{name}.py.txt"
-    if os.environ.get("DYNATTN_UPDATE_SNAPSHOTS") == "1" or not path.exists():
-        if os.environ.get("CI") and not path.exists():
-            pytest.fail(f"missing snapshot {path.name}: generate it locally and commit it")
+    if request.config.getoption("--update-snapshots"):
         path.write_text(text)
-    assert text == path.read_text(), f"generated code for {name} changed; see {path}"
+    if not path.exists():
+        pytest.fail(f"missing snapshot {path.name}: run with --update-snapshots, review it and commit it")
+    assert text == path.read_text(), f"generated code for {name} changed; see {path} (--update-snapshots)"
 
 
 def test_code_reads_like_the_paper():

@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, SpecError, build
+from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build
 from dynattn.compiler.router import ConvGeometry
 from dynattn.dynamic_conv import choose_strategy
 
@@ -233,7 +233,7 @@ def test_batch_of_one_in_training():
         dyn = DynamicConv2d(8, 8, 3, padding=1, spec=spec).train()
         assert dyn(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
     bn = DynamicConv2d(8, 8, 3, padding=1, spec=AttnSpec.odconv(norm="bn")).train()
-    with pytest.raises(SpecError, match=r"one value per channel in training mode.*norm=None"):
+    with pytest.raises(InputError, match=r"one value per channel in training mode.*norm=None"):
         bn(torch.randn(1, 8, 5, 5))
     assert bn.eval()(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
 

@@ -11,12 +11,17 @@ import torch.fx as fx
 import torchvision
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, SpecError, is_attention
-from graph_passes import InsertionReport, TraceFailure, insert_attention, list_sites, report
+from dynattn import AttnSpec, DynamicConv2d, ModelError, SpecError, is_attention
+from graph_passes import InsertionReport, LeafTracer, TraceFailure, insert_attention, list_sites, report
 
 
 def _snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _graph(model):
+    """The rewritten model's graph, traced again with the inserted modules and its leaves as leaves."""
+    return LeafTracer(report(model).leaves).trace(model)
 
 
 def _unchanged(model, snap):
@@ -44,7 +49,7 @@ def test_se_resnet_placement_on_resnet50(resnet50):
     expected_channels = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
     assert [s.channels for s in sites] == expected_channels
     out = insert_attention(resnet50, AttnSpec.se(), where="residual")
-    inserted = [n for n in out.graph.nodes if n.op == "call_module" and is_attention(out.get_submodule(n.target))]
+    inserted = [n for n in _graph(out).nodes if n.op == "call_module" and is_attention(out.get_submodule(n.target))]
     assert len(inserted) == 16
     for node, block, channels in zip(inserted, blocks, expected_channels):
         assert node.target == f"{block}.bn3_se"
@@ -97,12 +102,12 @@ def test_strategies_and_selectors(resnet18):
     union = list_sites(resnet18, "se", where=["layer1.0.bn1", "stage"])
     assert [s.name for s in union][:3] == ["relu", "layer1.0.bn1", "layer1.1.relu:2"]
     default = list_sites(resnet18, "se")
-    assert [s.kind for s in default] == ["residual"] * 8
+    assert [s.strategy for s in default] == ["residual"] * 8
 
 
 def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
     snap = _snapshot(resnet18)
-    with pytest.raises(SpecError, match=r"where='layer9\.\*'.*matches no site in ResNet.*list_sites"):
+    with pytest.raises(ModelError, match=r"where='layer9\.\*'.*matches no site in ResNet.*list_sites"):
         insert_attention(resnet18, "se", where="layer9.*")
     with pytest.raises(SpecError, match="is not a valid regular expression"):
         insert_attention(resnet18, "se", where="re:([")
@@ -114,14 +119,14 @@ def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
 def test_default_is_stage_without_residual_adds():
     vgg = torchvision.models.vgg11(weights=None).eval()
     sites = list_sites(vgg, "cbam")
-    assert [s.kind for s in sites] == ["stage"] * len(sites)
+    assert [s.strategy for s in sites] == ["stage"] * len(sites)
     assert [s.shape[2] for s in sites] == [224, 112, 56, 28, 14, 7]  # before each pool, and the 7x7 output
 
 
 def test_chained_specs_run_in_order(resnet18):
     out = insert_attention(resnet18, [AttnSpec.se(init="identity"), AttnSpec.triplet(init="identity")],
                            where="residual:layer1.0*")
-    node = next(n for n in out.graph.nodes if n.target == "layer1.0.bn2")
+    node = next(n for n in _graph(out).nodes if n.target == "layer1.0.bn2")
     (se,) = node.users
     (triplet,) = se.users
     (add,) = triplet.users
@@ -129,7 +134,7 @@ def test_chained_specs_run_in_order(resnet18):
     assert add.target in (operator.add, operator.iadd)
     # a second pass chains after the first one, never on the same input
     again = insert_attention(out, AttnSpec.eca(), where="residual:layer1.0*")
-    node = next(n for n in again.graph.nodes if n.target == "layer1.0.bn2_triplet")
+    node = next(n for n in _graph(again).nodes if n.target == "layer1.0.bn2_triplet")
     assert [u.target for u in node.users] == ["layer1.0.bn2_triplet_eca"]
     assert [r.module for r in report(out).records] == ["layer1.0.bn2_se", "layer1.0.bn2_triplet"]
 
@@ -137,9 +142,10 @@ def test_chained_specs_run_in_order(resnet18):
 def test_inplace_shares_modules_and_the_default_copies(resnet18):
     out = insert_attention(resnet18, "se")
     assert out.conv1 is not resnet18.conv1
+    assert not any("_se" in k for k in resnet18.state_dict())  # the caller's model is not touched
     shared = insert_attention(resnet18, "se", inplace=True)
-    assert shared.conv1 is resnet18.conv1
-    assert not any("_se" in k for k in resnet18.state_dict())  # new modules live in the GraphModule
+    assert shared is resnet18 and shared.conv1 is resnet18.conv1
+    assert sum("_se." in k for k in resnet18.state_dict()) == sum("_se." in k for k in out.state_dict()) > 0
 
 
 def test_report(resnet18):
@@ -192,7 +198,7 @@ def test_kernel_target_skips_conv_subclasses_with_their_own_forward():
     assert isinstance(out[0], StdConv) and isinstance(out[2], DynamicConv2d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(SpecError, match=r"has no plain nn\.Conv2d to replace"):
+        with pytest.raises(ModelError, match=r"has no plain nn\.Conv2d to replace"):
             insert_attention(nn.Sequential(StdConv(3, 8, 3)), AttnSpec.dyconv())
 
 
@@ -219,7 +225,7 @@ class _WithUntraceable(nn.Module):
 def test_untraceable_submodules_become_leaves():
     model = _WithUntraceable().eval()
     out = insert_attention(model, AttnSpec.se(reduction=2, init="identity"), where="conv")
-    assert any(n.op == "call_module" and n.target == "gate" for n in out.graph.nodes)
+    assert any(n.op == "call_module" and n.target == "gate" for n in _graph(out).nodes)
     x = torch.randn(2, 3, 10, 10)
     torch.testing.assert_close(out(x), model(x))
 
@@ -286,8 +292,8 @@ def test_forward_that_branches_on_training_keeps_both_graphs():
 def test_stochastic_depth_becomes_a_leaf_not_a_frozen_branch():
     model = torchvision.models.efficientnet_b0(weights=None)
     out = insert_attention(model, "se")
-    assert type(out).__name__ == "EfficientNet" and not hasattr(out, "_dual_graphs")
-    leaves = [n.target for n in out.graph.nodes if n.op == "call_module" and n.target.endswith("stochastic_depth")]
+    assert type(out) is type(model)
+    leaves = [n.target for n in _graph(out).nodes if n.op == "call_module" and n.target.endswith("stochastic_depth")]
     assert len(leaves) == 9 and len(report(out).records) == 9
 
 
@@ -295,7 +301,7 @@ def test_bad_arguments_change_nothing(resnet18):
     snap = _snapshot(resnet18)
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         insert_attention("resnet18", "se")
-    with pytest.raises(SpecError, match=r"example_inputs=\[\(2, 5, 64, 64\)\].*shape propagation"):
+    with pytest.raises(ModelError, match=r"example_inputs=\[\(2, 5, 64, 64\)\].*shape propagation.*failed at node"):
         insert_attention(resnet18, "se", example_inputs=torch.randn(2, 5, 64, 64))
     with pytest.raises(SpecError, match="mixes kernel and feature targets"):
         insert_attention(resnet18, [AttnSpec.se(), AttnSpec.dyconv()])
@@ -324,4 +330,4 @@ def test_meta_device_model_costs_no_memory():
 def test_list_sites_for_a_kernel_target(resnet18):
     sites = list_sites(resnet18, AttnSpec.dyconv(), where="conv:layer1.*")
     assert [s.name for s in sites] == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"]
-    assert all(s.kind == "conv" for s in sites)
+    assert all(s.strategy == "conv" for s in sites)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from dynattn import AttnSpec, DynamicConv2d, SpecError, build, get_spec
+from dynattn import AttnSpec, DynamicConv2d, InputError, build, get_spec
 from graph_passes import insert_attention
 
 FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
@@ -76,7 +76,7 @@ def test_one_by_one_maps(name):
     spec = get_spec(name)
     needs_bn = any(leaf.norm == "bn" for leaf in spec.leaves())
     if needs_bn:  # a 1x1 map with a batch of 1: a clear error, not a crash inside BatchNorm
-        with pytest.raises(SpecError, match="one value per channel in training mode"):
+        with pytest.raises(InputError, match="one value per channel in training mode"):
             module(torch.randn(1, 24, 1, 1))
     else:
         assert module(torch.randn(1, 24, 1, 1)).shape == (1, 24, 1, 1)
@@ -85,7 +85,7 @@ def test_one_by_one_maps(name):
 
 def test_router_batchnorm_at_batch_one_is_a_clear_error():
     conv = DynamicConv2d(8, 8, 3, padding=1, spec=AttnSpec.odconv(norm="bn")).train()
-    with pytest.raises(SpecError, match=r"one value per channel in training mode.*norm=None"):
+    with pytest.raises(InputError, match=r"one value per channel in training mode.*norm=None"):
         conv(torch.randn(1, 8, 5, 5))
     assert conv(torch.randn(2, 8, 5, 5)).shape == (2, 8, 5, 5)
 

@@ -37,8 +37,10 @@ def test_drawn_specs_are_valid_and_hashable(spec, channels):
     assert isinstance(spec, AttnSpec)
     assert hash(spec) == hash(AttnSpec(**{f: getattr(spec, f) for f in spec.__dataclass_fields__}))
     assert eval(repr(spec), {"AttnSpec": AttnSpec}) == spec
-    if spec.kind == "feature":
-        assert build(spec, channels=channels) is not None
+    if spec.kind == "feature":  # it builds, and maps a feature map to one of its own shape
+        x = torch.randn(2, channels, 3, 5)
+        y = build(spec, channels=channels).eval()(x)
+        assert y.shape == x.shape and y.dtype == x.dtype and torch.isfinite(y).all()
 
 
 @given(specs(FEATURE, **SMOOTH))

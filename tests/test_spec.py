@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
+import torch
 
 import dynattn
-from dynattn import AttnSpec, get_spec, list_presets
+from dynattn import AttnSpec, build, get_spec, list_presets
 from dynattn.compiler.lower import eca_kernel_size, hidden_width, lower
 
 
@@ -81,12 +82,14 @@ def test_eca_adaptive_kernel(channels, official, timm):
     assert eca_kernel_size(AttnSpec.eca(flavor="timm"), channels) == timm
 
 
-def test_lowering_is_cached_on_spec_and_channels():
-    lower.cache_clear()
-    a = lower(AttnSpec.cbam(), 64)
-    b = lower(AttnSpec.cbam(), 64)
-    assert a is b and lower.cache_info().hits == 1
-    assert lower(AttnSpec.cbam(), 32) is not a
+def test_lowering_is_shared_per_spec_and_channels_while_parameters_are_fresh():
+    # equal specs (made separately) share one immutable plan; another channel count gets its own
+    assert lower(AttnSpec.cbam(), 64) is lower(AttnSpec.cbam(), 64)
+    assert lower(AttnSpec.cbam(), 32).channels == 32
+    a, b = build(AttnSpec.cbam(), channels=64), build(AttnSpec.cbam(), channels=64)
+    assert a.code == b.code
+    assert all(pa is not pb for pa, pb in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
 
 
 def test_replace_validates():

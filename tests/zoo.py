@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from dynattn import AttnSpec
-from graph_passes import LeafTracer, insert_attention, report
+from graph_passes import LeafTracer, insert_attention, original_class, report
 
 
 def _first_tensor(out):
@@ -47,6 +47,10 @@ def check_model(model: nn.Module, size: int, *, cbam_tol: float = 1e-5, dyn_tol:
     out = insert_attention(model, AttnSpec.cbam(init="identity"))
     rep = report(out)
     assert rep.records, "no sites found"
+    # the model stays the user's model: its class, and every submodule's
+    assert type(out) is type(model) or original_class(out) is type(model)
+    for name, sub in model.named_modules():
+        assert original_class(out.get_submodule(name)) is type(sub), f"{name} lost its class"
     sd = out.state_dict()
     assert set(snapshot) <= set(sd), f"lost keys: {sorted(set(snapshot) - set(sd))[:5]}"
     with torch.no_grad():
@@ -71,5 +75,5 @@ def check_model(model: nn.Module, size: int, *, cbam_tol: float = 1e-5, dyn_tol:
 
     current = model.state_dict()  # the caller's model is untouched
     assert set(current) == set(snapshot) and all(torch.equal(current[k], v) for k, v in snapshot.items())
-    return {"sites": len(rep.records), "kinds": sorted({r.kind for r in rep.records}), "cbam_err": cbam_err,
-            "dyn_err": dyn_err, "dual": hasattr(out, "_dual_graphs"), "leaves": len(rep.leaves)}
+    return {"sites": len(rep.records), "kinds": sorted({r.strategy for r in rep.records}), "cbam_err": cbam_err,
+            "dyn_err": dyn_err, "rewritten": len(rep.rewritten), "leaves": len(rep.leaves)}

@@ -22,6 +22,8 @@ import torch
 import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from graph_passes import insert_attention, list_sites, report
+
 from ..spec import AttnSpec
 from .timing import machine_summary, peak_allocated_mb
 
@@ -43,8 +45,6 @@ def _python_peak_mb(fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from graph_passes import insert_attention, list_sites, report
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..compiler import build
+from ..builder import build
 from ..dynamic_conv import DynamicConv2d
 from ..spec import AttnSpec
+from . import handwritten
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary, no_grad_call
 
 PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv")
@@ -40,8 +41,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def _reference(preset: str, channels: int) -> tuple[nn.Module, nn.Module] | None:
     """(dynattn module, reference module) of the same arithmetic, or None without timm."""
-    from . import handwritten
-
     if preset == "gam":
         return build(AttnSpec.gam(), channels=channels), handwritten.GAMAttention(channels)
     if preset == "triplet":

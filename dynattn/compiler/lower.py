@@ -16,19 +16,19 @@ from ..errors import SpecError
 from ..spec import AttnSpec
 from ..vocab import AXES
 
-__all__ = ["StagePlan", "StepPlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
+__all__ = ["BranchPlan", "StagePlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
 
 
 @dataclass(frozen=True)
-class StagePlan:
-    """One leaf stage in one axis frame."""
+class BranchPlan:
+    """One leaf spec in one axis frame (a stage has one branch, or one per rotation: Triplet)."""
 
-    #: Attribute prefix of the stage's modules and nodes ("" for a module of one stage).
+    #: Attribute prefix of the branch's modules and nodes ("" for a module of one branch).
     name: str
     spec: AttnSpec
-    #: The stage's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch.
+    #: The branch's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch.
     frame: tuple[str, str, str, str]
-    #: Size of the frame's channel axis when the stage's weights depend on it, else None.
+    #: Size of the frame's channel axis when the branch's weights depend on it, else None.
     channels: int | None
     #: Input channels of the excitation (after merging descriptors).
     excite_in: int
@@ -43,18 +43,18 @@ class StagePlan:
 
 
 @dataclass(frozen=True)
-class StepPlan:
-    """One step of the sequence: the gates of its stages are averaged, then scale the input."""
+class StagePlan:
+    """One stage of the spec (a leaf spec): the gates of its branches are averaged, then scale the input."""
 
     name: str
-    stages: tuple[StagePlan, ...]
+    branches: tuple[BranchPlan, ...]
 
 
 @dataclass(frozen=True)
 class Plan:
     class_name: str
     channels: int
-    steps: tuple[StepPlan, ...]
+    stages: tuple[StagePlan, ...]
     spec: AttnSpec
 
 
@@ -122,7 +122,7 @@ def _branch_name(frame: tuple[str, ...]) -> str:
     return frame[2] + frame[3]
 
 
-def _stage(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels: int) -> StagePlan:
+def _branch(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels: int) -> BranchPlan:
     own_channels = channels if frame[1] == "c" else None
     n = len(spec.pool)
     merged = n if spec.merge == "concat" else 1
@@ -136,7 +136,7 @@ def _stage(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels
         excite_in = merged
     if spec.excite in ("mlp", "pixel_mlp") or (spec.excite == "conv" and spec.target == "element"):
         hidden = hidden_width(spec, channels)
-    return StagePlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
+    return BranchPlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
 
 
 def _class_name(spec: AttnSpec) -> str:
@@ -158,15 +158,15 @@ def lower(spec: AttnSpec, channels: int) -> Plan:
         names = [""]
     else:
         names = _unique([n for n, _ in leaves])
-    steps = []
+    stages = []
     for name, (_, leaf) in zip(names, leaves):
         if leaf.branches:
             frames = [tuple(r.split("->")[1].split()) for r in leaf.branches]
             bnames = _unique([_branch_name(f) for f in frames])
-            stages = tuple(
-                _stage(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
+            branches = tuple(
+                _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
             )
         else:
-            stages = (_stage(name, leaf, AXES, channels),)
-        steps.append(StepPlan(name, stages))
-    return Plan(_class_name(spec), channels, tuple(steps), spec)
+            branches = (_branch(name, leaf, AXES, channels),)
+        stages.append(StagePlan(name, branches))
+    return Plan(_class_name(spec), channels, tuple(stages), spec)

@@ -14,7 +14,7 @@ import torch.fx as fx
 
 from ..spec import AttnSpec
 
-__all__ = ["SpecModule", "AttentionModule", "RouterModule"]
+__all__ = ["SpecModule"]
 
 # fx state that is derived from the graph and re-made when the module is rebuilt; a compiled
 # call (nn.Module.compile) refers to the module it was made for and is made again instead.
@@ -37,8 +37,10 @@ class SpecModule(fx.GraphModule):
     #: Further plain attributes that copies keep.
     _EXTRA_ATTRS: ClassVar[tuple[str, ...]] = ()
 
-    def _recipe(self) -> tuple[str, tuple[Any, ...]]:
-        return type(self)._KIND, (self.spec, *(getattr(self, a) for a in self._SIZE_ATTRS))
+    @classmethod
+    def rebuild(cls, spec: AttnSpec, *sizes: Any) -> SpecModule:
+        """A fresh module of this class from ``spec`` and the ``_SIZE_ATTRS`` values (pickling)."""
+        raise NotImplementedError
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SpecModule:
         res = super().__deepcopy__(memo)
@@ -55,37 +57,17 @@ class SpecModule(fx.GraphModule):
             if "_compiled_call_impl" in self.__dict__:
                 raise TypeError("a compiled dynattn module whose graph was edited cannot be pickled")
             return super().__reduce__()  # the graph was edited after build: keep fx's generic path
-        kind, args = self._recipe()
-        return (_rebuild, (kind, *args), state)
+        sizes = tuple(getattr(self, a) for a in self._SIZE_ATTRS)
+        return (type(self)._rebuild_base().rebuild, (self.spec, *sizes), state)
+
+    @classmethod
+    def _rebuild_base(cls) -> type[SpecModule]:
+        """The importable class that defines ``rebuild`` (fx gives every instance a class of its own)."""
+        for klass in cls.__mro__:
+            if "rebuild" in vars(klass):
+                return klass
+        raise TypeError(f"{cls.__name__} defines no rebuild")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         _recompile_if_needed(self)
-
-
-class AttentionModule(SpecModule):
-    """A feature-map attention built from ``spec`` for ``channels`` input channels."""
-
-    _KIND = "attention"
-    _SIZE_ATTRS = ("channels", "optimized")
-    channels: int
-    optimized: bool
-
-
-class RouterModule(SpecModule):
-    """A dynamic convolution's router: ``x -> (gate of each head, ...)``."""
-
-    _KIND = "router"
-    _SIZE_ATTRS = ("geometry",)
-    _EXTRA_ATTRS = ("heads",)
-
-
-def _rebuild(kind: str, spec: AttnSpec, *sizes: Any) -> SpecModule:
-    if kind == "router":
-        from .router import build_router
-
-        return build_router(spec, *sizes)
-    from . import build_feature
-
-    channels, optimized = sizes
-    return build_feature(spec, channels, optimize=optimized)

@@ -15,9 +15,11 @@ inputs.
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -26,12 +28,15 @@ from torch import nn
 from ..errors import SpecError
 from ..spec import AttnSpec
 from ..vocab import AXES
-from .emit import GraphWriter, copy_graph, excite, excite_module, join, squeeze
-from .lower import StagePlan, hidden_width
-from .module import RouterModule
+from .emit import excite, squeeze
+from .graph_writer import GraphWriter, join
+from .instantiate import excite_module
+from .lower import BranchPlan, hidden_width
+from .module import SpecModule
 from .ops import GATE_FNS
+from .optimize import optimize_graph
 
-__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "lower_router", "build_router"]
+__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class HeadPlan:
 class RouterPlan:
     spec: AttnSpec
     geometry: ConvGeometry
-    stage: StagePlan
+    branch: BranchPlan
     heads: tuple[HeadPlan, ...]
 
     @property
@@ -96,15 +101,15 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     merged = len(spec.pool) if spec.merge == "concat" else 1
     hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
     heads = _heads(spec, geometry)
-    stage = StagePlan("", spec, AXES, c, merged * c, hidden, None, sum(h.size for h in heads))
-    return RouterPlan(spec, geometry, stage, heads)
+    branch = BranchPlan("", spec, AXES, c, merged * c, hidden, None, sum(h.size for h in heads))
+    return RouterPlan(spec, geometry, branch, heads)
 
 
 @functools.lru_cache(maxsize=512)
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    z = excite(w, squeeze(w, x, plan.stage), plan.stage)
+    z = excite(w, squeeze(w, x, plan.branch), plan.branch)
     temperature = w.attr("temperature", "temperature")
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     if len(plan.heads) > 1:
@@ -129,15 +134,25 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
         gates.append(gate)
     w.graph.output(tuple(gates))
     w.graph.lint()
-    from .passes import optimize_graph
-
     return optimize_graph(w.graph)
+
+
+class RouterModule(SpecModule):
+    """A dynamic convolution's router: ``x -> (gate of each head, ...)``."""
+
+    _SIZE_ATTRS = ("geometry",)
+    _EXTRA_ATTRS = ("heads",)
+
+    @classmethod
+    def rebuild(cls, spec: AttnSpec, *sizes: Any) -> RouterModule:
+        (geometry,) = sizes
+        return build_router(spec, geometry)
 
 
 def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:
     spec = plan.spec
     root = nn.Module()
-    root.excite = excite_module(plan.stage, dd)
+    root.excite = excite_module(plan.branch, dd)
     root.register_buffer("temperature", torch.tensor(spec.temperature, **dd))
     for head in plan.heads:
         if head.neutral is not None:
@@ -155,7 +170,7 @@ def build_router(
     """The router of a dynamic conv with ``geometry`` (fresh parameters; plan and graph cached)."""
     plan = lower_router(spec, geometry)
     dd = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
-    module = RouterModule(_router_modules(plan, dd), copy_graph(emit_router(plan)),
+    module = RouterModule(_router_modules(plan, dd), copy.deepcopy(emit_router(plan)),
                           class_name=f"{spec.name or 'Kernel'}Router")
     module.spec = spec
     module.geometry = geometry

@@ -22,7 +22,7 @@ import einops
 import torch
 import torch.fx as fx
 
-from .emit import BATCHABLE, ROLE
+from .graph_writer import BATCHABLE, ROLE
 
 __all__ = ["optimize_graph", "batch_shared_excitation", "eliminate_common_subexpressions", "PURE_FUNCTIONS"]
 

@@ -1,0 +1,101 @@
+"""The import graph runs one way (DESIGN.md "Layers"): no file imports a file of a higher layer,
+no import of the project sits inside a function (except the CLI's, which keep ``dynattn --help``
+fast), graph_passes imports dynattn only through the names ``dynattn`` exports, and every preset
+has one signature whether called as ``AttnSpec.<name>`` or through ``get_spec``."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import dynattn
+from dynattn import AttnSpec, get_spec
+from dynattn.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Layer of each module (the longest matching prefix wins); a module may import its own layer or lower.
+LAYERS = {
+    "dynattn.errors": 0, "dynattn.vocab": 0, "dynattn.registry": 1, "dynattn.validate": 1, "dynattn.spec": 2,
+    "dynattn.presets": 3, "dynattn.spec_parse": 3, "dynattn.layers": 4, "dynattn.mixing": 4,
+    "dynattn.compiler": 4, "dynattn.dynamic_conv": 5, "dynattn.builder": 6, "dynattn.interop": 7,
+    "dynattn.record": 7, "dynattn.temperature": 7, "dynattn.testing": 7, "dynattn": 8, "graph_passes": 9,
+    "dynattn.cli": 10, "dynattn.bench": 10, "dynattn.__main__": 10,
+}
+LAZY_IMPORTS_ALLOWED = ("dynattn.cli",)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in ("dynattn", "graph_passes"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> int:
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[best]
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, bool, int]]:
+    """(imported project module, inside a function?, line) for every import in ``path``."""
+    tree = ast.parse(path.read_text())
+    inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for n in ast.walk(f)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module
+            names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in MODULES else prefix for a in node.names]
+        else:
+            continue
+        out.extend((n, id(node) in inside, node.lineno) for n in names if n in MODULES and n != module)
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_run_down_the_layers(module):
+    for target, lazy, line in _imports(module, MODULES[module]):
+        assert _layer(target) <= _layer(module), f"{module}:{line} imports {target} from a higher layer"
+        if module.startswith("graph_passes"):
+            assert not target.startswith("dynattn.") or target == "dynattn", \
+                f"{module}:{line} imports {target}: graph_passes uses dynattn's exported names only"
+        if lazy:
+            assert module.startswith(LAZY_IMPORTS_ALLOWED), f"{module}:{line} imports {target} inside a function"
+
+
+def test_the_layer_table_covers_every_module():
+    assert all(any(m == p or m.startswith(p + ".") for p in LAYERS) for m in MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_has_one_signature(name):
+    method = getattr(AttnSpec, name)
+    assert inspect.signature(method) == inspect.signature(PRESETS[name])
+    assert method() == get_spec(name)
+    if "flavor" in inspect.signature(method).parameters:  # the keywords that once drifted apart
+        assert method(flavor="official") == get_spec(name, flavor="official")
+
+
+def test_the_registry_knows_dynattn_modules_by_role():
+    from dynattn.compiler import AttentionModule
+
+    assert dynattn.DynamicConv2d in dynattn.leaf_modules("conv")
+    assert AttentionModule in dynattn.leaf_modules("attention")
+    with pytest.raises(dynattn.SpecError, match=r"role='gate'.*unknown leaf role.*'attention'"):
+        dynattn.register_leaf_module(AttentionModule, role="gate")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import mixing
+from .checks import check_input
 from .compiler import ConvGeometry, build_router
 from .errors import SpecError
 from .presets import as_spec
@@ -79,6 +80,11 @@ def choose_strategy(
         return "output"
     return "kernel"
 
+
+_NOT_SCRIPTABLE = (
+    "dynattn modules cannot be compiled by torch.jit.script (their graphs call einops and take Python-level "
+    "specs): use torch.jit.trace(model, example), torch.export.export, or torch.onnx.export, which all keep a "
+    "dynamic batch")
 
 # set by from_conv: the experts are about to be overwritten with the conv's weight
 _UPCYCLING = contextvars.ContextVar("dynattn_upcycling", default=False)
@@ -225,10 +231,10 @@ class DynamicConv2d(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _resolve_strategy(self, x: torch.Tensor) -> str:
-        if self.strategy == "kernel" and torch.onnx.is_in_onnx_export():
+        if self.strategy == "kernel" and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
             warnings.warn("DynamicConv2d(strategy='kernel') folds the batch into the conv's group count, which "
-                          "an ONNX Conv cannot keep dynamic: exporting output mixing instead (equal values)",
-                          stacklevel=2)
+                          "an ONNX Conv or a TorchScript trace cannot keep dynamic: tracing output mixing instead "
+                          "(equal values)", stacklevel=2)
             return "output"
         if self.strategy != "auto":
             return self.strategy
@@ -247,6 +253,8 @@ class DynamicConv2d(nn.Module):
         return (r[2] + r[3], r[0] + r[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, fx.Proxy):
+            check_input(x, self.in_channels, "DynamicConv2d")
         gates = dict(zip(self.router.heads, self.router(x)))
         if "in" in gates:
             x = x * gates["in"][:, :, None, None]
@@ -262,6 +270,9 @@ class DynamicConv2d(nn.Module):
         if self._resolve_strategy(x) == "kernel":
             return mixing.kernel_mixing(x, *args)
         return mixing.output_mixing(x, *args, pad_amounts)
+
+    def __prepare_scriptable__(self) -> DynamicConv2d:
+        raise TypeError(_NOT_SCRIPTABLE)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import InputError
+from .mixing import is_exporting
 from .vocab import ACTS
 
 __all__ = ["MLP", "ChannelConv1d", "SpatialConv", "ConvMLP", "PixelMLP", "bn_guard"]
@@ -104,6 +105,8 @@ class ChannelConv1d(nn.Module):
         # than the pooling itself (see the ECA rows of ``python -m dynattn.bench``).
         if not self.stacked:
             x = x.unsqueeze(1)
+        if is_exporting():  # TorchScript's ONNX exporter has no Unfold of unknown size: the conv itself
+            return self.conv(x).squeeze(1)
         pad = self.conv.padding[0]
         windows = F.pad(x, (pad, pad)).unfold(-1, self.conv.kernel_size[0], 1)  # (B, n, C, k)
         y = (windows * self.conv.weight[0].unsqueeze(1)).sum((1, 3))

@@ -15,8 +15,10 @@ arguments by construction.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from .errors import SpecError
 from .spec import AttnSpec
@@ -276,11 +278,7 @@ def get_spec(name: str, **kwargs: object) -> AttnSpec:
     key = name.lower() if isinstance(name, str) else name
     if key not in PRESETS:
         raise SpecError("preset", name, "unknown preset name", tuple(PRESETS))
-    params = tuple(inspect.signature(PRESETS[key]).parameters)
-    unknown = tuple(k for k in kwargs if k not in params)
-    if unknown:
-        raise SpecError("kwargs", unknown, f"preset {key!r} takes no such argument", params)
-    return PRESETS[key](**kwargs)
+    return PRESETS[key](**kwargs)  # a misspelt argument: SpecError with the closest one
 
 
 def as_spec(spec: AttnSpec | str) -> AttnSpec:
@@ -292,11 +290,26 @@ def as_spec(spec: AttnSpec | str) -> AttnSpec:
     raise SpecError("spec", spec, "must be an AttnSpec or a preset name", hint="e.g. AttnSpec.se() or 'cbam'")
 
 
+def _checked(name: str, fn: Callable[..., AttnSpec]) -> Callable[..., AttnSpec]:
+    """``fn`` with a misspelt keyword answered as ``SpecError`` naming the closest argument."""
+    params = tuple(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def preset(*args: Any, **kwargs: Any) -> AttnSpec:
+        for key in kwargs:
+            if key not in params:
+                raise SpecError(f"AttnSpec.{name}", key, "takes no such argument", params)
+        return fn(*args, **kwargs)
+
+    return preset
+
+
 def _attach(name: str, fn: Callable[..., AttnSpec]) -> None:
     if name in {f for f in AttnSpec.__dataclass_fields__} or name in vars(AttnSpec):
         raise AssertionError(f"preset {name!r} would shadow AttnSpec.{name}")
     setattr(AttnSpec, name, staticmethod(fn))
 
 
-for _name, _fn in PRESETS.items():  # AttnSpec.se(), AttnSpec.cbam(), ...: the functions above, unchanged
-    _attach(_name, _fn)
+for _name, _fn in list(PRESETS.items()):  # AttnSpec.se(), AttnSpec.cbam(), ...: one function each
+    PRESETS[_name] = _checked(_name, _fn)
+    _attach(_name, PRESETS[_name])

@@ -1,4 +1,6 @@
-"""torch.export and ONNX export with a dynamic batch, run at batch sizes the export never saw."""
+"""Every exporter with a dynamic batch, run at batch sizes the export never saw: torch.export, ONNX through
+both exporters (dynamo=True with dynamic_shapes, the TorchScript-based dynamo=False with dynamic_axes),
+torch.jit.trace; torch.jit.script says what to use instead."""
 
 import warnings
 
@@ -19,23 +21,35 @@ def _dynamic(x):
     return {"x": {0: torch.export.Dim("batch", min=1, max=64)}}
 
 
+BATCHES = (1, 3, 17)  # sizes the exports never saw (they are made at batch 2)
+
+
 def _check_export(module, x_shape, tmp_path, tol=1e-5):
     module.eval()
     x = torch.randn(2, *x_shape)
     ep = torch.export.export(module, (x,), dynamic_shapes=_dynamic(x))
-    path = tmp_path / "model.onnx"
+    sessions = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_shapes=_dynamic(x), dynamo=True, verbose=False)
-    session = ort.InferenceSession(str(path))
-    for batch in (1, 3):  # sizes the export never saw
+        for dynamo in (True, False):
+            path = tmp_path / f"model_{dynamo}.onnx"
+            if dynamo:
+                torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],
+                                  dynamic_shapes=_dynamic(x), dynamo=True, verbose=False)
+            else:  # the TorchScript-based exporter many deployment pipelines still call
+                torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+            sessions[dynamo] = ort.InferenceSession(str(path))
+        traced = torch.jit.trace(module, (x,), check_trace=False)
+    for batch in BATCHES:
         xb = torch.randn(batch, *x_shape)
         with torch.no_grad():
             expected = module(xb)
+            torch.testing.assert_close(traced(xb), expected, atol=tol, rtol=tol)
         torch.testing.assert_close(ep.module()(xb), expected, atol=tol, rtol=tol)
-        got = torch.from_numpy(session.run(None, {"x": xb.numpy()})[0])
-        torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+        for dynamo, session in sessions.items():
+            got = torch.from_numpy(session.run(None, {"x": xb.numpy()})[0])
+            torch.testing.assert_close(got, expected, atol=tol, rtol=tol, msg=lambda m, d=dynamo: f"dynamo={d}: {m}")
 
 
 @pytest.mark.parametrize("name", FEATURE_PRESETS)
@@ -52,7 +66,7 @@ def test_dynamic_conv_exports_in_each_strategy(name, strategy, tmp_path):
 def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):
     conv = DynamicConv2d(8, 8, 3, padding=1, spec="dyconv", strategy="kernel").eval()
     x = torch.randn(2, 8, 6, 6)
-    with pytest.warns(UserWarning, match="group count.*exporting output mixing instead"):
+    with pytest.warns(UserWarning, match="group count.*output mixing instead"):
         torch.onnx.export(conv, (x,), str(tmp_path / "k.onnx"), dynamic_shapes=_dynamic(x), dynamo=True,
                           verbose=False)
 
@@ -65,6 +79,20 @@ def test_rewritten_torchvision_models_export(model_name, tmp_path):
     model = insert_attention(model, AttnSpec.dyconv(), where="conv:layer4.*" if model_name == "resnet18"
                              else "conv:features.1*")
     _check_export(model, (3, 64, 64), tmp_path, tol=1e-4)
+
+
+def test_rewritten_timm_model_exports(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = insert_attention(timm.create_model("resnet18", pretrained=False).eval(), AttnSpec.eca())
+    _check_export(model, (3, 48, 48), tmp_path, tol=1e-4)
+
+
+def test_torchscript_scripting_says_what_to_use_instead():
+    for module in (build(AttnSpec.se(), channels=32), DynamicConv2d(8, 8, 3, spec="dyconv"),
+                   insert_attention(torchvision.models.resnet18(weights=None), "se")):
+        with pytest.raises(TypeError, match=r"cannot be compiled by torch\.jit\.script.*torch\.jit\.trace"):
+            torch.jit.script(module)
 
 
 def test_no_adaptive_max_pool_in_onnx(tmp_path):

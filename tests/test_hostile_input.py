@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, ModelError, SpecError, build, get_spec
+from dynattn import AttnSpec, DynamicConv2d, InputError, ModelError, SpecError, build, get_spec
 from graph_passes import insert_attention, list_sites
 
 NAN, INF = float("nan"), float("inf")
@@ -91,6 +91,29 @@ CASES = [
      ["inplace='true'", "must be a bool"]),
     ("insert-bad-spec", lambda m: insert_attention(m, AttnSpec), SpecError, ["must be an AttnSpec"]),
     ("insert-bad-compile", lambda m: insert_attention(m, "se", compile=3), SpecError, ["compile=3"]),
+    # ---- round 2: misspelt names, run-time inputs, models without maps, scripting
+    ("field-typo", lambda m: AttnSpec(reducton=8), SpecError, ["AttnSpec='reducton'", "did you mean 'reduction'"]),
+    ("replace-field-typo", lambda m: AttnSpec.se().replace(gatee="tanh"), SpecError,
+     ["AttnSpec.replace='gatee'", "did you mean 'gate'"]),
+    ("preset-argument-typo", lambda m: AttnSpec.se(reducton=4), SpecError,
+     ["AttnSpec.se", "'reducton'", "did you mean 'reduction'"]),
+    ("get-spec-argument-typo", lambda m: get_spec("cbam", kernal_size=5), SpecError,
+     ["'kernal_size'", "did you mean 'kernel_size'"]),
+    ("se-fed-other-channels", lambda m: build(AttnSpec.se(), channels=64)(torch.randn(2, 32, 8, 8)), InputError,
+     ["input=(2, 32, 8, 8)", "built for 64 channels but got 32"]),
+    ("eca-fed-other-channels", lambda m: build(AttnSpec.eca(), channels=64)(torch.randn(2, 32, 8, 8)), InputError,
+     ["ECA was built for 64 channels but got 32"]),
+    ("cbam-fed-3d", lambda m: build(AttnSpec.cbam(), channels=64)(torch.randn(2, 64, 8)), InputError,
+     ["4-D (B, C, H, W)", "got a 3-D tensor"]),
+    ("dynconv-fed-other-channels", lambda m: DynamicConv2d(8, 8, 3)(torch.randn(2, 4, 6, 6)), InputError,
+     ["DynamicConv2d was built for 8 channels but got 4"]),
+    ("insert-no-feature-maps", lambda m: insert_attention(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), "se"),
+     ModelError, ["has no 4-D feature maps"]),
+    ("insert-strict-narrow-site", lambda m: insert_attention(m, AttnSpec.se(reduction=128), strict=True),
+     SpecError, ["site='layer1.0.bn2'", "has 64 channels", "exclude it"]),
+    ("insert-strict-string", lambda m: insert_attention(m, "se", strict="no"), SpecError, ["strict='no'"]),
+    ("script-a-module", lambda m: torch.jit.script(build(AttnSpec.se(), channels=64)), TypeError,
+     ["torch.jit.script", "torch.jit.trace", "torch.export.export"]),
 ]
 
 

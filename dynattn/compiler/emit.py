@@ -20,6 +20,7 @@ import einops
 import torch
 import torch.fx as fx
 
+from ..checks import check_input
 from ..vocab import AXES
 from . import ops
 from .graph_writer import BATCHABLE, GraphWriter, join
@@ -129,6 +130,8 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
     ``optimize=False`` (cached; copy it before giving it to a module)."""
     w = GraphWriter()
     x = w.graph.placeholder("x")
+    check = w.fn(check_input, x, channels=plan.channels, module=plan.class_name, name="check_input")
+    check.meta["is_wrapped"] = True  # one call when a host model is traced; evaluated away by torch.compile
     y = x
     for stage in plan.stages:
         gates = []

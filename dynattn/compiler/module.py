@@ -68,6 +68,12 @@ class SpecModule(fx.GraphModule):
                 return klass
         raise TypeError(f"{cls.__name__} defines no rebuild")
 
+    def __prepare_scriptable__(self) -> SpecModule:  # torch.jit.script calls it on every submodule first
+        raise TypeError(
+            f"{type(self).__name__}: dynattn modules cannot be compiled by torch.jit.script (their graphs call "
+            "einops and take Python-level specs): use torch.jit.trace(model, example), torch.export.export or "
+            "torch.onnx.export, which all keep a dynamic batch")
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         _recompile_if_needed(self)

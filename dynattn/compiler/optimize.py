@@ -105,7 +105,7 @@ def _add_chain_root(calls: list[fx.Node]) -> tuple[fx.Node, list[fx.Node]] | Non
 
 
 def batch_shared_excitation(graph: fx.Graph) -> int:
-    """``f(a) + f(b) + ...`` -> ``f(cat([a, b, ...])).unflatten(0, (n, -1)).sum(0)`` for a
+    """``f(a) + f(b) + ...`` -> ``reduce(f(cat([a, b, ...])), '(pool b) ... -> b ...', 'sum')`` for a
     shared, batchable excitation ``f``; returns how many groups were batched."""
     groups: dict[str, list[fx.Node]] = {}
     for node in graph.nodes:
@@ -125,9 +125,11 @@ def batch_shared_excitation(graph: fx.Graph) -> int:
                                         name=f"{prefix}_inputs")
             batched = graph.create_node("call_module", target, (stacked,), {}, name=f"{prefix}_batched")
             batched.meta[ROLE] = "excite"
-            split = graph.create_node("call_method", "unflatten", (batched, 0, (len(calls), -1)), {},
-                                      name=f"{prefix}_per_pool")
-            total = graph.create_node("call_method", "sum", (split, 0), {}, name=f"{prefix}_summed")
+            # one einops reduction (a reshape with the batch left free: exports with a dynamic batch)
+            total = graph.create_node("call_function", einops.reduce,
+                                      (batched, "(pool b) ... -> b ...", "sum"), {"pool": len(calls)},
+                                      name=f"{prefix}_summed")
+            total.meta["is_wrapped"] = True
         total.meta[ROLE] = root.meta.get(ROLE)
         root.replace_all_uses_with(total)
         for node in [*adds, *reversed(calls)]:  # root first: users before what they use

@@ -18,7 +18,7 @@ from torch import nn
 from dynattn import ModelError, leaf_modules
 
 from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
-from .sites import Site, Where, find_sites
+from .sites import Site, Where, find_sites, join_path
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
 
 __all__ = ["Analysis", "Part", "analyse"]
@@ -57,7 +57,7 @@ class Analysis:
         out: list[str] = []
         for part in self.parts:
             for leaf in (*part.traced.leaf_names, *part.traced.auto_leaves):
-                name = f"{part.path}.{leaf}" if part.path else leaf
+                name = join_path(part.path, leaf)
                 if name not in out:
                     out.append(name)
         return tuple(out)
@@ -120,7 +120,7 @@ def _descend(path: str, module: nn.Module, leaves: Sequence[LeafSpec], found: li
              untraced: list[tuple[str, str]]) -> None:
     """Try each child of ``module``; recurse into a child that does not trace."""
     for name, child in module.named_children():
-        child_path = f"{path}.{name}" if path else name
+        child_path = join_path(path, name)
         if isinstance(child, leaf_modules()) or not has_conv(child) or next(child.children(), None) is None:
             continue  # a site needs a block with an inside: a lone conv holds none
         result = _try_part(child_path, child, None, leaves)

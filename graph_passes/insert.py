@@ -33,7 +33,7 @@ from .convert import convert_convs, plan_conversion
 from .placement import Anchor, anchors, insert_chains, local_name, owner_graphs
 from .report import InsertionReport, SiteRecord, SkippedSite, attach
 from .rewrite import rewrite_forward
-from .sites import Site, Where
+from .sites import Site, Where, join_path
 from .trace import LeafSpec
 
 __all__ = ["insert_attention", "list_sites"]
@@ -184,7 +184,7 @@ def insert_attention(
             for sp, module in zip(specs, built[anchor.site.name]):
                 name = local_name(anchor, _tag(sp), taken)
                 chain.append((name, module))
-                path = f"{owner}.{name}" if owner else name
+                path = join_path(owner, name)
                 records.append(SiteRecord(anchor.site.name, path, sp.name or "attention", anchor.site.channels,
                                           sum(p.numel() for p in module.parameters()), anchor.site.strategy))
             placed_here.append((anchor, chain))

@@ -27,7 +27,7 @@ from torch import nn
 from dynattn import ModelError
 
 from .analysis import Analysis
-from .sites import Site, site_names
+from .sites import Site, join_path, site_names
 from .trace import TraceFailure, trace_model
 
 __all__ = ["Anchor", "anchors", "owner_graphs", "insert_chains", "local_name"]
@@ -70,10 +70,6 @@ def _owner(node: fx.Node, single_calls: dict[str, dict]) -> tuple[str, list[str]
     return "", stack
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix and name else prefix or name
-
-
 def anchors(analysis: Analysis) -> list[Anchor]:
     """One anchor per site (each site name once, the first graph that has it)."""
     out: dict[str, Anchor] = {}
@@ -88,7 +84,7 @@ def anchors(analysis: Analysis) -> list[Anchor]:
                 node = nodes[site.node]
                 where = nodes[site.feeds] if site.feeds is not None else node
                 owner, inline = _owner(where, single)
-                common = dict(owner=_join(part.path, owner), inline=tuple(_join(part.path, p) for p in inline),
+                common = dict(owner=join_path(part.path, owner), inline=tuple(join_path(part.path, p) for p in inline),
                               concrete=tuple(single.get(owner, {}).items()))
                 if site.feeds is not None:
                     out[site.name] = Anchor(site, names=(), consumer=names[where][0],

@@ -43,7 +43,7 @@ from dynattn import ModelError, SpecError
 
 from .shapes import ACTIVATIONS, DATA, LAYOUT, NCHW, is_conv_module, shape_of
 
-__all__ = ["Site", "SITE_STRATEGIES", "Where", "find_sites", "site_names"]
+__all__ = ["Site", "SITE_STRATEGIES", "Where", "find_sites", "site_names", "join_path"]
 
 #: The named placements ``where=`` accepts (see the module docstring).
 SITE_STRATEGIES = ("residual", "conv", "stage")
@@ -92,7 +92,8 @@ def _stack(n: fx.Node) -> list[str]:
     return [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
 
 
-def _join(prefix: str, name: str) -> str:
+def join_path(prefix: str, name: str) -> str:
+    """``prefix.name`` as a qualified module name (either may be empty)."""
     return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
@@ -104,10 +105,10 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     for n in nodes:
         if n.op == "call_module":
-            base = _join(prefix, str(n.target))
+            base = join_path(prefix, str(n.target))
         else:
             stack = _stack(n)
-            base = _join(prefix, f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n))
+            base = join_path(prefix, f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n))
         calls[base] = calls.get(base, 0) + 1
         names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
     # container outputs: the one node of a module's scope that something outside it uses
@@ -121,7 +122,7 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
         if len(exits) == 1:
             node = exits[0]
             primary, aliases = names[node]
-            alias = _join(prefix, path)
+            alias = join_path(prefix, path)
             names[node] = (primary, tuple(sorted((*aliases, alias), key=lambda p: (p.count("."), p))))
     return names
 

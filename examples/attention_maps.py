@@ -1,58 +1,91 @@
-"""Pictures: the spatial attention of CBAM over scikit-learn's sample photos, as a PNG overlay.
+"""Pictures: the spatial attention of CBAM over scikit-learn's sample photos, as a labelled PNG.
 
-    python examples/attention_maps.py           # writes attention_maps.png (DYNATTN_EXAMPLES_OUT=dir)
+    python examples/attention_maps.py                 # writes outputs/attention_maps/attention_maps.png
+    python examples/attention_maps.py --out DIR       # writes DIR/attention_maps.png
 
-CBAM is inserted after the stem of torchvision's resnet18 (no weights are downloaded, so the
-network is untrained: the map shows where its spatial gate responds to the photos' first
-features, which follow edges and contrast). ``dynattn.record_gates`` records every gate map of
-every attention module during one forward pass; each panel shows the photo, the spatial gate
-(contrast stretched between its 2nd and 98th percentiles) and the two overlaid.
+Needs the examples extra (``pip install -e ".[examples]"``: scikit-learn for the photos,
+matplotlib for the figure). CBAM is inserted after the stem of torchvision's resnet18 (no
+weights are downloaded, so the network is untrained: the map shows where its spatial gate
+responds to the photos' first features, which follow edges and contrast).
+``dynattn.record_gates`` records every gate map of every attention module during one forward
+pass. Each row shows the photo, the spatial gate (its colour bar gives the gate's values;
+the colours span its 2nd to 98th percentiles) and the two overlaid.
+
+The photos are reflect-padded by 32 pixels before the forward pass and the maps cropped back:
+the stem's 7x7 conv and CBAM's 7x7 spatial conv pad with zeros, which otherwise draws a
+bright frame along the border that says nothing about the photo.
 """
 
-import os
+import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
 import dynattn
 from dynattn import AttnSpec
 from graph_passes import insert_attention
 
-
-def heat(values: np.ndarray) -> np.ndarray:
-    """A blue-to-yellow colour map for values in [0, 1], as uint8 RGB."""
-    v = np.clip(values, 0, 1)[..., None]
-    low, mid, high = np.array([48, 18, 59]), np.array([200, 60, 90]), np.array([250, 230, 80])
-    rgb = np.where(v < 0.5, low + (mid - low) * (v / 0.5), mid + (high - mid) * ((v - 0.5) / 0.5))
-    return rgb.astype(np.uint8)
+PAD = 32  # pixels of reflection around each photo; the gate map (stride 2) loses PAD // 2 per side
 
 
-def main():
+def gate_maps(photos) -> tuple[torch.Tensor, dict]:
+    """The spatial gate of CBAM after resnet18's stem for each photo, at the photo's resolution."""
     torch.manual_seed(0)
     model = insert_attention(torchvision.models.resnet18(weights=None).eval(), AttnSpec.cbam(), where="relu")
-    photos = load_sample_images().images  # china.jpg and flower.jpg, 427 x 640
     x = torch.stack([torch.tensor(p, dtype=torch.float32).permute(2, 0, 1) / 255.0 for p in photos])
     x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    x = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD), mode="reflect")
     with dynattn.record_gates(model) as gates, torch.no_grad():
         model(x)
-    maps = gates.maps["relu_cbam"]["spatial_gate"]  # (2, 1, 214, 320): half the photo's resolution
-    print("recorded gates:", {k: list(v) for k, v in gates.maps.items()})
+    maps = gates.maps["relu_cbam"]["spatial_gate"]  # (2, 1, H/2, W/2) of the padded photos
+    maps = maps[:, :, PAD // 2:-(PAD // 2), PAD // 2:-(PAD // 2)]
     up = torch.nn.functional.interpolate(maps, size=photos[0].shape[:2], mode="bilinear", align_corners=False)
-    tiles = []
-    for photo, m in zip(photos, up[:, 0]):
-        lo, hi = np.percentile(m.numpy(), [2, 98])
-        m = ((m.numpy() - lo) / (hi - lo + 1e-8)).clip(0, 1)
-        overlay = (0.5 * photo + 0.5 * heat(m)).astype(np.uint8)
-        tiles.append(np.concatenate([photo, heat(m), overlay], axis=1))
-    out = Path(os.environ.get("DYNATTN_EXAMPLES_OUT", "."))
+    return up[:, 0], gates.maps
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/attention_maps",
+                   help="folder for attention_maps.png (default outputs/attention_maps)")
+    args = p.parse_args(argv)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        raise SystemExit('this example needs scikit-learn and matplotlib: pip install -e ".[examples]"') from None
+
+    samples = load_sample_images()  # china.jpg and flower.jpg, 427 x 640
+    photos, names = samples.images, [Path(f).name for f in samples.filenames]
+    maps, recorded = gate_maps(photos)
+    print("recorded gates:", {k: list(v) for k, v in recorded.items()})
+    lo, hi = (float(v) for v in torch.quantile(maps.flatten(), torch.tensor([0.02, 0.98])))
+
+    fig, axes = plt.subplots(len(photos), 3, figsize=(12, 2.55 * len(photos) + 0.7), layout="constrained")
+    for row, (photo, gate, name) in enumerate(zip(photos, maps, names)):
+        ax_photo, ax_gate, ax_overlay = axes[row]
+        ax_photo.imshow(photo)
+        image = ax_gate.imshow(gate.numpy(), cmap="magma", vmin=lo, vmax=hi)
+        ax_overlay.imshow(photo)
+        ax_overlay.imshow(gate.numpy(), cmap="magma", vmin=lo, vmax=hi, alpha=0.55)
+        ax_photo.set_ylabel(name, fontsize=10)
+        for ax in (ax_photo, ax_gate, ax_overlay):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("photo", "CBAM spatial gate after the stem", "gate over the photo")):
+        ax.set_title(title, fontsize=10)
+    bar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01)
+    bar.set_label("gate value (sigmoid; 2nd to 98th percentile)")
+    fig.suptitle("Where CBAM's spatial gate responds in an untrained resnet18 (dynattn.record_gates)", fontsize=11)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "attention_maps.png"
-    Image.fromarray(np.concatenate(tiles, axis=0)).resize((960, 427)).save(path)
-    print(f"spatial gate range {maps.min():.3f} .. {maps.max():.3f}; wrote {path}")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    print(f"spatial gate range {float(maps.min()):.3f} .. {float(maps.max()):.3f}; wrote {path}")
 
 
 if __name__ == "__main__":

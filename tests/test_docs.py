@@ -61,15 +61,29 @@ def test_readme_console_line_runs(command, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip()
 
 
+# what each example writes, under its default --out folder outputs/<example>
+EXAMPLE_FILES = {
+    "attention_maps.py": ["attention_maps.png"],
+    "cluttered_digits.py": ["results.md", "results.png"],
+    "pretrained_attention.py": ["results.md", "results.png"],
+}
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_example_runs(script, tmp_path):
-    env = {**os.environ, "DYNATTN_QUICK": "1", "DYNATTN_EXAMPLES_OUT": str(tmp_path)}
+    """Each example runs (DYNATTN_QUICK=1: smoke settings, seconds) and writes only under
+    outputs/<example> of the directory it runs in, which .gitignore lists, never elsewhere."""
+    env = {**os.environ, "DYNATTN_QUICK": "1"}
     out = subprocess.run([sys.executable, str(ROOT / "examples" / script)], capture_output=True, text=True,
                          timeout=600, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip()
-    if script == "attention_maps.py":
-        assert (tmp_path / "attention_maps.png").stat().st_size > 10_000
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    folder = Path("outputs") / script.removesuffix(".py")
+    assert written == sorted(str(folder / name) for name in EXAMPLE_FILES.get(script, [])), written
+    for name in EXAMPLE_FILES.get(script, []):
+        assert (tmp_path / folder / name).stat().st_size > (10_000 if name.endswith(".png") else 100)
+    assert "outputs/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_ruff_clean():

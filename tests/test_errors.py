@@ -24,7 +24,7 @@ def _raises(fn, *fragments, field=None):
 
 def test_unknown_pool_op():
     err = _raises(lambda: AttnSpec(pool=["avg", "mean"]), "AttnSpec.pool='mean'", "unknown value",
-                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'none'", field="AttnSpec.pool")
+                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'std_unbiased', 'attn', 'dct', 'none'", field="AttnSpec.pool")
     assert err.value == "mean" and "avg" in err.allowed
 
 
@@ -39,7 +39,7 @@ def test_unknown_gate_suggests_the_closest():
 
 def test_unknown_target():
     _raises(lambda: AttnSpec(target="channels"), "AttnSpec.target='channels'",
-            "allowed: 'channel', 'spatial', 'element', 'kernel'", "did you mean 'channel'?")
+            "allowed: 'channel', 'spatial', 'element', 'strip', 'kernel'", "did you mean 'channel'?")
 
 
 @pytest.mark.parametrize("channels", [0, -3])

@@ -1,6 +1,7 @@
 """The ``dynattn`` command (also ``python -m dynattn``).
 
     dynattn list                                     presets, references, parameters per 64 channels
+    dynattn list --fields                            every AttnSpec field and the values it takes
     dynattn show cbam                                the generated torch.fx code of a spec
     dynattn show "AttnSpec(pool=['avg', 'max'], target='spatial')"
     dynattn insert resnet50 --spec se --where residual
@@ -61,6 +62,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .builder import build
     from .dynamic_conv import DynamicConv2d
 
+    if args.fields:
+        return _list_fields()
     rows = []
     for name, make in presets.PRESETS.items():
         spec = make()
@@ -75,6 +78,23 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append((name, targets, f"{params:,}", flavors, spec.reference or ""))
     _table("dynattn presets (parameters added at 64 channels; for kernel presets, to a 64->64 3x3 conv)",
            ("preset", "targets", "params@64", "flavors", "reference"), rows, right=(2,))
+    return 0
+
+
+def _list_fields() -> int:
+    import dataclasses
+
+    from .spec import AttnSpec
+    from .vocab import FIELD_VALUES
+
+    rows = []
+    for f in dataclasses.fields(AttnSpec):
+        values = FIELD_VALUES[f.name]
+        shown = values if isinstance(values, str) else ", ".join(map(repr, values))
+        default = "(by target)" if f.default is None and f.name in ("pool", "target", "merge", "excite", "gate") \
+            else repr(f.default)
+        rows.append((f.name, shown, default))
+    _table("AttnSpec fields (a field set where it has no effect is an error)", ("field", "values", "default"), rows)
     return 0
 
 
@@ -169,7 +189,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dynattn", description="Attention for CNNs from a declarative spec.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="presets with their references and sizes")
+    lst = sub.add_parser("list", help="presets with their references and sizes")
+    lst.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
     show = sub.add_parser("show", help="the generated code of a spec")
     show.add_argument("spec", help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...)")
     show.add_argument("--channels", type=int, default=64)

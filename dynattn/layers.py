@@ -19,7 +19,7 @@ from .vocab import ACTS, DCT_FREQUENCIES
 
 __all__ = [
     "MLP", "ChannelConv1d", "ChannelConv1dMLP", "Channelwise", "SpatialConv", "SpatialBottleneck", "ConvMLP",
-    "PixelMLP", "Energy", "StripMLP", "StripConv", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
+    "PixelMLP", "Energy", "StripMLP", "StripConv", "GroupNorm1", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
 ]
 
 
@@ -398,6 +398,20 @@ class StripMLP(nn.Module):
         return self.fc_h(y_h).unsqueeze(3), self.fc_w(y_w).unsqueeze(2)
 
 
+class GroupNorm1(nn.GroupNorm):
+    """GroupNorm with one group over a (B, C, H, W) map: each sample normalised over all of its values, then a
+    per-channel scale and shift (timm's ``GroupNorm1``). Written as a layer norm over (C, H, W), which also
+    takes a single value (it gives 0, then the shift), where ``nn.GroupNorm`` raises."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-5, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(1, channels, eps=eps, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
 class StripConv(nn.Module):
     """Strip attention's / ELA's excitation: a depthwise k-wide conv along each strip, one per direction
     (``conv_h`` on (B, C, H, 1), ``conv_w`` on (B, C, 1, W)), then [a norm per direction: BN, or
@@ -428,7 +442,7 @@ class StripConv(nn.Module):
             if norm == "bn":
                 return nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum, **dd)
             if norm == "gn":
-                return nn.GroupNorm(1, channels, eps=bn_eps, **dd)
+                return GroupNorm1(channels, eps=bn_eps, **dd)
             return None
 
         self.norm_h, self.norm_w = make_norm(), make_norm()

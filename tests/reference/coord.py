@@ -27,7 +27,7 @@ class CoordAttReference(nn.Module):
         self.conv_w = nn.Conv2d(mip, channels, kernel_size=1, stride=1, padding=0)
 
     def forward(self, x):
-        n, c, h, w = x.size()
+        h, w = x.shape[-2:]
         x_h = F.adaptive_avg_pool2d(x, (h, 1))
         x_w = F.adaptive_avg_pool2d(x, (1, w)).permute(0, 1, 3, 2)
         y = torch.cat([x_h, x_w], dim=2)

@@ -14,7 +14,7 @@ class SimAMReference(nn.Module):
         self.e_lambda = e_lambda
 
     def forward(self, x):
-        b, c, h, w = x.size()
+        h, w = x.shape[-2:]
         n = w * h - 1
         x_minus_mu_square = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
         y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5

@@ -503,12 +503,28 @@ class DCTPool(nn.Module):
         self.selection = selection
         self.register_buffer("u", torch.tensor([us[g] for g in group], device=device), persistent=False)
         self.register_buffer("v", torch.tensor([vs[g] for g in group], device=device), persistent=False)
+        self._filters: dict[tuple, torch.Tensor] = {}  # eager only: (H, W, dtype, device) -> (C, H, W) filter
+
+    def filter(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (C, H, W) DCT filter of each channel at this map size."""
+        basis_h = dct_basis(self.u * (h // 7), h)  # (C, H)
+        basis_w = dct_basis(self.v * (w // 7), w)  # (C, W)
+        return (basis_h.unsqueeze(2) * basis_w.unsqueeze(1)).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        basis_h = dct_basis(self.u * (h // 7), h).to(x.dtype)  # (C, H)
-        basis_w = dct_basis(self.v * (w // 7), w).to(x.dtype)  # (C, W)
-        return (x * (basis_h.unsqueeze(2) * basis_w.unsqueeze(1))).sum(dim=(-2, -1))
+        if isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling():
+            # eager: reuse the filter of this size (a compiler folds it into a constant by itself; a host
+            # model traced with torch.fx sees the computation)
+            key = (h, w, x.dtype, x.device, self.u.device)
+            filt = self._filters.get(key)
+            if filt is None:
+                if len(self._filters) >= 8:
+                    self._filters.clear()
+                filt = self._filters[key] = self.filter(h, w, x.dtype)
+        else:
+            filt = self.filter(h, w, x.dtype)
+        return (x * filt).sum(dim=(-2, -1))
 
     def extra_repr(self) -> str:
         return f"selection={self.selection!r}"

@@ -2,6 +2,7 @@
 
     dynattn --version
     dynattn list                                     presets, references, parameters per 64 channels
+    dynattn list --fields                            every AttnSpec field and the values it takes
     dynattn show cbam                                the generated torch.fx code of a spec
     dynattn show "AttnSpec(pool=['avg', 'max'], target='spatial')"
     dynattn sites resnet50 --spec se --where residual    where it would go (graph_passes.list_sites)
@@ -87,6 +88,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from . import build, presets
     from .dynamic_conv import DynamicConv2d
 
+    if args.fields:
+        return _list_fields()
     rows = []
     for name, make in presets.PRESETS.items():
         spec = make()
@@ -104,6 +107,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("params@64: parameters added at 64 channels (kernel ones: to a 64->64 3x3 conv)\n"
           "targets: where the weights go (kernel presets: the router's heads)\n"
           "timm: flavor='timm' reproduces timm's module: get_spec(name, flavor='timm')")
+    return 0
+
+
+def _list_fields() -> int:
+    import dataclasses
+
+    from .spec import AttnSpec
+    from .vocab import FIELD_VALUES
+
+    rows = []
+    for f in dataclasses.fields(AttnSpec):
+        values = FIELD_VALUES[f.name]
+        shown = values if isinstance(values, str) else ", ".join(map(repr, values))
+        default = "(by target)" if f.default is None and f.name in ("pool", "target", "merge", "excite", "gate") \
+            else repr(f.default)
+        rows.append((f.name, shown, default))
+    _table("AttnSpec fields (a field set where it has no effect is an error)", ("field", "values", "default"), rows)
     return 0
 
 
@@ -333,8 +353,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", help="print the versions of dynattn, torch and Python, and exit",
                    version=f"dynattn {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    sub.add_parser("list", help="presets with their targets, sizes and papers",
-                   description="Every preset: where its weights go, its parameters at 64 channels, its paper.")
+    lst = sub.add_parser("list", help="presets with their targets, sizes and papers",
+                         description="Every preset: where its weights go, its parameters at 64 channels, its paper.")
+    lst.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
 
     show = sub.add_parser("show", help="the generated code of a spec",
                           description="Print the torch.fx code a spec compiles to (a kernel spec: its router's).")

@@ -2,10 +2,10 @@
 
 - ``spec.layer`` (:class:`SpecLayer`): a callable ``layer(channels, **kwargs) -> nn.Module`` for
   code that takes an attention layer class, such as ``timm.create_model(..., attn_layer=...)``.
-- ``load_timm_weights(module, timm_module)`` copies a trained ``timm.layers`` SE, ECA or
-  CBAM module into the module ``build`` made from the matching ``flavor="timm"`` preset, so
-  a checkpoint trained with timm keeps its numerics. timm is not imported: the mapping works
-  on state_dict keys, and shapes are checked before anything is copied.
+- ``load_timm_weights(module, timm_module)`` copies a trained ``timm.layers`` attention module (each
+  of the 14 that ``timm.layers.create_attn`` names) into the module ``build`` made from the matching
+  ``flavor="timm"`` preset, so a checkpoint trained with timm keeps its numerics. timm is not
+  imported: the mapping works on state_dict keys, and shapes are checked before anything is copied.
 """
 
 from __future__ import annotations
@@ -34,7 +34,23 @@ TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
         "spatial.conv.conv.": "spatial.excite.conv.",
         "spatial.conv.bn.": "spatial.excite.bn.",
     },
+    "EffectiveSEModule": {"fc.": "excite."},
+    "CecaModule": {"conv.": "excite.conv."},
+    "GatherExcite": {"mlp.fc1.": "excite.fc1.", "mlp.fc2.": "excite.fc2."},
+    "GlobalContext": {
+        "conv_attn.": "pool_attn.conv.",
+        "mlp_scale.fc1.": "excite.fc1.", "mlp_scale.norm.": "excite.ln.", "mlp_scale.fc2.": "excite.fc2.",
+        "mlp_add.fc1.": "excite.fc1.", "mlp_add.norm.": "excite.ln.", "mlp_add.fc2.": "excite.fc2.",
+    },
+    "CoordAttn": {"conv1.": "excite.fc1.", "bn1.": "excite.bn.", "conv_h.": "excite.fc_h.", "conv_w.": "excite.fc_w."},
+    "SimpleCoordAttn": {"fc1.": "excite.fc1.", "fc_h.": "excite.fc_h.", "fc_w.": "excite.fc_w."},
+    "EfficientLocalAttn": {"conv_h.": "excite.conv_h.", "conv_w.": "excite.conv_w.", "norm_h.": "excite.norm_h.",
+                           "norm_w.": "excite.norm_w."},
+    "StripAttn": {"conv_h.": "excite.conv_h.", "conv_w.": "excite.conv_w."},
 }
+# ECA-MLP is an EcaModule too: its second conv maps alongside the first
+TIMM_KEY_MAPS["EcaModule"]["conv2."] = "excite.conv2."
+TIMM_KEY_MAPS["LightCbamModule"] = TIMM_KEY_MAPS["CbamModule"]
 
 
 def _rename(key: str, mapping: dict[str, str]) -> str | None:

@@ -7,6 +7,8 @@ follow timm's (``fc1``/``fc2``, ``conv``/``bn``) so checkpoints map across by re
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.fx
 from torch import nn
@@ -14,9 +16,12 @@ from torch.nn import functional as F
 
 from .errors import InputError
 from .mixing import is_exporting
-from .vocab import ACTS
+from .vocab import ACTS, DCT_FREQUENCIES
 
-__all__ = ["MLP", "ChannelConv1d", "SpatialConv", "ConvMLP", "PixelMLP", "bn_guard"]
+__all__ = [
+    "MLP", "ChannelConv1d", "ChannelConv1dMLP", "Channelwise", "SpatialConv", "SpatialBottleneck", "ConvMLP",
+    "PixelMLP", "Energy", "StripMLP", "StripConv", "GroupNorm1", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
+]
 
 
 def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
@@ -44,7 +49,9 @@ class MLP(nn.Module):
     """Two linear layers over the last axis: ``(..., in) -> (..., hidden) -> (..., out)``.
 
     SE / CBAM's channel MLP and a dynamic-conv router. Leading axes pass through, so
-    several pooled descriptors can share one call when stacked.
+    several pooled descriptors can share one call when stacked. ``norm`` after the first layer:
+    ``"bn"`` (BatchNorm over the hidden units, BAM's channel gate) or ``"ln"`` (LayerNorm over
+    them, global context's ``LayerNorm([planes, 1, 1])``).
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class MLP(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(in_features, hidden, bias=bias, **dd)
         self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.ln = nn.LayerNorm(hidden, eps=bn_eps, **dd) if norm == "ln" else None
         self.act = _act(act)
         self.fc2 = nn.Linear(hidden, out_features, bias=bias, **dd)
 
@@ -72,6 +80,8 @@ class MLP(nn.Module):
         x = self.fc1(x)
         if self.bn is not None:
             x = self.bn(bn_guard(x, self.training))
+        if self.ln is not None:
+            x = self.ln(x)
         return self.fc2(self.act(x))
 
 
@@ -79,7 +89,8 @@ class ChannelConv1d(nn.Module):
     """ECA's excitation: a 1-D conv across the channel sequence, ``(B, C) -> (B, C)``.
 
     With ``in_descriptors > 1`` the input is ``(B, n, C)``: n pooled descriptors as the
-    conv's input channels.
+    conv's input channels. ``padding_mode="circular"`` wraps the sequence around (timm's CECA:
+    the first and last channels are neighbours), at any channel count.
     """
 
     def __init__(
@@ -88,11 +99,13 @@ class ChannelConv1d(nn.Module):
         *,
         in_descriptors: int = 1,
         bias: bool = False,
+        padding_mode: str = "zeros",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.stacked = in_descriptors > 1
+        self.circular = padding_mode == "circular"
         self.conv = nn.Conv1d(
             in_descriptors, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=bias,
             device=device, dtype=dtype,
@@ -105,10 +118,15 @@ class ChannelConv1d(nn.Module):
         # than the pooling itself (see the ECA rows of ``python -m dynattn.bench``).
         if not self.stacked:
             x = x.unsqueeze(1)
-        if is_exporting():  # TorchScript's ONNX exporter has no Unfold of unknown size: the conv itself
-            return self.conv(x).squeeze(1)
-        pad = self.conv.padding[0]
-        windows = F.pad(x, (pad, pad)).unfold(-1, self.conv.kernel_size[0], 1)  # (B, n, C, k)
+        pad, k = self.conv.padding[0], self.conv.kernel_size[0]
+        if self.circular:  # window j of channel i reads channel (i + j - pad) mod C
+            c = x.shape[-1]
+            index = (torch.arange(c, device=x.device).unsqueeze(1) + torch.arange(k, device=x.device) - pad) % c
+            windows = x[..., index]  # (B, n, C, k)
+        elif is_exporting():  # TorchScript's ONNX exporter has no Unfold of unknown size: the conv itself
+            return self.conv(x).squeeze(1) if not self.stacked else self.conv(x)[:, 0]
+        else:
+            windows = F.pad(x, (pad, pad)).unfold(-1, k, 1)  # (B, n, C, k)
         y = (windows * self.conv.weight[0].unsqueeze(1)).sum((1, 3))
         return y if self.conv.bias is None else y + self.conv.bias
 
@@ -121,6 +139,7 @@ class SpatialConv(nn.Module):
         in_channels: int,
         kernel_size: int,
         *,
+        dilation: int = 1,
         bias: bool = False,
         norm: str | None = None,
         bn_momentum: float = 0.1,
@@ -130,7 +149,8 @@ class SpatialConv(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(in_channels, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=bias, **dd)
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2,
+                              dilation=dilation, bias=bias, **dd)
         self.bn = nn.BatchNorm2d(1, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,6 +169,7 @@ class ConvMLP(nn.Module):
         hidden: int,
         kernel_size: int,
         *,
+        dilation: int = 1,
         bias: bool = True,
         act: str = "relu",
         norm: str | None = None,
@@ -159,12 +180,12 @@ class ConvMLP(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        pad = (kernel_size - 1) // 2
+        conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
         bn = norm == "bn"
-        self.conv1 = nn.Conv2d(channels, hidden, kernel_size, padding=pad, bias=bias, **dd)
+        self.conv1 = nn.Conv2d(channels, hidden, kernel_size, **conv)
         self.bn1 = nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
         self.act = _act(act)
-        self.conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=pad, bias=bias, **dd)
+        self.conv2 = nn.Conv2d(hidden, channels, kernel_size, **conv)
         self.bn2 = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +199,8 @@ class ConvMLP(nn.Module):
 
 
 class PixelMLP(nn.Module):
-    """GAM's channel excitation: the same MLP C -> hidden -> C at every pixel.
+    """The same MLP C -> hidden -> C at every pixel: GAM's channel excitation, and the excitation of
+    each window of a local extent (gather-excite, as timm's ``ConvMlp``).
 
     Written as 1x1 convs, which compute exactly a per-pixel ``Linear`` without the
     permute copies to (B, HW, C) and back.
@@ -189,6 +211,40 @@ class PixelMLP(nn.Module):
         channels: int,
         hidden: int,
         *,
+        out_channels: int | None = None,
+        bias: bool = True,
+        act: str = "relu",
+        norm: str | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias, **dd)
+        self.bn = nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.act = _act(act)
+        self.fc2 = nn.Conv2d(hidden, out_channels or channels, 1, bias=bias, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        if self.bn is not None:
+            x = self.bn(bn_guard(x, self.training))
+        return self.fc2(self.act(x))
+
+
+class ChannelConv1dMLP(nn.Module):
+    """timm's ECA-MLP (``EcaModule(use_mlp=True)``): each channel's descriptors through a hidden
+    layer of width ``hidden`` (a 1x1 conv along the channel sequence), the activation, then ECA's
+    k-wide conv back to one value per channel: ``(B, C)`` or ``(B, n, C)`` -> ``(B, C)``."""
+
+    def __init__(
+        self,
+        kernel_size: int,
+        hidden: int,
+        *,
+        in_descriptors: int = 1,
         bias: bool = True,
         act: str = "relu",
         device: torch.device | None = None,
@@ -196,9 +252,282 @@ class PixelMLP(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias, **dd)
+        self.stacked = in_descriptors > 1
+        self.conv = nn.Conv1d(in_descriptors, hidden, 1, bias=bias, **dd)
         self.act = _act(act)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias, **dd)
+        self.conv2 = nn.Conv1d(hidden, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        if not self.stacked:
+            x = x.unsqueeze(1)
+        return self.conv2(self.act(self.conv(x))).squeeze(1)
+
+
+class Channelwise(nn.Module):
+    """SRM's channel-wise fully connected layer: channel c's n descriptors weighted by channel c's own
+    n weights and summed, ``(B, n, C)`` (or ``(B, C)``) -> ``(B, C)``, then BatchNorm over channels.
+
+    The weights start at zero, as the authors' code initialises them (the gate starts at
+    sigmoid(BN bias))."""
+
+    def __init__(
+        self,
+        channels: int,
+        in_descriptors: int,
+        *,
+        bias: bool = False,
+        norm: str | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.stacked = in_descriptors > 1
+        self.weight = nn.Parameter(torch.zeros(channels, in_descriptors, **dd))
+        self.bias = nn.Parameter(torch.zeros(channels, **dd)) if bias else None
+        self.bn = nn.BatchNorm1d(channels, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.stacked:
+            x = x.unsqueeze(1)
+        y = (x * self.weight.t()).sum(1)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.bn is not None:
+            y = self.bn(bn_guard(y, self.training))
+        return y
+
+
+class SpatialBottleneck(nn.Module):
+    """BAM's spatial branch: every channel of x (no pooling) to one map, ``(B, C, H, W) -> (B, 1, H, W)``:
+    a 1x1 conv to ``hidden`` channels, two k x k convs dilated by ``dilation``, each followed by
+    [BN and] the activation, then a 1x1 conv to one channel."""
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        kernel_size: int,
+        *,
+        dilation: int = 1,
+        bias: bool = True,
+        act: str = "relu",
+        norm: str | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
+
+        def bn() -> nn.Module | None:
+            return nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+
+        self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=bias, **dd)
+        self.bn_reduce = bn()
+        self.conv1 = nn.Conv2d(hidden, hidden, kernel_size, **conv)
+        self.bn1 = bn()
+        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size, **conv)
+        self.bn2 = bn()
+        self.act = _act(act)
+        self.conv_final = nn.Conv2d(hidden, 1, 1, bias=bias, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, bn in ((self.conv_reduce, self.bn_reduce), (self.conv1, self.bn1), (self.conv2, self.bn2)):
+            x = conv(x)
+            if bn is not None:
+                x = bn(bn_guard(x, self.training))
+            x = self.act(x)
+        return self.conv_final(x)
+
+
+class Energy(nn.Module):
+    """SimAM's parameter-free excitation, the inverse of each neuron's minimal energy:
+    ``(x - mean)^2 / (4 * (var + lambda)) + 1/2`` with mean and var = sum((x - mean)^2) / (n - 1)
+    over each map of n = H * W positions (n - 1 taken as 1 on a 1x1 map, where the authors' code
+    divides by zero)."""
+
+    def __init__(self, lam: float = 1e-4) -> None:
+        super().__init__()
+        self.lam = lam
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[-2] * x.shape[-1] - 1
+        n = n + (n == 0)  # no Python branch on the shape: a host model still traces through this
+        deviation = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2)
+        return deviation / (4 * (deviation.sum(dim=(-2, -1), keepdim=True) / n + self.lam)) + 0.5
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam:g}"
+
+
+class StripMLP(nn.Module):
+    """Coordinate attention's excitation: the H strip (B, C, H, 1) and the W strip (B, C, 1, W) through
+    one shared 1x1 layer C -> hidden [+ BN] + activation, computed on both strips together (so
+    BatchNorm's statistics cover both, as the official code's ``cat`` does), then a 1x1 layer
+    hidden -> C of its own per direction. Returns the two excitations in their strip layouts."""
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        *,
+        bias: bool = True,
+        act: str = "relu",
+        norm: str | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Conv1d(channels, hidden, 1, bias=bias, **dd)
+        self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.act = _act(act)
+        self.fc_h = nn.Conv1d(hidden, channels, 1, bias=bias, **dd)
+        self.fc_w = nn.Conv1d(hidden, channels, 1, bias=bias, **dd)
+
+    def forward(self, h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = h.flatten(2), w.flatten(2)  # (B, C, H), (B, C, W)
+        y = self.fc1(torch.cat([h, w], dim=2))
+        if self.bn is not None:
+            y = self.bn(bn_guard(y, self.training))
+        y_h, y_w = torch.split(self.act(y), [h.shape[2], w.shape[2]], dim=2)
+        return self.fc_h(y_h).unsqueeze(3), self.fc_w(y_w).unsqueeze(2)
+
+
+class GroupNorm1(nn.GroupNorm):
+    """GroupNorm with one group over a (B, C, H, W) map: each sample normalised over all of its values, then a
+    per-channel scale and shift (timm's ``GroupNorm1``). Written as a layer norm over (C, H, W), which also
+    takes a single value (it gives 0, then the shift), where ``nn.GroupNorm`` raises."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-5, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(1, channels, eps=eps, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class StripConv(nn.Module):
+    """Strip attention's / ELA's excitation: a depthwise k-wide conv along each strip, one per direction
+    (``conv_h`` on (B, C, H, 1), ``conv_w`` on (B, C, 1, W)), then [a norm per direction: BN, or
+    GroupNorm with one group] and the activation."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        *,
+        bias: bool = False,
+        act: str = "identity",
+        norm: str | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        pad = (kernel_size - 1) // 2
+        self.conv_h = nn.Conv2d(channels, channels, (kernel_size, 1), padding=(pad, 0), groups=channels, bias=bias,
+                                **dd)
+        self.conv_w = nn.Conv2d(channels, channels, (1, kernel_size), padding=(0, pad), groups=channels, bias=bias,
+                                **dd)
+
+        def make_norm() -> nn.Module | None:
+            if norm == "bn":
+                return nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum, **dd)
+            if norm == "gn":
+                return GroupNorm1(channels, eps=bn_eps, **dd)
+            return None
+
+        self.norm_h, self.norm_w = make_norm(), make_norm()
+        self.bn_checked = norm == "bn"
+        self.act = _act(act)
+
+    def _one(self, x: torch.Tensor, conv: nn.Module, norm: nn.Module | None) -> torch.Tensor:
+        x = conv(x)
+        if norm is not None:
+            x = norm(bn_guard(x, self.training) if self.bn_checked else x)
+        return self.act(x)
+
+    def forward(self, h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._one(h, self.conv_h, self.norm_h), self._one(w, self.conv_w, self.norm_w)
+
+
+class AttentionPool(nn.Module):
+    """Global context's attention pooling: a 1x1 conv C -> 1 gives one logit per position, a softmax over
+    the positions weights them, and the weighted sum of x is the channel descriptor: ``(B, C, H, W) ->
+    (B, C)``. The conv starts Kaiming-normal (fan in), as GCNet's code and timm initialise it."""
+
+    def __init__(self, channels: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, 1, bias=True, device=device, dtype=dtype)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.conv(x).flatten(2), dim=-1)  # (B, 1, HW)
+        return torch.bmm(x.flatten(2), weights.transpose(1, 2)).flatten(1)
+
+
+def dct_basis(frequencies: torch.Tensor, n: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis rows ``cos(pi * f * (t + 1/2) / n) / sqrt(n)`` (times sqrt(2) where f > 0),
+    one per entry of ``frequencies``: ``(len(f), n)``, in float32. The angle is reduced exactly in
+    integers first (period 4n in f * (2t + 1)), so it stays accurate at high frequencies."""
+    t = torch.arange(n, device=frequencies.device)
+    phase = (frequencies.unsqueeze(1) * (2 * t + 1)) % (4 * n)
+    basis = torch.cos(phase.to(torch.float32) * (math.pi / 2) / n) * n ** -0.5
+    return torch.where(frequencies.unsqueeze(1) == 0, basis, basis * math.sqrt(2))
+
+
+class DCTPool(nn.Module):
+    """FcaNet's multi-spectral pooling: channel c's descriptor is the 2-D DCT component of its map at the
+    frequency (u, v) of its group, ``sum_hw x[c, h, w] * B_u(h) * B_v(w)``: ``(B, C, H, W) -> (B, C)``.
+
+    ``selection`` names FcaNet's frequencies (``"top16"``: the 16 best of the paper's ablation, in a
+    7x7 frequency space); the channels are split into that many equal groups (channel c takes
+    frequency ``c * n // C``: FcaNet's split where n divides C). As FcaNet does for a DCT of size
+    H x W, the 7x7 indices are scaled by ``H // 7`` and ``W // 7``; the basis is built for each map
+    size as it comes (FcaNet fixes one size per stage: 56, 28, 14, 7 in its ResNets), so the module
+    takes any input size without adaptive pooling. No parameters and no state."""
+
+    def __init__(self, channels: int, selection: str = "top16", *, device: torch.device | None = None) -> None:
+        super().__init__()
+        kind, n = selection[:3], int(selection[3:])
+        us, vs = (f[:n] for f in DCT_FREQUENCIES[kind])
+        group = [c * n // channels for c in range(channels)]
+        self.selection = selection
+        self.register_buffer("u", torch.tensor([us[g] for g in group], device=device), persistent=False)
+        self.register_buffer("v", torch.tensor([vs[g] for g in group], device=device), persistent=False)
+        self._filters: dict[tuple, torch.Tensor] = {}  # eager only: (H, W, dtype, device) -> (C, H, W) filter
+
+    def filter(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (C, H, W) DCT filter of each channel at this map size."""
+        basis_h = dct_basis(self.u * (h // 7), h)  # (C, H)
+        basis_w = dct_basis(self.v * (w // 7), w)  # (C, W)
+        return (basis_h.unsqueeze(2) * basis_w.unsqueeze(1)).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        if isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling():
+            # eager: reuse the filter of this size (a compiler folds it into a constant by itself; a host
+            # model traced with torch.fx sees the computation)
+            key = (h, w, x.dtype, x.device, self.u.device)
+            filt = self._filters.get(key)
+            if filt is None:
+                if len(self._filters) >= 8:
+                    self._filters.clear()
+                filt = self._filters[key] = self.filter(h, w, x.dtype)
+        else:
+            filt = self.filter(h, w, x.dtype)
+        return (x * filt).sum(dim=(-2, -1))
+
+    def extra_repr(self) -> str:
+        return f"selection={self.selection!r}"

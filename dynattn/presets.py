@@ -24,8 +24,9 @@ from .errors import SpecError
 from .spec import AttnSpec
 
 __all__ = [
-    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "get_spec", "list_presets", "PRESETS",
-    "as_spec",
+    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "ese", "ecam", "ceca", "ge", "gc", "gca",
+    "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "get_spec", "list_presets", "PRESETS",
+    "as_spec", "TIMM_ATTENTIONS",
 ]
 
 _FLAVORS = {
@@ -37,7 +38,27 @@ _FLAVORS = {
     "condconv": ("official",),
     "dyconv": ("official",),
     "odconv": ("official",),
+    "ese": ("official", "timm"),
+    "ecam": ("timm",),
+    "ceca": ("timm",),
+    "ge": ("official", "timm"),
+    "gc": ("official", "timm"),
+    "gca": ("official", "timm"),
+    "lcbam": ("timm",),
+    "coord": ("official", "timm"),
+    "scoord": ("timm",),
+    "ela": ("timm",),
+    "strip": ("timm",),
+    "simam": ("official",),
+    "bam": ("official", "paper"),
+    "srm": ("official",),
+    "fca": ("official",),
 }
+
+#: The lightweight attentions ``timm.layers.create_attn`` names (``get_attn``); each is a preset of
+#: the same name whose ``flavor="timm"`` reproduces that timm module.
+TIMM_ATTENTIONS = ("se", "ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord", "ela",
+                   "strip")
 
 
 def _flavor(preset: str, flavor: str) -> str:
@@ -212,10 +233,16 @@ def dyconv(
     """Dynamic convolution: W = sum_k pi_k W_k with pi = softmax(MLP(avgpool(x)) / T).
 
     ``official``: Chen et al., "Dynamic Convolution: Attention over Convolution Kernels",
-    CVPR 2020 (arXiv:1912.03458): MLP C -> C/4 -> K with ReLU, temperature annealed from 30
-    to 1 over the first epochs (:class:`dynattn.TemperatureSchedule`). As in the widely used
-    kaijieshi7/Dynamic-convolution-Pytorch code the router has no bias (that code starts T
-    at 34 and steps by 3); the hidden width is at least 4 (that code uses K for RGB input).
+    CVPR 2020 (arXiv:1912.03458), the paper's router: average pooling, FC C -> C/4, ReLU,
+    FC -> K, softmax of the logits over the temperature, annealed from 30 to 1 over the first
+    epochs (:class:`dynattn.TemperatureSchedule`). The paper states no biases; this router has
+    none, and a hidden width of ``int(C / 4)``, at least 4.
+
+    The widely used kaijieshi7/Dynamic-convolution-Pytorch code differs: only its first commits
+    had a router without biases; its current ``attention2d`` has ``fc1`` without a bias but ``fc2``
+    with one, a hidden width of ``int(C * 0.25) + 1`` (K for an RGB input), and a temperature
+    that starts at 34 and steps down by 3. ``AttnSpec.dyconv().replace(...)`` cannot give fc1 and
+    fc2 different biases, so that code is not reproduced exactly.
     """
     _flavor("dyconv", flavor)
     return AttnSpec(
@@ -256,6 +283,256 @@ def odconv(
     )
 
 
+# ---------------------------------------------------------------------------- timm's attention zoo
+def ese(*, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Effective Squeeze-Excitation: average pooling, one 1x1 layer C -> C with bias (no reduction), hard
+    sigmoid ``relu6(z + 3) / 6``, channel scale.
+
+    - ``official``: Lee & Park, "CenterMask: Real-Time Anchor-Free Instance Segmentation", CVPR 2020
+      (arXiv:1911.06667), the eSE module of youngwanLEE/CenterMask's VoVNetV2.
+    - ``timm``: ``timm.layers.EffectiveSEModule``: the same numerics.
+    """
+    timm = _flavor("ese", flavor) == "timm"
+    return AttnSpec(
+        pool=("avg",), target="channel", excite="linear", bias=True, gate="hard_sigmoid", init=init, name="ESE",
+        reference="timm.layers.EffectiveSEModule" if timm else
+        "Lee & Park 2020, CenterMask eSE (arXiv:1911.06667), youngwanLEE/CenterMask",
+    )
+
+
+def ecam(*, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """ECA with an MLP, a timm experiment (``EcaModule(channels=C, use_mlp=True)``; timm's code marks it
+    "not in paper", so timm is its reference): average pooling, each channel's value through a
+    1x1 layer 1 -> hidden with bias and ReLU, then ECA's k-wide conv hidden -> 1 with bias, sigmoid.
+    Hidden ``make_divisible(C / 8, 8)`` (timm's default 0.9 round limit); k by ECA's rule, at least 3.
+    """
+    _flavor("ecam", flavor)
+    return AttnSpec(
+        pool=("avg",), target="channel", excite="conv1d_mlp", kernel_size="adaptive", kernel_min=3, reduction=8,
+        divisor=8, rounding="nearest_90", bias=True, act="relu", gate="sigmoid", init=init, name="ECAM",
+        reference="timm.layers.EcaModule(use_mlp=True)",
+    )
+
+
+def ceca(*, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """Circular ECA, a timm variant (``timm.layers.CecaModule``, by Chris Ha): ECA whose channel conv pads
+    circularly, so the first and last channels are neighbours; k by ECA's rule, at least 3; no bias.
+    """
+    _flavor("ceca", flavor)
+    return AttnSpec(
+        pool=("avg",), target="channel", excite="conv1d", kernel_size="adaptive", kernel_min=3, bias=False,
+        padding_mode="circular", gate="sigmoid", init=init, name="CECA", reference="timm.layers.CecaModule",
+    )
+
+
+def ge(extent: int = 0, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Gather-Excite: gather context by average pooling over a local ``extent`` (0: the whole map; e: windows
+    of 2e - 1 with stride e), excite, resize the gate back to H x W by nearest neighbours, sigmoid, scale.
+
+    - ``official``: Hu et al., "Gather-Excite: Exploiting Feature Context in Convolutional Neural
+      Networks", NeurIPS 2018 (arXiv:1810.12348), the parameter-free GE-theta-minus: the gathered
+      average itself through the sigmoid (the authors' partial Caffe code, hujie-frank/GENet, has no
+      complete module).
+    - ``timm``: ``timm.layers.GatherExcite(C, extent=e)``: an MLP C -> C/16 -> C (1x1 convs with bias,
+      ReLU, hidden rounded to the nearest integer) between gather and gate; ``extent`` even, as timm
+      asserts.
+    """
+    timm = _flavor("ge", flavor) == "timm"
+    if timm and extent % 2:
+        raise SpecError("extent", extent, "timm's GatherExcite takes 0 or an even extent", (0, 2, 4, 8))
+    common = dict(pool=("avg",), target="channel", extent=extent, gate="sigmoid", init=init, name="GE")
+    if timm:
+        return AttnSpec(**common, excite="mlp", reduction=16, rounding="nearest", bias=True, act="relu",
+                        reference="timm.layers.GatherExcite")
+    return AttnSpec(**common, excite="none",
+                    reference="Hu et al. 2018, Gather-Excite GE-theta-minus (arXiv:1810.12348)")
+
+
+def _global_context(preset: str, fuse_add: bool, reduction: float | None, flavor: str, init: str) -> AttnSpec:
+    timm = _flavor(preset, flavor) == "timm"
+    if timm:  # rd_ratio 1/8, make_divisible(divisor=1, round_limit=0), LayerNorm2d(eps=1e-6)
+        hidden = dict(reduction=8 if reduction is None else reduction, rounding="nearest", bn_eps=1e-6)
+        reference = "timm.layers.GlobalContext" + ("(fuse_add=True, fuse_scale=False)" if fuse_add else "")
+    else:  # planes = int(C * ratio), LayerNorm([planes, 1, 1]) with torch's eps
+        hidden = dict(reduction=16 if reduction is None else reduction, rounding="floor", bn_eps=1e-5)
+        reference = "Cao et al. 2019, GCNet (arXiv:1904.11492), xvjiarui/GCNet ContextBlock"
+    add = fuse_add or not timm
+    return AttnSpec(
+        pool=("attn",), target="channel", excite="mlp", **hidden, bias=True, act="relu", norm="ln",
+        gate="identity" if add else "sigmoid", fuse="add" if add else "mul", init=init,
+        name="GCA" if preset == "gca" else "GC", reference=reference,
+    )
+
+
+def gc(reduction: float | None = None, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Global context: attention pooling (a 1x1 conv C -> 1, softmax over positions, weighted sum of x), a
+    bottleneck C -> C/r -> C of 1x1 layers with LayerNorm and ReLU between, then fused with x.
+
+    - ``official``: Cao et al., "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
+      ICCVW 2019 (arXiv:1904.11492), xvjiarui/GCNet's ``ContextBlock`` with its defaults: fusion by
+      addition (``channel_add``), ``x + transform(context)``; r = 16 (``int(C / 16)``), LayerNorm eps 1e-5.
+    - ``timm``: ``timm.layers.GlobalContext(C)``: fusion by scaling, ``x * sigmoid(transform(context))``;
+      r = 8 rounded to the nearest integer, LayerNorm eps 1e-6.
+    """
+    return _global_context("gc", False, reduction, flavor, init)
+
+
+def gca(reduction: float | None = None, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Global context fused by addition, ``x + transform(context)`` (see :func:`gc`).
+
+    - ``official``: GCNet's block as its paper and ``ContextBlock`` define it (the same spec as
+      ``gc(flavor="official")``).
+    - ``timm``: ``timm.layers.GlobalContext(C, fuse_add=True, fuse_scale=False)`` (``get_attn("gca")``).
+    """
+    return _global_context("gca", True, reduction, flavor, init)
+
+
+def lcbam(reduction: float = 16, kernel_size: int = 7, *, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """Light CBAM, a timm experiment (``timm.layers.cbam.LightCbamModule``; timm is its reference): CBAM
+    whose branches average the mean and max pools before one excitation, ``0.5 * mean + 0.5 * max``:
+    channel MLP without bias (hidden ``round(C / r)``), spatial conv (1 -> 1, k x k, no bias) + BN.
+    """
+    _flavor("lcbam", flavor)
+    channel = AttnSpec(pool=("avg", "max"), target="channel", excite="mlp", merge="mean", reduction=reduction,
+                       rounding="nearest", bias=False, gate="sigmoid", init=init, name="channel")
+    spatial = AttnSpec(pool=("avg", "max"), target="spatial", excite="conv", merge="mean", kernel_size=kernel_size,
+                       bias=False, norm="bn", gate="sigmoid", init=init, name="spatial")
+    return AttnSpec(stages=(channel, spatial), name="LightCBAM", reference="timm.layers.cbam.LightCbamModule")
+
+
+def coord(reduction: float | None = None, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Coordinate attention: x averaged along W (an H strip) and along H (a W strip); both strips through one
+    shared 1x1 layer C -> hidden with BN and h-swish (on their concatenation, as the official code
+    does), a 1x1 layer hidden -> C per direction, a sigmoid gate per direction; ``x * a_h * a_w``.
+
+    - ``official``: Hou et al., "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021
+      (arXiv:2103.02907), houqb/CoordAttention's ``CoordAtt``: hidden ``max(8, C // 32)``, convs with bias.
+    - ``timm``: ``timm.layers.CoordAttn(C)``: hidden ``make_divisible(C / 16 * 2/3, 8)`` (r = 24,
+      nearest multiple of 8), convs without bias.
+    """
+    timm = _flavor("coord", flavor) == "timm"
+    common = dict(pool=("avg",), target="strip", excite="mlp", merge="prod", norm="bn", act="hard_swish",
+                  gate="sigmoid", init=init, name="CoordAtt")
+    if timm:
+        return AttnSpec(**common, reduction=24 if reduction is None else reduction, divisor=8, rounding="nearest",
+                        bias=False, reference="timm.layers.CoordAttn")
+    return AttnSpec(**common, reduction=32 if reduction is None else reduction, min_width=8, bias=True,
+                    reference="Hou et al. 2021, Coordinate Attention (arXiv:2103.02907), houqb/CoordAttention")
+
+
+def scoord(*, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """Simple coordinate attention, a timm variant (``timm.layers.SimpleCoordAttn``; timm is its reference):
+    the strips through a shared linear layer C -> hidden with SiLU (no norm), a linear layer per
+    direction, their sum through one sigmoid: ``x * sigmoid(z_h + z_w)``; hidden
+    ``make_divisible(C / 4 * 2/3, 8)`` (r = 6)."""
+    _flavor("scoord", flavor)
+    return AttnSpec(
+        pool=("avg",), target="strip", excite="mlp", merge="sum", reduction=6, divisor=8, rounding="nearest",
+        bias=True, act="silu", gate="sigmoid", init=init, name="SimpleCoordAtt",
+        reference="timm.layers.SimpleCoordAttn",
+    )
+
+
+def ela(kernel_size: int = 7, *, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """Efficient local attention as timm writes it (``timm.layers.EfficientLocalAttn``): the strips each
+    through a depthwise k-wide conv of their own (no bias), GroupNorm with one group, SiLU, and a
+    sigmoid gate; ``x * a_h * a_w``.
+
+    Only ``flavor="timm"``: the ELA paper's code (Xu & Wan 2024, arXiv:2403.01123) shares one conv and
+    one GroupNorm of 16 groups between the two strips and has no SiLU; a spec has no way to share a
+    strip conv between the directions, so that form is not offered.
+    """
+    _flavor("ela", flavor)
+    return AttnSpec(
+        pool=("avg",), target="strip", excite="conv", merge="prod", kernel_size=kernel_size, bias=False, norm="gn",
+        act="silu", gate="sigmoid", init=init, name="ELA", reference="timm.layers.EfficientLocalAttn",
+    )
+
+
+def strip(kernel_size: int = 3, *, flavor: str = "timm", init: str = "default") -> AttnSpec:
+    """Strip attention, a timm module (``timm.layers.StripAttn``; timm is its reference): the strips each
+    through a depthwise k-wide conv of their own (no bias), summed into one map, sigmoid:
+    ``x * sigmoid(conv_h(x_h) + conv_w(x_w))``."""
+    _flavor("strip", flavor)
+    return AttnSpec(
+        pool=("avg",), target="strip", excite="conv", merge="sum", kernel_size=kernel_size, bias=False,
+        gate="sigmoid", init=init, name="StripAttn", reference="timm.layers.StripAttn",
+    )
+
+
+# ---------------------------------------------------------------------------- beyond timm
+def simam(e_lambda: float = 1e-4, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """SimAM: a parameter-free element gate from each neuron's energy, ``x * sigmoid((x - mu)^2 / (4 (var +
+    lambda)) + 1/2)`` with mu and var = sum((x - mu)^2) / (H W - 1) over each map.
+
+    ``official``: Yang et al., "SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural
+    Networks", ICML 2021, ZjjConan/SimAM's ``simam_module`` (lambda = 1e-4, ``e_lambda``). On a 1x1 map,
+    where that code divides by zero, H W - 1 is taken as 1.
+    """
+    _flavor("simam", flavor)
+    return AttnSpec(
+        pool=("none",), target="element", excite="energy", bn_eps=e_lambda, gate="sigmoid", init=init,
+        name="SimAM", reference="Yang et al. 2021, SimAM (ICML 2021), ZjjConan/SimAM",
+    )
+
+
+def bam(reduction: float = 16, dilation: int = 4, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Bottleneck attention module: a channel branch (average pooling, MLP C -> C/r -> C with BN and ReLU)
+    and a spatial branch (1x1 conv C -> C/r, two 3x3 convs dilated by 4, a 1x1 conv to one map; BN and
+    ReLU after each but the last) run in parallel on x; ``x * (1 + sigmoid(combined))``.
+
+    - ``official``: Park et al., "BAM: Bottleneck Attention Module", BMVC 2018 (arXiv:1807.06514), as
+      the authors' Jongchan/attention-module computes it: the branches are *multiplied*,
+      ``1 + sigmoid(M_c * M_s)``; hidden ``C // r``.
+    - ``paper``: the paper's equation, ``1 + sigmoid(M_c + M_s)`` (the branches added).
+    """
+    merge = "prod" if _flavor("bam", flavor) == "official" else "sum"
+    channel = AttnSpec(pool=("avg",), target="channel", excite="mlp", reduction=reduction, bias=True, norm="bn",
+                       act="relu", gate="identity", name="channel")
+    spatial = AttnSpec(pool=("none",), target="spatial", excite="conv", kernel_size=3, dilation=dilation,
+                       reduction=reduction, bias=True, norm="bn", act="relu", gate="identity", name="spatial")
+    reference = "Park et al. 2018, BAM (arXiv:1807.06514)" + (
+        ", Jongchan/attention-module" if merge == "prod" else ", the paper's equation")
+    return AttnSpec(stages=(channel, spatial), merge=merge, gate="sigmoid", fuse="mul_one_plus", init=init,
+                    name="BAM", reference=reference)
+
+
+def srm(*, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Style-based recalibration: style pooling (each channel's mean and sample standard deviation), a
+    channel-wise fully connected layer (per channel, 2 weights, no bias), BatchNorm, sigmoid.
+
+    ``official``: Lee et al., "SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
+    ICCV 2019 (arXiv:1903.10829), hyunjaelee410/style-based-recalibration-module's ``SRMLayer`` (std
+    divided by n - 1, as ``torch.std``; the channel-wise weights start at zero).
+    """
+    _flavor("srm", flavor)
+    return AttnSpec(
+        pool=("avg", "std_unbiased"), target="channel", merge="concat", excite="channelwise", bias=False,
+        norm="bn", gate="sigmoid", init=init, name="SRM",
+        reference="Lee et al. 2019, SRM (arXiv:1903.10829), hyunjaelee410/style-based-recalibration-module",
+    )
+
+
+def fca(reduction: float = 16, frequencies: str = "top16", *, flavor: str = "official",
+        init: str = "default") -> AttnSpec:
+    """FcaNet's multi-spectral channel attention: the channels split into groups, each pooled by one 2-D DCT
+    component (``frequencies``: the paper's selection, ``top16`` by default), then SE's MLP C -> C/r -> C
+    without bias, sigmoid.
+
+    ``official``: Qin et al., "FcaNet: Frequency Channel Attention Networks", ICCV 2021
+    (arXiv:2012.11879), cfzd/FcaNet's ``MultiSpectralAttentionLayer``: 7x7 frequency indices scaled by
+    ``H // 7`` for a DCT of size H x W. FcaNet builds the DCT for one size per stage (56, 28, 14, 7 in
+    its ResNets) and average-pools other inputs to it; here the DCT is built for the size of each
+    input, which equals FcaNet's module wherever the input has its stage's size.
+    """
+    _flavor("fca", flavor)
+    return AttnSpec(
+        pool=("dct",), frequencies=frequencies, target="channel", excite="mlp", reduction=reduction, bias=False,
+        act="relu", gate="sigmoid", init=init, name="FcaNet",
+        reference="Qin et al. 2021, FcaNet (arXiv:2012.11879), cfzd/FcaNet",
+    )
+
+
 PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "se": se,
     "eca": eca,
@@ -265,6 +542,21 @@ PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "condconv": condconv,
     "dyconv": dyconv,
     "odconv": odconv,
+    "ese": ese,
+    "ecam": ecam,
+    "ceca": ceca,
+    "ge": ge,
+    "gc": gc,
+    "gca": gca,
+    "lcbam": lcbam,
+    "coord": coord,
+    "scoord": scoord,
+    "ela": ela,
+    "strip": strip,
+    "simam": simam,
+    "bam": bam,
+    "srm": srm,
+    "fca": fca,
 }
 
 

@@ -28,7 +28,7 @@ from .validate import check_field_names, normalize
 
 __all__ = ["AttnSpec"]
 
-Target = Literal["channel", "spatial", "element", "kernel"]
+Target = Literal["channel", "spatial", "element", "strip", "kernel"]
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -42,13 +42,18 @@ class AttnSpec:
         AttnSpec.cbam(init="identity")
     """
 
-    #: Pooling ops, in order (``concat`` merges keep it): avg, max, lse, lp, std, none.
+    #: Pooling ops, in order (``concat`` merges keep it): avg, max, lse, lp, std, std_unbiased, attn,
+    #: dct, none.
     pool: tuple[str, ...] | None = None
-    #: Where the weights go: channel (B,C,1,1), spatial (B,1,H,W), element (B,C,H,W), kernel.
+    #: Where the weights go: channel (B,C,1,1), spatial (B,1,H,W), element (B,C,H,W), strip (from an
+    #: H strip B,C,H,1 and a W strip B,C,1,W), kernel.
     target: Target | None = None
-    #: How several pooled descriptors merge: sum (after a shared excitation), concat, mean.
+    #: How several pooled descriptors merge: sum (after a shared excitation), concat, mean; on target
+    #: strip, sum (excitations added before the gate) or prod (gates multiplied). On a composite:
+    #: None runs the stages in sequence, sum / prod runs them in parallel and combines their gates.
     merge: str | None = None
-    #: mlp, linear, conv1d (ECA), conv (k x k), pixel_mlp (per-pixel MLP, GAM) or none.
+    #: mlp, linear, conv1d (ECA), conv1d_mlp, channelwise (SRM), conv (k x k), pixel_mlp (per-pixel
+    #: MLP, GAM), energy (SimAM) or none.
     excite: str | None = None
     #: Hidden width = channels / reduction (before rounding), for excitations with a hidden layer.
     reduction: float = 16.0
@@ -56,18 +61,21 @@ class AttnSpec:
     width: int | None = None
     #: Round the hidden width to a multiple of this.
     divisor: int = 1
-    #: ``floor`` (int(C / r), the papers' code) or ``nearest`` (timm's make_divisible).
+    #: ``floor`` (int(C / r), the papers' code), ``nearest`` (timm's make_divisible, round_limit=0)
+    #: or ``nearest_90`` (make_divisible's default round_limit=0.9).
     rounding: str = "floor"
     #: A lower bound on the hidden width (ODConv: 16). Kernel-target routers default to 4.
     min_width: int | None = None
     #: Bias in the excitation's layers.
     bias: bool = True
-    #: Activation between the excitation's two layers.
-    act: str = "relu"
-    #: ``None`` or ``"bn"``: BatchNorm after the excitation's convs / first MLP layer.
+    #: Activation between the excitation's two layers (default relu), or after a strip conv
+    #: (default identity).
+    act: str | None = None
+    #: ``None``, ``"bn"``, ``"ln"`` or ``"gn"``: normalisation after the excitation's first layer.
     norm: str | None = None
     bn_momentum: float = 0.1
-    bn_eps: float = 1e-5
+    #: The eps added to a variance: the norm layer's (default 1e-5), or SimAM's lambda (1e-4).
+    bn_eps: float | None = None
     #: Kernel size of ``conv`` / ``conv1d`` (odd), or ``"adaptive"`` for ECA's rule.
     kernel_size: int | str | None = None
     #: ECA's adaptive kernel: k = t if t is odd else t + 1, t = int(|log2(C) + beta| / gamma).
@@ -75,19 +83,32 @@ class AttnSpec:
     beta: float = 1.0
     #: Smallest adaptive kernel (timm uses 3).
     kernel_min: int = 1
+    #: Dilation of a ``conv`` excitation's k x k convs (BAM: 4).
+    dilation: int = 1
+    #: ``zeros`` or ``circular`` padding of a ``conv1d`` excitation (timm's CECA).
+    padding_mode: str = "zeros"
+    #: Pooling over a local extent: 0 pools globally; e >= 2 pools windows of 2e - 1 with stride e and
+    #: resizes the gate back to H x W (gather-excite). Channel target.
+    extent: int = 0
+    #: FcaNet's frequency selection for ``pool="dct"``: top/low/bot and 1, 2, 4, 8, 16 or 32.
+    frequencies: str = "top16"
     #: sigmoid, hard_sigmoid, softmax, tanh or identity; applied to excite(...) / temperature.
     gate: str | None = None
     temperature: float = 1.0
-    #: ``default``, or ``identity``: the gate starts at exactly 1 (outputs unchanged). On a
-    #: kernel target, each head that is not a softmax starts at its neutral value (1/K for
-    #: the mixing weights, 1 for ODConv's scalings), so an upcycled conv is reproduced.
+    #: How the weights meet x: ``mul`` (x * w), ``mul_one_plus`` (x * (1 + w), BAM) or ``add`` (x + w,
+    #: global context).
+    fuse: str = "mul"
+    #: ``default``, or ``identity``: w starts at the value that leaves x unchanged (1 for mul, 0 for
+    #: mul_one_plus and add), exactly. On a kernel target, each head that is not a softmax starts
+    #: at its neutral value (1/K for the mixing weights, 1 for ODConv's scalings), so an upcycled
+    #: conv is reproduced.
     init: str = "default"
     #: Kernel target: number of expert kernels and the router's heads.
     experts: int = 4
     heads: tuple[str, ...] = ("kernel",)
     #: einops rotations ("b c h w -> b h c w"); the stage runs under each, gates averaged.
     branches: tuple[str, ...] = ()
-    #: A composite: these specs run in sequence.
+    #: A composite: these specs run in sequence (or in parallel, with ``merge``).
     stages: tuple[AttnSpec, ...] = ()
     #: Display name (the built module's class name); presets set it.
     name: str | None = None
@@ -125,8 +146,8 @@ class AttnSpec:
         return dataclasses.replace(self, **changes)
 
     def with_init(self, init: str) -> AttnSpec:
-        """This spec with ``init`` set on every stage."""
-        if self.stages:
+        """This spec with ``init`` set on every stage (on a parallel composite: on the composite)."""
+        if self.stages and self.merge is None:
             return dataclasses.replace(self, stages=tuple(s.with_init(init) for s in self.stages), init=init)
         return dataclasses.replace(self, init=init)
 
@@ -135,22 +156,37 @@ class AttnSpec:
         """A composite that runs ``stages`` in sequence."""
         return cls(stages=stages, name=name, reference=reference)
 
+    @classmethod
+    def parallel(
+        cls, *stages: AttnSpec, merge: str = "sum", gate: str = "sigmoid", fuse: str = "mul", init: str = "default",
+        name: str | None = None, reference: str | None = None,
+    ) -> AttnSpec:
+        """A composite that runs ``stages`` on the same input and combines their gate maps by ``merge``
+        (``sum`` or ``prod``, broadcast) before its own ``gate`` and ``fuse`` (BAM)."""
+        return cls(stages=stages, merge=merge, gate=gate, fuse=fuse, init=init, name=name, reference=reference)
+
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
         if self.stages:
             parts = [f"stages=({', '.join(map(repr, self.stages))}{',' if len(self.stages) == 1 else ''})"]
+            if self.merge is not None:
+                parts += [f"merge={self.merge!r}", f"gate={self.gate!r}"]
+                parts += [f"{k}={getattr(self, k)!r}" for k in ("temperature", "fuse")
+                          if getattr(self, k) != AttnSpec.__dataclass_fields__[k].default]
             if self.init != "default":
                 parts.append(f"init={self.init!r}")
         else:
             # show what differs from the defaults of this target (and, past `excite`, of this excite)
             by_target = AttnSpec(target=self.target)
             by_excite = AttnSpec(target=self.target, excite=self.excite, pool=self.pool[:1])
+            by_norm = AttnSpec(target=self.target, excite=self.excite, pool=self.pool[:1], norm=self.norm)
             parts = [f"target={self.target!r}"]
             for f in dataclasses.fields(self):
                 if f.name in ("target", "stages", "name", "reference"):
                     continue
                 value = getattr(self, f.name)
-                base = by_target if f.name in ("pool", "merge", "excite") else by_excite
+                base = (by_target if f.name in ("pool", "merge", "excite") else
+                        by_norm if f.name == "bn_eps" else by_excite)
                 if value != getattr(base, f.name):
                     parts.append(f"{f.name}={value!r}")
         for key in ("name", "reference"):

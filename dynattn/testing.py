@@ -19,14 +19,18 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("dynattn.testing needs hypothesis: pip install 'dynattn[test]'") from exc
 
+from types import SimpleNamespace
+
 from . import vocab
 from .spec import AttnSpec
-from .validate import channel_free  # the same rule validation uses
+from .validate import channel_free, has_hidden, rotatable  # the same rules validation uses
 
 __all__ = ["specs", "leaf_specs", "rotations"]
 
-_POOLS = ("avg", "max", "lse", "lp", "std")
+_POOLS = ("avg", "max", "lse", "lp", "std", "std_unbiased")
+_CHANNEL_POOLS = (*_POOLS, "attn", "dct")
 _REDUCTIONS = (0.5, 1, 1.5, 2, 3, 4, 8, 16)
+_FREQUENCIES = ("top1", "top2", "top16", "top32", "low4", "bot8")
 
 
 def rotations(keep_channel: bool = False) -> st.SearchStrategy[str]:
@@ -58,11 +62,25 @@ def _hidden(draw: st.DrawFn, min_channels: int, acts: Sequence[str]) -> dict:
 
 
 @st.composite
-def _norm(draw: st.DrawFn) -> dict:
-    if not draw(st.booleans()):
+def _norm(draw: st.DrawFn, norms: Sequence[str]) -> dict:
+    norm = draw(st.sampled_from((None, *norms)))
+    if norm is None:
         return {}
-    return {"norm": "bn", "bn_momentum": draw(st.sampled_from((0.1, 0.01))),
-            "bn_eps": draw(st.sampled_from((1e-5, 1e-3)))}
+    out = {"norm": norm, "bn_eps": draw(st.sampled_from((1e-5, 1e-3)))}
+    if norm == "bn":
+        out["bn_momentum"] = draw(st.sampled_from((0.1, 0.01)))
+    return out
+
+
+def _pools(draw: st.DrawFn, target: str) -> tuple[str, ...]:
+    if target == "element":
+        return ("none",)
+    if target == "strip":
+        return (draw(st.sampled_from(_POOLS)),)
+    if target == "spatial" and draw(st.integers(0, 4)) == 0:
+        return ("none",)  # every channel through a conv bottleneck (BAM's spatial branch)
+    ops = _CHANNEL_POOLS if target == "channel" else _POOLS
+    return tuple(draw(st.lists(st.sampled_from(ops), min_size=1, max_size=3, unique=True)))
 
 
 @st.composite
@@ -75,29 +93,45 @@ def leaf_specs(
     min_channels: int = 1,
     gates: Sequence[str] = vocab.GATES,
     acts: Sequence[str] = _ACTS,
+    fuses: Sequence[str] = vocab.FUSES,
 ) -> AttnSpec:
-    """One-stage specs over ``targets``; ``gates`` and ``acts`` narrow the gates and the
-    hidden activations drawn (e.g. smooth ones only)."""
+    """One-stage specs over ``targets``; ``gates``, ``acts``, ``inits`` and ``fuses`` narrow the gates, the
+    hidden activations, the initialisations and the fusions drawn (e.g. smooth ones only)."""
     target = draw(st.sampled_from(tuple(targets)))
-    kw: dict = {"target": target}
-    if target == "element":
-        kw["pool"] = ("none",)
-    else:
-        kw["pool"] = tuple(draw(st.lists(st.sampled_from(_POOLS), min_size=1, max_size=3, unique=True)))
-    kw["excite"] = excite = draw(st.sampled_from(vocab.EXCITES_BY_TARGET[target]))
+    kw: dict = {"target": target, "pool": _pools(draw, target)}
+    excites = vocab.EXCITES_BY_TARGET[target]
+    if target == "spatial" and kw["pool"] == ("none",):
+        excites = ("conv",)
+    kw["excite"] = excite = draw(st.sampled_from(excites))
     multi = len(kw["pool"]) > 1
-    if multi:
-        merges = ("sum", "mean") if excite == "none" else vocab.MERGES
+    if target == "strip":
+        kw["merge"] = draw(st.sampled_from(vocab.MERGES_BY_TARGET["strip"]))
+    elif multi:
+        merges = ("sum", "mean") if excite == "none" else vocab.MERGES_BY_TARGET[target]
         kw["merge"] = draw(st.sampled_from(merges))
-    if excite in ("mlp", "pixel_mlp") or (excite == "conv" and target == "element"):
+    if (target == "channel" and excite in ("mlp", "linear", "none") and all(op in vocab.EXTENT_POOLS for op in
+                                                                              kw["pool"])
+            and draw(st.integers(0, 3)) == 0):
+        kw["extent"] = draw(st.sampled_from((2, 3, 4)))  # gather-excite: pooled windows, the gate resized back
+    if has_hidden(SimpleNamespace(**kw)):
         kw.update(draw(_hidden(min_channels, acts)))
-    if excite != "none":
+    if excite not in ("none", "energy"):
         kw["bias"] = draw(st.booleans())
-    if excite in ("mlp", "conv"):
-        kw.update(draw(_norm()))
+    if excite == "mlp":
+        kw.update(draw(_norm(("bn", "ln") if target in ("channel", "kernel") else ("bn",))))
+    if excite == "conv":
+        kw.update(draw(_norm(("bn", "gn") if target == "strip" else ("bn",))))
+    if excite == "channelwise":
+        kw.update(draw(_norm(("bn",))))
+    if excite == "energy":
+        kw["bn_eps"] = draw(st.sampled_from((1e-4, 1e-2)))  # SimAM's lambda
+    if target == "strip" and excite == "conv":
+        kw["act"] = draw(st.sampled_from(("identity", *acts)))
     if excite == "conv":
         kw["kernel_size"] = draw(st.sampled_from((1, 3, 5, 7)))
-    if excite == "conv1d":
+        if target in ("spatial", "element"):
+            kw["dilation"] = draw(st.sampled_from((1, 1, 2)))
+    if excite in ("conv1d", "conv1d_mlp"):
         if draw(st.booleans()):
             kw["kernel_size"] = "adaptive"
             kw["gamma"] = draw(st.sampled_from((1.0, 2.0, 3.0)))
@@ -105,6 +139,10 @@ def leaf_specs(
             kw["kernel_min"] = draw(st.sampled_from((1, 3)))
         else:
             kw["kernel_size"] = draw(st.sampled_from((1, 3, 5, 9)))
+    if excite == "conv1d":
+        kw["padding_mode"] = draw(st.sampled_from(vocab.PADDING_MODES))
+    if "dct" in kw["pool"]:
+        kw["frequencies"] = draw(st.sampled_from(_FREQUENCIES))
     if target == "kernel":
         kw["experts"] = draw(st.integers(1, 6))
         heads = draw(st.lists(st.sampled_from(vocab.HEADS), min_size=1, max_size=4, unique=True))
@@ -117,8 +155,9 @@ def leaf_specs(
         kw["gate"] = draw(st.sampled_from(tuple(gates)))
         kw["temperature"] = draw(st.sampled_from((1.0, 1.0, 0.5, 2.0)))
         kw["init"] = draw(st.sampled_from(tuple(inits)))
+        kw["fuse"] = draw(st.sampled_from(tuple(fuses)))
     spec = AttnSpec(**kw)
-    if branches and target != "kernel" and draw(st.integers(0, 3)) == 0:
+    if branches and target != "kernel" and rotatable(spec) and draw(st.integers(0, 3)) == 0:
         rot = rotations(keep_channel=not channel_free(spec))
         chosen = draw(st.lists(rot, min_size=1, max_size=3, unique=True))
         spec = spec.replace(branches=tuple(chosen))
@@ -136,14 +175,26 @@ def specs(
     min_channels: int = 1,
     gates: Sequence[str] = vocab.GATES,
     acts: Sequence[str] = _ACTS,
+    fuses: Sequence[str] = vocab.FUSES,
 ) -> AttnSpec:
-    """Valid specs for ``targets``: leaves, rotated branches and (for feature targets)
-    composites of up to three stages. Each builds at any channel count ``>= min_channels``."""
+    """Valid specs for ``targets``: leaves, rotated branches and (for feature targets) composites of up to
+    three stages, in sequence or in parallel (``merge="sum"`` / ``"prod"``). Each builds at any channel
+    count ``>= min_channels``."""
     feature = [t for t in targets if t in vocab.FEATURE_TARGETS]
-    opts = dict(inits=inits, branches=branches, min_channels=min_channels, gates=gates, acts=acts)
-    leaf = leaf_specs(targets, **opts)
+    opts = dict(branches=branches, min_channels=min_channels, gates=gates, acts=acts)
+    leaf = leaf_specs(targets, inits=inits, fuses=fuses, **opts)
     if not composites or not feature or draw(st.integers(0, 2)) > 0:
         return draw(leaf)
-    stage = leaf_specs(feature, **opts)
+    if draw(st.integers(0, 2)) == 0:  # stages in parallel: their gate maps combined under one gate
+        group_gates = tuple(g for g in gates if g != "softmax")
+        if group_gates:
+            stage = leaf_specs(feature, inits=("default",), fuses=("mul",), **opts)
+            stages = draw(st.lists(stage, min_size=1, max_size=3))
+            return AttnSpec(
+                stages=tuple(stages), merge=draw(st.sampled_from(vocab.COMPOSITE_MERGES)),
+                gate=draw(st.sampled_from(group_gates)), fuse=draw(st.sampled_from(tuple(fuses))),
+                temperature=draw(st.sampled_from((1.0, 2.0))), init=draw(st.sampled_from(tuple(inits))),
+            )
+    stage = leaf_specs(feature, inits=inits, fuses=fuses, **opts)
     stages = draw(st.lists(stage, min_size=1, max_size=3))
     return AttnSpec(stages=tuple(stages))

@@ -19,7 +19,7 @@ from typing import Any
 from . import vocab
 from .errors import SpecError
 
-__all__ = ["normalize", "check_field_names", "has_hidden", "channel_free"]
+__all__ = ["normalize", "check_field_names", "has_hidden", "channel_free", "init_units"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -107,13 +107,20 @@ def _check_real(name: str, value: Any, *, positive: bool = True, upper: float | 
     return value
 
 
+#: Fields a parallel composite (one with ``merge``) sets for the gate it makes from its stages.
+_GROUP_FIELDS = ("merge", "gate", "temperature", "fuse")
+
+
 def _normalize_composite(spec: Any) -> None:
+    parallel = spec.merge is not None
     for name in _leaf_fields(spec):
+        if parallel and name in _GROUP_FIELDS:
+            continue
         if getattr(spec, name) != _defaults(type(spec))[name]:
-            raise _err(
-                name, getattr(spec, name), "has no effect on a composite spec (one with stages)",
-                hint="set it on the stage it belongs to",
-            )
+            hint = "set it on the stage it belongs to"
+            if name in _GROUP_FIELDS:
+                hint += ", or set merge='sum' or 'prod' to run the stages in parallel under one gate"
+            raise _err(name, getattr(spec, name), "has no effect on a composite spec (one with stages)", hint=hint)
     for i, stage in enumerate(spec.stages):
         if not isinstance(stage, type(spec)):
             raise _err(f"stages[{i}]", stage, "must be an AttnSpec", hint="e.g. AttnSpec.se()")
@@ -125,10 +132,43 @@ def _normalize_composite(spec: Any) -> None:
             )
     _check_choice("init", spec.init, vocab.INITS)
     _check_name(spec)
+    if parallel:
+        _normalize_group(spec)
+        return
     if spec.init == "identity":
         _set(spec, "stages", tuple(s.with_init("identity") for s in spec.stages))
-    leaves = spec.leaves()
-    _set(spec, "init", "identity" if all(s.init == "identity" for s in leaves) else "default")
+    units = init_units(spec)
+    _set(spec, "init", "identity" if all(s.init == "identity" for s in units) else "default")
+
+
+def _normalize_group(spec: Any) -> None:
+    """A parallel composite: its leaf stages' gate maps combine by ``merge``, then its own gate and fuse."""
+    _check_choice("merge", spec.merge, vocab.COMPOSITE_MERGES)
+    gates = tuple(g for g in vocab.GATES if g != "softmax")
+    gate = spec.gate if spec.gate is not None else "sigmoid"
+    if gate not in gates:
+        raise _err("gate", gate, "gates a parallel composite's combined map (softmax has no single axis there)",
+                   gates)
+    _set(spec, "gate", gate)
+    _set(spec, "temperature", _check_real("temperature", spec.temperature))
+    _check_choice("fuse", spec.fuse, vocab.FUSES)
+    for i, stage in enumerate(spec.stages):
+        if stage.stages:
+            raise _err(f"stages[{i}]", stage, "a parallel composite (merge=...) combines leaf stages",
+                       hint="chain composites in sequence instead")
+        if stage.init != "default":
+            raise _err(f"stages[{i}].init", stage.init, "in a parallel composite the composite's init applies",
+                       ("default",), hint="set init on the composite")
+        if stage.fuse != "mul":
+            raise _err(f"stages[{i}].fuse", stage.fuse, "in a parallel composite the composite's fuse applies",
+                       ("mul",), hint="set fuse on the composite")
+
+
+def init_units(spec: Any) -> tuple[Any, ...]:
+    """The specs that carry an ``init`` of their own: leaf stages, and parallel composites."""
+    if not spec.stages or spec.merge is not None:
+        return (spec,)
+    return tuple(u for stage in spec.stages for u in init_units(stage))
 
 
 def _check_name(spec: Any) -> None:
@@ -152,18 +192,27 @@ def _normalize_leaf(spec: Any) -> None:
         _check_choice("pool", op, vocab.POOLS)
     if len(set(pool)) != len(pool):
         raise _err("pool", pool, "lists an op twice")
-    if "none" in pool and (len(pool) > 1 or target != "element"):
+    if "none" in pool and (len(pool) > 1 or target not in ("element", "spatial")):
         raise _err(
-            "pool", pool, "'none' (no pooling) stands alone and only with target='element'",
-            hint="element attention sees every position; other targets pool",
+            "pool", pool, "'none' (no pooling) stands alone and only with target='element' or 'spatial'",
+            hint="element attention sees every position; a spatial conv bottleneck sees every channel",
         )
     if target == "element" and pool != ("none",):
         raise _err("pool", pool, "target='element' keeps every position", [("none",)])
+    module_pools = [op for op in pool if op in vocab.MODULE_POOLS]
+    if module_pools and target != "channel":
+        raise _err("pool", pool, f"{module_pools[0]!r} pools a channel descriptor: target='channel' only")
+    if target == "strip":
+        allowed = tuple(op for op in vocab.POOLS if op not in (*vocab.MODULE_POOLS, "none"))
+        if len(pool) != 1 or pool[0] not in allowed:
+            raise _err("pool", pool, "target='strip' pools along W and along H with one op", allowed)
     _set(spec, "pool", pool)
 
     # ---- merge, excite, gate
     merge = spec.merge if spec.merge is not None else vocab.DEFAULT_MERGE[target]
     _check_choice("merge", merge, vocab.MERGES)
+    if merge not in vocab.MERGES_BY_TARGET[target]:
+        raise _err("merge", merge, f"does not serve target={target!r}", vocab.MERGES_BY_TARGET[target])
     _set(spec, "merge", merge)
 
     excite = spec.excite if spec.excite is not None else vocab.DEFAULT_EXCITE[target]
@@ -172,6 +221,9 @@ def _normalize_leaf(spec: Any) -> None:
         raise _err(
             "excite", excite, f"does not serve target={target!r}", vocab.EXCITES_BY_TARGET[target]
         )
+    if target == "spatial" and pool == ("none",) and excite != "conv":
+        raise _err("excite", excite, "an unpooled spatial stage maps every channel to one map with a conv "
+                   "bottleneck", ("conv",))
     _set(spec, "excite", excite)
 
     gate = spec.gate if spec.gate is not None else vocab.DEFAULT_GATE[target]
@@ -196,29 +248,43 @@ def _normalize_leaf(spec: Any) -> None:
         _check_int("min_width", spec.min_width, 1)
     if not isinstance(spec.bias, bool):
         raise _err("bias", spec.bias, "must be a bool", (True, False))
-    if not isinstance(spec.act, str) or spec.act not in vocab.ACTS:
-        raise _err("act", spec.act, "unknown activation", tuple(vocab.ACTS))
+    act = spec.act
+    if act is None:
+        act = "relu" if has_hidden(spec) else "identity" if _strip_conv(spec) else None
+    if act is not None and (not isinstance(act, str) or act not in vocab.ACTS):
+        raise _err("act", act, "unknown activation", tuple(vocab.ACTS))
+    _set(spec, "act", act)
     _check_choice("norm", spec.norm, vocab.NORMS)
+    _check_norm(spec)
     _set(spec, "bn_momentum", _check_real("bn_momentum", spec.bn_momentum, positive=False, upper=1.0))
-    _set(spec, "bn_eps", _check_real("bn_eps", spec.bn_eps))
+    eps = spec.bn_eps
+    if eps is None:
+        eps = 1e-4 if excite == "energy" else 1e-5 if spec.norm is not None else None
+    _set(spec, "bn_eps", None if eps is None else _check_real("bn_eps", eps))
     _set(spec, "gamma", _check_real("gamma", spec.gamma))
     _set(spec, "beta", _check_real("beta", spec.beta, positive=False))
     _check_int("kernel_min", spec.kernel_min, 1)
     if spec.kernel_min % 2 == 0:
         raise _err("kernel_min", spec.kernel_min, "must be odd (a 'same' padded kernel)")
+    _check_int("dilation", spec.dilation, 1)
+    _check_choice("padding_mode", spec.padding_mode, vocab.PADDING_MODES)
+    _check_choice("frequencies", spec.frequencies, vocab.DCT_SELECTIONS)
+    _check_choice("fuse", spec.fuse, vocab.FUSES)
     _set(spec, "temperature", _check_real("temperature", spec.temperature))
     _check_choice("init", spec.init, vocab.INITS)
     _check_name(spec)
+    _check_extent(spec)
 
     # ---- kernel size
     if excite in vocab.DEFAULT_KERNEL_SIZE:
         ks = spec.kernel_size if spec.kernel_size is not None else vocab.DEFAULT_KERNEL_SIZE[excite]
         if ks == "adaptive":
-            if excite != "conv1d":
-                raise _err("kernel_size", ks, "'adaptive' is ECA's rule for excite='conv1d'", "an odd int")
+            if excite not in ("conv1d", "conv1d_mlp"):
+                raise _err("kernel_size", ks, "'adaptive' is ECA's rule for excite='conv1d' or 'conv1d_mlp'",
+                           "an odd int")
         else:
             if isinstance(ks, bool) or not isinstance(ks, int) or ks < 1:
-                allowed = "an odd int or 'adaptive'" if excite == "conv1d" else "an odd int"
+                allowed = "an odd int or 'adaptive'" if excite.startswith("conv1d") else "an odd int"
                 raise _err("kernel_size", ks, "must be a positive odd int", allowed)
             if ks % 2 == 0:
                 raise _err(
@@ -228,7 +294,7 @@ def _normalize_leaf(spec: Any) -> None:
         _set(spec, "kernel_size", ks)
     elif spec.kernel_size is not None:
         raise _err("kernel_size", spec.kernel_size, f"has no effect with excite={excite!r}",
-                   hint="it sizes excite='conv' or 'conv1d'")
+                   hint="it sizes excite='conv', 'conv1d' or 'conv1d_mlp'")
 
     # ---- kernel target
     _check_int("experts", spec.experts, 1)
@@ -246,6 +312,10 @@ def _normalize_leaf(spec: Any) -> None:
         raise _err("branches", spec.branches, "lists a rotation twice")
     if spec.branches and target == "kernel":
         raise _err("branches", spec.branches, "rotations apply to feature targets", vocab.FEATURE_TARGETS)
+    if spec.branches and not rotatable(spec):
+        raise _err("branches", spec.branches, "rotations apply to stages pooled over whole axes by "
+                   "parameter-free ops (not target='strip', an extent, 'attn' or 'dct' pooling, or an unpooled "
+                   "spatial bottleneck)")
     for rotation in spec.branches:
         if rotation.split("->")[1].split()[1] != "c" and not channel_free(spec):
             raise _err(
@@ -257,29 +327,87 @@ def _normalize_leaf(spec: Any) -> None:
     _check_relevance(spec)
 
 
+def _strip_conv(spec: Any) -> bool:
+    return spec.target == "strip" and spec.excite == "conv"
+
+
+def _check_norm(spec: Any) -> None:
+    """Which norm each excitation can take: bn after mlp / conv / channelwise layers, ln after an MLP's first
+    layer (global context), gn (one group) after a strip conv."""
+    norm, excite, target = spec.norm, spec.excite, spec.target
+    allowed: tuple[Any, ...] = (None,)
+    if excite in ("mlp", "conv", "channelwise"):
+        allowed += ("bn",)
+    if excite == "mlp" and target in ("channel", "kernel"):
+        allowed += ("ln",)
+    if _strip_conv(spec):
+        allowed += ("gn",)
+    if norm is not None and norm not in allowed:
+        if len(allowed) == 1:
+            return  # no norm fits this excitation: _check_relevance says so
+        raise _err("norm", norm, f"does not follow excite={excite!r} on target={target!r}", allowed)
+
+
+def _check_extent(spec: Any) -> None:
+    extent = spec.extent
+    if isinstance(extent, bool) or not isinstance(extent, int) or extent < 0 or extent == 1:
+        raise _err("extent", extent, "must be 0 (global pooling) or an int >= 2 (pool windows of 2e - 1, "
+                   "stride e)", hint="gather-excite uses 2, 4 or 8")
+    if extent == 0 or spec.target != "channel":
+        return
+    bad = [op for op in spec.pool if op not in vocab.EXTENT_POOLS]
+    if bad:
+        raise _err("pool", spec.pool, f"{bad[0]!r} cannot gather over a local extent", vocab.EXTENT_POOLS)
+    if spec.excite not in ("mlp", "linear", "none"):
+        raise _err("excite", spec.excite, "a local extent excites each window's channels", ("mlp", "linear", "none"))
+
+
 def has_hidden(spec: Any) -> bool:
-    return spec.excite in ("mlp", "pixel_mlp") or (spec.excite == "conv" and spec.target == "element")
+    """True when the excitation has a hidden layer sized by reduction / width (and an ``act``)."""
+    if spec.excite in ("mlp", "pixel_mlp", "conv1d_mlp"):
+        return True
+    return spec.excite == "conv" and (spec.target == "element" or (spec.target == "spatial"
+                                                                    and spec.pool == ("none",)))
 
 
 def channel_free(spec: Any) -> bool:
     """True when the stage's parameters do not depend on the channel count it sees."""
     if spec.target == "spatial":
-        return True
-    if spec.excite == "none":
+        return spec.pool != ("none",)
+    if spec.excite in ("none", "energy"):
         return True
     return spec.excite == "conv1d" and spec.kernel_size != "adaptive"
+
+
+def rotatable(spec: Any) -> bool:
+    """True when the stage can run under einops rotations (``branches``)."""
+    if spec.target == "strip" or spec.extent or any(op in vocab.MODULE_POOLS for op in spec.pool):
+        return False
+    return not (spec.target == "spatial" and spec.pool == ("none",))
 
 
 def _check_relevance(spec: Any) -> None:
     """A field set away from its default where it has no effect is a mistake: say so."""
     rules: list[tuple[tuple[str, ...], bool, str]] = [
-        (("reduction", "width", "divisor", "rounding", "act", "min_width"), has_hidden(spec),
-         "it sizes a hidden layer: excite='mlp', 'pixel_mlp', or 'conv' on target='element'"),
-        (("bias",), spec.excite != "none", "excite='none' has no layers"),
-        (("norm",), spec.excite in ("mlp", "conv"), "norm applies to excite='mlp' or 'conv'"),
-        (("bn_momentum", "bn_eps"), spec.norm == "bn", "set norm='bn' first"),
+        (("reduction", "width", "divisor", "rounding", "min_width"), has_hidden(spec),
+         "it sizes a hidden layer: excite='mlp', 'pixel_mlp', 'conv1d_mlp', or 'conv' on target='element' or "
+         "an unpooled 'spatial'"),
+        (("act",), has_hidden(spec) or _strip_conv(spec),
+         "an excitation with a hidden layer, or a strip conv, has an activation"),
+        (("bias",), spec.excite not in ("none", "energy"), "excite='none' and 'energy' have no layers"),
+        (("norm",), spec.excite in ("mlp", "conv", "channelwise"),
+         "norm applies to excite='mlp', 'conv' or 'channelwise'"),
+        (("bn_momentum",), spec.norm == "bn", "set norm='bn' first"),
+        (("bn_eps",), spec.norm is not None or spec.excite == "energy",
+         "it is a norm's eps (set norm first) or SimAM's lambda (excite='energy')"),
         (("gamma", "beta", "kernel_min"), spec.kernel_size == "adaptive",
-         "they shape ECA's adaptive kernel: excite='conv1d', kernel_size='adaptive'"),
+         "they shape ECA's adaptive kernel: excite='conv1d' or 'conv1d_mlp', kernel_size='adaptive'"),
+        (("dilation",), spec.excite == "conv" and spec.target in ("spatial", "element"),
+         "it dilates the k x k convs of excite='conv' on target='spatial' or 'element'"),
+        (("padding_mode",), spec.excite == "conv1d", "it pads excite='conv1d'"),
+        (("extent",), spec.target == "channel", "it sets the pooling window of target='channel'"),
+        (("frequencies",), "dct" in spec.pool, "it selects the DCT frequencies of pool='dct'"),
+        (("fuse",), spec.target != "kernel", "a kernel target mixes expert kernels instead"),
         (("experts", "heads"), spec.target == "kernel", "they configure target='kernel'"),
     ]
     for names, relevant, why in rules:

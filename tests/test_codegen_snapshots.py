@@ -23,6 +23,26 @@ CASES = {
     "triplet": AttnSpec.triplet(),
     "triplet_no_spatial": AttnSpec.triplet(no_spatial=True),
     "lse_softmax_spatial": AttnSpec(target="spatial", pool=["lse", "std"], gate="softmax", temperature=2.0),
+    # the gating-attention zoo: every other feature preset, and the flavors whose graphs differ
+    "ese": AttnSpec.ese(),
+    "ecam": AttnSpec.ecam(),
+    "ceca": AttnSpec.ceca(),
+    "ge": AttnSpec.ge(),
+    "ge_timm_extent2": AttnSpec.ge(2, flavor="timm"),
+    "gc": AttnSpec.gc(),
+    "gc_timm": AttnSpec.gc(flavor="timm"),
+    "gca_timm": AttnSpec.gca(flavor="timm"),
+    "lcbam": AttnSpec.lcbam(),
+    "coord": AttnSpec.coord(),
+    "coord_identity": AttnSpec.coord(init="identity"),
+    "scoord": AttnSpec.scoord(),
+    "ela": AttnSpec.ela(),
+    "strip": AttnSpec.strip(),
+    "simam": AttnSpec.simam(),
+    "bam": AttnSpec.bam(),
+    "bam_identity": AttnSpec.bam(init="identity"),
+    "srm": AttnSpec.srm(),
+    "fca": AttnSpec.fca(),
 }
 
 

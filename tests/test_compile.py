@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from dynattn import AttnSpec, DynamicConv2d, build, get_spec
 from dynattn.testing import specs
-
-FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
+from dynattn.vocab import FEATURE_TARGETS
+from tests.presets import FEATURE_PRESETS
 
 
 @pytest.fixture(autouse=True)
@@ -47,14 +47,14 @@ def _drawn_spec_compiles(spec, channels):
 
 
 @settings(max_examples=8, deadline=None)
-@given(specs(("channel", "spatial", "element")), st.integers(1, 40))
+@given(specs(FEATURE_TARGETS), st.integers(1, 40))
 def test_drawn_specs_compile_without_graph_breaks(spec, channels):
     _drawn_spec_compiles(spec, channels)
 
 
 @pytest.mark.heavy
 @settings(max_examples=100, deadline=None)
-@given(specs(("channel", "spatial", "element")), st.integers(1, 70))
+@given(specs(FEATURE_TARGETS), st.integers(1, 70))
 def test_many_drawn_specs_compile_without_graph_breaks(spec, channels):
     _drawn_spec_compiles(spec, channels)
 
@@ -65,7 +65,7 @@ def _inductor_matches_eager(module, x):
         torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "channels"), [("cbam", 33), ("se", 65)])
+@pytest.mark.parametrize(("name", "channels"), [("cbam", 33), ("se", 65), ("coord", 33), ("fca", 64)])
 def test_inductor_equals_eager_at_odd_channels(name, channels):
     spec = get_spec(name, flavor="timm") if name == "se" else get_spec(name)
     _inductor_matches_eager(build(spec, channels=channels).eval(), torch.randn(4, channels, 11, 9))

@@ -24,7 +24,8 @@ def _raises(fn, *fragments, field=None):
 
 def test_unknown_pool_op():
     err = _raises(lambda: AttnSpec(pool=["avg", "mean"]), "AttnSpec.pool='mean'", "unknown value",
-                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'none'", field="AttnSpec.pool")
+                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'std_unbiased', 'attn', 'dct', 'none'",
+                  field="AttnSpec.pool")
     assert err.value == "mean" and "avg" in err.allowed
 
 
@@ -39,7 +40,7 @@ def test_unknown_gate_suggests_the_closest():
 
 def test_unknown_target():
     _raises(lambda: AttnSpec(target="channels"), "AttnSpec.target='channels'",
-            "allowed: 'channel', 'spatial', 'element', 'kernel'", "did you mean 'channel'?")
+            "allowed: 'channel', 'spatial', 'element', 'strip', 'kernel'", "did you mean 'channel'?")
 
 
 @pytest.mark.parametrize("channels", [0, -3])
@@ -143,3 +144,51 @@ def test_spec_error_pickles_with_its_fields():
 
 def test_spec_error_is_exported():
     assert dynattn.SpecError is SpecError and issubclass(SpecError, ValueError)
+
+
+@pytest.mark.parametrize(("make", "fragments"), [
+    # fuse
+    (lambda: AttnSpec(fuse="multiply"), ("AttnSpec.fuse='multiply'", "allowed: 'mul', 'mul_one_plus', 'add'")),
+    (lambda: AttnSpec(target="kernel", fuse="add"), ("AttnSpec.fuse='add'", "has no effect here", "kernel target")),
+    # extent
+    (lambda: AttnSpec(extent=1), ("AttnSpec.extent=1", "0 (global pooling) or an int >= 2")),
+    (lambda: AttnSpec(extent=-2), ("AttnSpec.extent=-2",)),
+    (lambda: AttnSpec(target="spatial", extent=2), ("AttnSpec.extent=2", "has no effect here")),
+    (lambda: AttnSpec(pool=["lse"], extent=2), ("'lse' cannot gather over a local extent", "allowed: 'avg', 'max'")),
+    (lambda: AttnSpec(excite="conv1d", extent=2), ("AttnSpec.excite='conv1d'", "a local extent excites")),
+    (lambda: AttnSpec(extent=2, branches=["b c h w -> b c w h"]), ("AttnSpec.branches", "rotations apply")),
+    # strip
+    (lambda: AttnSpec(target="strip", pool=["avg", "max"]), ("target='strip' pools along W and along H with one op",)),
+    (lambda: AttnSpec(target="strip", merge="concat"), ("AttnSpec.merge='concat'", "allowed: 'sum', 'prod'")),
+    (lambda: AttnSpec(target="channel", merge="prod"), ("AttnSpec.merge='prod'", "does not serve target='channel'")),
+    (lambda: AttnSpec(target="strip", excite="conv1d"), ("AttnSpec.excite='conv1d'", "does not serve")),
+    (lambda: AttnSpec(target="strip", excite="mlp", norm="gn"), ("AttnSpec.norm='gn'", "allowed: None, 'bn'")),
+    # pools with modules
+    (lambda: AttnSpec(target="spatial", pool=["attn"]), ("'attn' pools a channel descriptor",)),
+    (lambda: AttnSpec(pool=["dct"], frequencies="top3"), ("AttnSpec.frequencies='top3'", "'top4'")),
+    (lambda: AttnSpec(frequencies="low4"), ("AttnSpec.frequencies='low4'", "has no effect here", "pool='dct'")),
+    (lambda: AttnSpec(pool=["attn"], branches=["b c h w -> b c w h"]), ("rotations apply",)),
+    # excitations and their fields
+    (lambda: AttnSpec(target="spatial", pool=["none"], excite="none"), ("an unpooled spatial stage",)),
+    (lambda: AttnSpec(padding_mode="circular"), ("AttnSpec.padding_mode='circular'", "it pads excite='conv1d'")),
+    (lambda: AttnSpec(excite="conv1d", padding_mode="reflect"), ("allowed: 'zeros', 'circular'",)),
+    (lambda: AttnSpec(dilation=2), ("AttnSpec.dilation=2", "has no effect here")),
+    (lambda: AttnSpec(target="spatial", dilation=0), ("AttnSpec.dilation=0", "must be >= 1")),
+    (lambda: AttnSpec(target="element", excite="energy", bias=False), ("AttnSpec.bias=False", "'energy'")),
+    (lambda: AttnSpec(bn_eps=1e-3), ("AttnSpec.bn_eps=0.001", "has no effect here", "SimAM's lambda")),
+    (lambda: AttnSpec(norm="ln", excite="channelwise"), ("AttnSpec.norm='ln'", "allowed: None, 'bn'")),
+    (lambda: AttnSpec(excite="linear", act="relu"), ("AttnSpec.act='relu'", "has no effect here")),
+    (lambda: AttnSpec(rounding="up"), ("AttnSpec.rounding='up'", "'nearest_90'")),
+    # parallel composites
+    (lambda: AttnSpec(stages=[AttnSpec.se()], fuse="add"), ("AttnSpec.fuse='add'", "merge='sum' or 'prod'")),
+    (lambda: AttnSpec(stages=[AttnSpec.se()], merge="concat"), ("AttnSpec.merge='concat'", "allowed: 'sum', 'prod'")),
+    (lambda: AttnSpec(stages=[AttnSpec.se()], merge="sum", gate="softmax"), ("AttnSpec.gate='softmax'",)),
+    (lambda: AttnSpec(stages=[AttnSpec.cbam()], merge="sum"), ("AttnSpec.stages[0]", "combines leaf stages")),
+    (lambda: AttnSpec(stages=[AttnSpec.se(init="identity")], merge="sum"), ("AttnSpec.stages[0].init='identity'",)),
+    (lambda: AttnSpec(stages=[AttnSpec(fuse="add")], merge="prod"), ("AttnSpec.stages[0].fuse='add'",)),
+    # presets
+    (lambda: AttnSpec.ge(3, flavor="timm"), ("extent=3", "timm's GatherExcite takes 0 or an even extent")),
+    (lambda: AttnSpec.ela(flavor="official"), ("flavor='official'", "allowed: 'timm'")),
+])
+def test_new_fields_are_validated(make, fragments):
+    _raises(make, *fragments)

@@ -10,11 +10,11 @@ import torchvision
 
 from dynattn import AttnSpec, DynamicConv2d, build, get_spec
 from graph_passes import insert_attention
+from tests.presets import FEATURE_PRESETS
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
 
 
 def _dynamic(x):
@@ -55,6 +55,22 @@ def _check_export(module, x_shape, tmp_path, tol=1e-5):
 @pytest.mark.parametrize("name", FEATURE_PRESETS)
 def test_presets_export(name, tmp_path):
     _check_export(build(get_spec(name), channels=33), (33, 9, 7), tmp_path)
+
+
+#: Flavors and options whose graphs differ from the defaults': a local extent (pooling windows and a
+#: nearest resize), timm's scale-fused global context, a strip MLP without bias, BAM's sum.
+FLAVORS = {
+    "ge_extent2_timm": AttnSpec.ge(2, flavor="timm"),
+    "gc_timm": AttnSpec.gc(flavor="timm"),
+    "coord_timm": AttnSpec.coord(flavor="timm"),
+    "bam_paper": AttnSpec.bam(flavor="paper"),
+    "bam_identity": AttnSpec.bam(init="identity"),
+}
+
+
+@pytest.mark.parametrize("name", list(FLAVORS))
+def test_flavors_export(name, tmp_path):
+    _check_export(build(FLAVORS[name], channels=33), (33, 14, 9), tmp_path)
 
 
 @pytest.mark.parametrize("strategy", ["auto", "kernel", "output"])

@@ -8,11 +8,15 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, build, is_attention
+from dynattn import AttnSpec, build, get_spec, is_attention
+from tests.presets import FEATURE_PRESETS
 
-PRESETS = [AttnSpec.se(), AttnSpec.eca(), AttnSpec.cbam(), AttnSpec.gam(), AttnSpec.triplet(),
-           AttnSpec.cbam(init="identity"),
-           AttnSpec(target="spatial", pool=["lse", "std"], gate="softmax", temperature=2.0)]
+PRESETS = [get_spec(name) for name in FEATURE_PRESETS] + [
+    AttnSpec.cbam(init="identity"), AttnSpec.bam(init="identity"), AttnSpec.ge(2, flavor="timm"),
+    AttnSpec(target="spatial", pool=["lse", "std"], gate="softmax", temperature=2.0),
+    AttnSpec(target="channel", pool=["avg", "max"], extent=2, excite="linear"),
+    AttnSpec(target="channel", pool=["std_unbiased", "dct"], merge="concat", excite="channelwise"),
+]
 
 
 class Block(nn.Module):

@@ -12,8 +12,9 @@ from dynattn import AttnSpec, DynamicConv2d, build
 from dynattn.compiler import build_feature, emit_graph, lower
 from dynattn.compiler.optimize import batch_shared_excitation, eliminate_common_subexpressions
 from dynattn.testing import specs
+from dynattn.vocab import FEATURE_TARGETS
 
-FEATURE = ("channel", "spatial", "element")
+FEATURE = FEATURE_TARGETS  # every feature target: channel, spatial, element, strip
 
 
 def _pair(spec, channels, seed=0):

@@ -7,9 +7,7 @@ import torchvision
 
 from dynattn import AttnSpec, DynamicConv2d, InputError, build, get_spec
 from graph_passes import insert_attention
-
-FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
-KERNEL_PRESETS = ["condconv", "dyconv", "odconv"]
+from tests.presets import FEATURE_PRESETS, KERNEL_PRESETS, fewest_batchnorm_values
 
 
 def _module(name, channels=24):
@@ -62,9 +60,15 @@ def test_memory_formats_and_views(name):
 @pytest.mark.parametrize("name", FEATURE_PRESETS + KERNEL_PRESETS)
 def test_batch_of_one_in_training(name):
     module = _module(name).train()
-    out = module(torch.randn(1, 24, 6, 5))  # BatchNorm over H*W > 1 values: fine
+    if fewest_batchnorm_values(get_spec(name), 1, 6, 5) == 1:  # BatchNorm after pooling (BAM, SRM): per sample
+        with pytest.raises(InputError, match="one value per channel in training mode"):
+            module(torch.randn(1, 24, 6, 5))
+        return
+    x = torch.randn(1, 24, 6, 5, requires_grad=True)  # parameter-free presets: the gradient reaches x
+    out = module(x)  # BatchNorm over H*W > 1 values: fine
     assert out.shape == (1, 24, 6, 5)
     out.sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("name", FEATURE_PRESETS + KERNEL_PRESETS)
@@ -74,8 +78,7 @@ def test_one_by_one_maps(name):
     assert module.eval()(x).shape == x.shape
     module.train()
     spec = get_spec(name)
-    needs_bn = any(leaf.norm == "bn" for leaf in spec.leaves())
-    if needs_bn:  # a 1x1 map with a batch of 1: a clear error, not a crash inside BatchNorm
+    if fewest_batchnorm_values(spec, 1, 1, 1) == 1:  # a 1x1 map, a batch of 1: a clear error, not a crash
         with pytest.raises(InputError, match="one value per channel in training mode"):
             module(torch.randn(1, 24, 1, 1))
     else:

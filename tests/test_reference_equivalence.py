@@ -9,19 +9,31 @@ import pytest
 import torch
 
 from dynattn import AttnSpec, build
+from tests.reference.bam import BAMReference
 from tests.reference.cbam import CBAMReference
+from tests.reference.coord import CoordAttReference
 from tests.reference.eca import ECAReference
+from tests.reference.ese import ESEReference
+from tests.reference.fca import FcaReference
 from tests.reference.gam import GAMReference
+from tests.reference.gather_excite import GEThetaMinusReference
+from tests.reference.gcnet import ContextBlockReference
 from tests.reference.se import SEReference
+from tests.reference.simam import SimAMReference
+from tests.reference.srm import SRMReference
 from tests.reference.triplet import TripletReference
-from tests.weights import copy_weights, randomize_norms
+from tests.weights import copy_weights, randomize_norms, randomize_parameters
 
 CHANNELS = (33, 64, 96, 256)
 TOL = 1e-5
 
 
-def _check(ours, ref, mapping, channels, steps=2, shape=(11, 7)):
+def _check(ours, ref, mapping, channels, steps=2, shape=(11, 7), randomize=False):
+    """``randomize=True`` also draws every parameter of the reference at random first (for references
+    whose layers start at zero or one)."""
     torch.manual_seed(channels)
+    if randomize:
+        randomize_parameters(ref)
     randomize_norms(ref)
     copy_weights(ours, ref, mapping)
     for train in (True, False):
@@ -116,3 +128,98 @@ def test_triplet_uses_no_permute_copies():
     assert "permute" not in code and "contiguous" not in code
     assert "'b c h w -> b 1 c w'" in code and "'b c h w -> b 1 c h'" in code  # pooled in place
     assert "'b 1 c h -> b 1 h c'" in code  # then viewed in the branch's order
+
+
+# ---------------------------------------------------------------------------- beyond the first five
+COORD_MAP = {"conv1.": "excite.fc1.", "bn1.": "excite.bn.", "conv_h.": "excite.fc_h.", "conv_w.": "excite.fc_w."}
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("shape", [(11, 7), (6, 13)])
+def test_coord_official(channels, shape):
+    _check(build(AttnSpec.coord(), channels=channels), CoordAttReference(channels), COORD_MAP, channels,
+           shape=shape, randomize=True)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("shape", [(11, 7), (2, 5)])
+def test_simam_official(channels, shape):
+    ours = build(AttnSpec.simam(), channels=channels)
+    assert not list(ours.parameters()) and not list(ours.buffers())  # parameter-free
+    _check(ours, SimAMReference(), {}, channels, shape=shape)
+
+
+def test_simam_on_a_single_position_is_finite_where_the_official_code_divides_by_zero():
+    x = torch.randn(2, 8, 1, 1)
+    assert torch.isnan(SimAMReference()(x)).all()
+    torch.testing.assert_close(build(AttnSpec.simam(), channels=8)(x), x * torch.sigmoid(torch.tensor(0.5)))
+
+
+BAM_MAP = {
+    "channel_att.gate_c.gate_c_fc_0.": "channel.excite.fc1.",
+    "channel_att.gate_c.gate_c_bn_1.": "channel.excite.bn.",
+    "channel_att.gate_c.gate_c_fc_final.": "channel.excite.fc2.",
+    "spatial_att.gate_s.gate_s_conv_reduce0.": "spatial.excite.conv_reduce.",
+    "spatial_att.gate_s.gate_s_bn_reduce0.": "spatial.excite.bn_reduce.",
+    "spatial_att.gate_s.gate_s_conv_di_0.": "spatial.excite.conv1.",
+    "spatial_att.gate_s.gate_s_bn_di_0.": "spatial.excite.bn1.",
+    "spatial_att.gate_s.gate_s_conv_di_1.": "spatial.excite.conv2.",
+    "spatial_att.gate_s.gate_s_bn_di_1.": "spatial.excite.bn2.",
+    "spatial_att.gate_s.gate_s_conv_final.": "spatial.excite.conv_final.",
+}
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize(("flavor", "combine"), [("official", "prod"), ("paper", "sum")])
+@pytest.mark.parametrize("shape", [(11, 7), (9, 9)])
+def test_bam(channels, flavor, combine, shape):
+    ref = BAMReference(channels, reduction=16, combine=combine)
+    _check(build(AttnSpec.bam(flavor=flavor), channels=channels), ref, BAM_MAP, channels, shape=shape)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("shape", [(11, 7), (1, 2)])
+def test_srm_official(channels, shape):
+    ref = SRMReference(channels)
+    _check(build(AttnSpec.srm(), channels=channels), ref, {"cfc": "excite.weight", "bn.": "excite.bn."}, channels,
+           shape=shape, randomize=True)
+
+
+FCA_MAP = {"fc.0.": "excite.fc1.", "fc.2.": "excite.fc2."}
+
+
+@pytest.mark.parametrize("channels", [64, 96, 256])
+@pytest.mark.parametrize("shape", [(14, 7), (7, 21), (28, 28), (5, 9)])
+def test_fca_official(channels, shape):
+    """The DCT built for each input size equals FcaNet's layer built for that size (its ResNets use 56, 28,
+    14 and 7), frequency indices scaled by size // 7 (all 0 below 7, as in FcaNet)."""
+    ref = FcaReference(channels, *shape)
+    _check(build(AttnSpec.fca(), channels=channels), ref, FCA_MAP, channels, shape=shape)
+
+
+@pytest.mark.parametrize("frequencies", ["top1", "top32", "low4", "bot8"])
+def test_fca_frequency_selections(frequencies):
+    ref = FcaReference(64, 14, 21, freq_sel_method=frequencies)
+    _check(build(AttnSpec.fca(frequencies=frequencies), channels=64), ref, FCA_MAP, 64, shape=(14, 21))
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_gc_official(channels):
+    ref = ContextBlockReference(channels, ratio=1 / 16)
+    mapping = {"conv_mask.": "pool_attn.conv.", "channel_add_conv.0.": "excite.fc1.",
+               "channel_add_conv.1.": "excite.ln.", "channel_add_conv.3.": "excite.fc2."}
+    for name in ("gc", "gca"):
+        _check(build(getattr(AttnSpec, name)(), channels=channels), ref, mapping, channels, randomize=True)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("extent", [0, 2, 3, 4])
+def test_ge_official(channels, extent):
+    ours = build(AttnSpec.ge(extent), channels=channels)
+    _check(ours, GEThetaMinusReference(extent), {}, channels, shape=(11, 7))
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_ese_official(channels):
+    _check(build(AttnSpec.ese(), channels=channels), ESEReference(channels), {"fc.": "excite."}, channels,
+           randomize=True)

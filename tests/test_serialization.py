@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from dynattn import AttnSpec, DynamicConv2d, build, get_spec, list_presets
 from dynattn.testing import specs
+from dynattn.vocab import FEATURE_TARGETS
 from graph_passes import insert_attention, report
-
-FEATURE_PRESETS = ["se", "eca", "cbam", "gam", "triplet"]
 
 
 def _save_load(obj):
@@ -70,7 +69,7 @@ def test_every_preset_round_trips(name):
         assert type(clone).__name__ == type(module).__name__
 
 
-@given(specs(("channel", "spatial", "element")), st.integers(1, 20))
+@given(specs(FEATURE_TARGETS), st.integers(1, 20))
 def test_drawn_specs_round_trip(spec, channels):
     module = build(spec, channels=channels)
     _perturb(module)

@@ -76,8 +76,9 @@ def test_record_gates_records_and_restores():
 def test_cli_list_show_insert(capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
-    for name in ("se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv"):
-        assert name in listed
+    for name in dynattn.list_presets():
+        assert f"\n{name} " in listed
+    assert "timm.layers.StripAttn" in listed and "flavor='timm' reproduces timm's module" in listed
     assert main(["show", "se", "--channels", "32"]) == 0
     shown = capsys.readouterr().out
     assert "squeeze = einops_einops_reduce(x, 'b c h w -> b c', 'mean')" in shown and "class SE" in shown
@@ -88,6 +89,21 @@ def test_cli_list_show_insert(capsys):
     assert "layer1.0.bn2_se" in table and "8 sites" in table and "overhead" in table
     assert main(["insert", "mobilenet_v3_small", "--spec", "cbam", "--spec", "eca", "--where", "stage"]) == 0
     assert "_eca" in capsys.readouterr().out
+
+
+def test_cli_lists_every_spec_field(capsys):
+    import dataclasses
+
+    assert main(["list", "--fields"]) == 0
+    listed = capsys.readouterr().out
+    for f in dataclasses.fields(dynattn.AttnSpec):
+        assert f"\n{f.name} " in listed, f.name
+    assert "'mul', 'mul_one_plus', 'add'" in listed and "'std_unbiased', 'attn', 'dct'" in listed
+    assert main(["show", "AttnSpec(target='strip', excite='conv', norm='gn', fuse='mul_one_plus')"]) == 0
+    shown = capsys.readouterr().out
+    assert "fuse='mul_one_plus'" in shown and "squeeze_h = einops_einops_reduce(x, 'b c h w -> b c h 1'" in shown
+    assert main(["show", "bam(flavor='paper')"]) == 0
+    assert "combined = channel_gate_map + spatial_excite" in capsys.readouterr().out
 
 
 def test_python_dash_m_dynattn():

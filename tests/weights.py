@@ -35,3 +35,21 @@ def randomize_norms(*modules: nn.Module, seed: int = 0) -> None:
             bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
             bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=g) * 0.1)
             bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)
+
+
+@torch.no_grad()
+def randomize_parameters(*modules: nn.Module, seed: int = 0) -> None:
+    """Replace every parameter by a random value on the scale of a trained layer's (weights with a standard
+    deviation of 1/sqrt(fan in), biases and norm shifts of 0.1, norm scales in [0.5, 1.5]), so zero- or
+    one-initialised layers (global context's last layer, SRM's weights) cannot hide a wrong mapping."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    for m in modules:
+        g = torch.Generator().manual_seed(seed)
+        for module in m.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, norms) and name == "weight":
+                    p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+                elif p.dim() >= 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * (p[0].numel() ** -0.5))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)

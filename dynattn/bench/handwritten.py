@@ -1,17 +1,23 @@
 """Hand-written attention modules as their authors' repositories write them, timed by the
-benchmark as the code dynattn replaces (timm's modules stand in for SE, ECA and CBAM).
+benchmark as the code dynattn replaces (timm's modules stand in for SE, ECA, CBAM and the rest of
+``timm.layers.create_attn``'s list).
 
 Triplet follows landskape-ai/triplet-attention (permuted, contiguous copies of x per branch);
 GAM follows the widely copied implementation of the paper (a Linear over x permuted to
-(B, H*W, C)). These are timing baselines; the numeric references are in ``tests/reference``.
+(B, H*W, C)); SimAM, BAM, SRM and FcaNet follow ZjjConan/SimAM, Jongchan/attention-module,
+hyunjaelee410/style-based-recalibration-module and cfzd/FcaNet. These are timing baselines; the
+numeric references are in ``tests/reference``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["TripletAttention", "GAMAttention", "CondConvWithRouter"]
+__all__ = ["TripletAttention", "GAMAttention", "CondConvWithRouter", "SimAM", "BAM", "SRM", "FcaNet",
+           "timm_attention"]
 
 
 class _ZPoolConv(nn.Module):
@@ -67,3 +73,92 @@ class CondConvWithRouter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x, torch.sigmoid(self.routing_fn(x.mean((2, 3)))))
+
+
+class SimAM(nn.Module):
+    def __init__(self, e_lambda: float = 1e-4) -> None:
+        super().__init__()
+        self.e_lambda = e_lambda
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[2] * x.shape[3] - 1
+        d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+        return x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5)
+
+
+class BAM(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4) -> None:
+        super().__init__()
+        hidden = channels // reduction
+        self.gate_c = nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                    nn.Linear(hidden, channels))
+        layers: list[nn.Module] = [nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU()]
+        for _ in range(2):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(hidden),
+                       nn.ReLU()]
+        self.gate_s = nn.Sequential(*layers, nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.avg_pool2d(x, x.size(2), stride=x.size(2))
+        channel = self.gate_c(pooled).unsqueeze(2).unsqueeze(3).expand_as(x)
+        spatial = self.gate_s(x).expand_as(x)
+        return (1 + torch.sigmoid(channel * spatial)) * x
+
+
+class SRM(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.cfc = nn.Parameter(torch.zeros(channels, 2))
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, _, _ = x.size()
+        mean = x.view(n, c, -1).mean(dim=2).view(n, c, -1)
+        std = x.view(n, c, -1).std(dim=2).view(n, c, -1)
+        z = torch.sum(torch.cat((mean, std), dim=2) * self.cfc[None, :, :], dim=2)[:, :, None, None]
+        return x * torch.sigmoid(self.bn(z))
+
+
+class FcaNet(nn.Module):
+    """FcaNet's layer with its DCT built for ``size`` x ``size`` maps, top16 frequencies."""
+
+    TOP = ((0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2), (0, 1, 0, 5, 2, 0, 2, 0, 0, 6, 0, 4, 6, 3, 5, 2))
+
+    def __init__(self, channels: int, size: int, reduction: int = 16) -> None:
+        super().__init__()
+        scale = size // 7
+        weight = torch.zeros(channels, size, size)
+        part = channels // 16
+
+        def basis(t: int, f: int) -> float:
+            v = math.cos(math.pi * f * (t + 0.5) / size) / math.sqrt(size)
+            return v if f == 0 else v * math.sqrt(2)
+
+        for i, (u, v) in enumerate(zip(*self.TOP)):
+            for tx in range(size):
+                for ty in range(size):
+                    weight[i * part:(i + 1) * part, tx, ty] = basis(tx, u * scale) * basis(ty, v * scale)
+        self.register_buffer("weight", weight)
+        self.fc = nn.Sequential(nn.Linear(channels, channels // reduction, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(channels // reduction, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        y = torch.sum(x * self.weight, dim=[2, 3])
+        return x * self.fc(y).view(n, c, 1, 1).expand_as(x)
+
+
+def timm_attention(name: str, channels: int) -> nn.Module:
+    """``timm.layers.create_attn(name, channels)``. timm 1.0.31 cannot build its GatherExcite with the MLP
+    (its ``__init__`` passes the device/dtype dict unpacked as positional arguments to ``ConvMlp``); that
+    one is built without and given the ``ConvMlp`` the line means to build."""
+    from timm.layers import ConvMlp, GatherExcite, create_attn, make_divisible
+
+    try:
+        return create_attn(name, channels)
+    except TypeError:
+        if name != "ge":
+            raise
+        module = GatherExcite(channels, use_mlp=False)
+        module.mlp = ConvMlp(channels, make_divisible(channels / 16, 1, round_limit=0.0), act_layer=nn.ReLU)
+        return module

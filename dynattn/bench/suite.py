@@ -6,12 +6,12 @@ against one copy of x, interleaved in one run, medians.
     python -m dynattn.bench --device cuda --dtype bf16 --channels-last
 
 For each preset and shape, the variants timed round-robin are: dynattn eager, dynattn
-compiled (``torch.compile(fullgraph=True)``), the reference (timm's SEModule, EcaModule and
-CbamModule for SE, ECA and CBAM, built with ``flavor="timm"`` on our side so the arithmetic is
-the same; the hand-written Triplet and GAM of :mod:`dynattn.bench.handwritten`; timm's
-CondConv2d for the dynamic conv), and ``x.clone()``: one read and one write of x, the
-memory-traffic floor (SE's lower bound is about 1.5 copies: read x to pool it, read and write it
-to scale it).
+compiled (``torch.compile(fullgraph=True)``), the reference (timm's module of the same name for
+SE, ECA, CBAM and every other name of ``timm.layers.create_attn``, built with ``flavor="timm"`` on
+our side so the arithmetic is the same; the hand-written Triplet, GAM, SimAM, BAM, SRM and FcaNet
+of :mod:`dynattn.bench.handwritten`; timm's CondConv2d for the dynamic conv), and ``x.clone()``:
+one read and one write of x, the memory-traffic floor (SE's lower bound is about 1.5 copies:
+read x to pool it, read and write it to scale it).
 
 Prints a markdown table (and writes it, with a PNG plot if matplotlib is installed, to
 ``--out``). Ratios are times over times measured in the same interleaved run.
@@ -31,20 +31,33 @@ from torch import nn
 
 from ..builder import build
 from ..dynamic_conv import DynamicConv2d
+from ..presets import get_spec
 from ..spec import AttnSpec
 from . import handwritten
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary, no_grad_call
 
-PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv")
+PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv", "ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam",
+           "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca")
+#: Presets timed against timm's module of the same name (``timm.layers.create_attn``), built with
+#: ``flavor="timm"`` on our side so the arithmetic is the same.
+TIMM_NAMED = ("ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _reference(preset: str, channels: int) -> tuple[nn.Module, nn.Module] | None:
+def _reference(preset: str, channels: int, size: int) -> tuple[nn.Module, nn.Module] | None:
     """(dynattn module, reference module) of the same arithmetic, or None without timm."""
     if preset == "gam":
         return build(AttnSpec.gam(), channels=channels), handwritten.GAMAttention(channels)
     if preset == "triplet":
         return build(AttnSpec.triplet(), channels=channels), handwritten.TripletAttention()
+    if preset == "simam":
+        return build(AttnSpec.simam(), channels=channels), handwritten.SimAM()
+    if preset == "bam":
+        return build(AttnSpec.bam(), channels=channels), handwritten.BAM(channels)
+    if preset == "srm":
+        return build(AttnSpec.srm(), channels=channels), handwritten.SRM(channels)
+    if preset == "fca":
+        return build(AttnSpec.fca(), channels=channels), handwritten.FcaNet(channels, size)
     try:
         import timm.layers as tl
         from timm.layers.cbam import CbamModule
@@ -59,6 +72,8 @@ def _reference(preset: str, channels: int) -> tuple[nn.Module, nn.Module] | None
     if preset == "dyconv":
         ours = DynamicConv2d(channels, channels, 3, padding=1, spec=AttnSpec.condconv())
         return ours, handwritten.CondConvWithRouter(channels, channels)
+    if preset in TIMM_NAMED:
+        return build(get_spec(preset, flavor="timm"), channels=channels), handwritten.timm_attention(preset, channels)
     raise ValueError(preset)
 
 
@@ -97,7 +112,7 @@ def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.fl
     progress = _Progress(len(cells))
     rows = []
     for preset, b, c, s in cells:
-        pair = _reference(preset, c)
+        pair = _reference(preset, c, s)
         if pair is None:
             progress.step(f"{preset}: skipped (no timm)")
             continue

@@ -19,12 +19,14 @@ import operator
 import einops
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 
 from ..checks import check_input
-from ..vocab import AXES
+from ..spec import AttnSpec
+from ..vocab import AXES, FUSE_NEUTRAL, MODULE_POOLS
 from . import ops
 from .graph_writer import BATCHABLE, GraphWriter, join
-from .lower import BranchPlan, Plan
+from .lower import BranchPlan, GroupPlan, Plan, StagePlan
 from .optimize import optimize_graph
 
 __all__ = ["emit_graph", "squeeze", "excite", "attr_path"]
@@ -36,6 +38,10 @@ def attr_path(branch: BranchPlan, name: str) -> str:
 
 # ---------------------------------------------------------------------------- squeeze
 def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) -> fx.Node:
+    if op in MODULE_POOLS:  # attention / DCT pooling: a module of the branch, (B, C, H, W) -> (B, C)
+        return w.module(attr_path(branch, f"pool_{op}"), x, name=name, role="squeeze")
+    if branch.spec.extent:
+        return _extent_pool(w, x, op, branch.spec.extent, name)
     target, frame = branch.spec.target, branch.frame
     layout = ops.descriptor_layout(target, frame)
     if op in ops.EINOPS_REDUCTION:
@@ -56,10 +62,28 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) ->
     return w.einops(einops.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
 
 
+def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, name: str) -> fx.Node:
+    """Gather-excite's gather: windows of 2e - 1, stride e, padded by e - 1 (padding not counted)."""
+    window = dict(kernel_size=2 * extent - 1, stride=extent, padding=extent - 1)
+    if op == "avg":
+        return w.fn(F.avg_pool2d, x, **window, count_include_pad=False, name=name, role="squeeze")
+    return w.fn(torch.max_pool2d, x, **window, name=name, role="squeeze")
+
+
+def _strip_pool(w: GraphWriter, x: fx.Node, op: str, along: str, name: str) -> fx.Node:
+    """One strip: ``op`` along ``along`` ("w" gives the H strip b c h 1, "h" the W strip b c 1 w)."""
+    layout = "b c h 1" if along == "w" else "b c 1 w"
+    if op in ops.EINOPS_REDUCTION:
+        return w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {layout}", ops.EINOPS_REDUCTION[op], name=name,
+                        role="squeeze")
+    fn, kwargs = ops.TORCH_REDUCTION[op]
+    return w.fn(fn, x, **kwargs, dim=(AXES.index(along),), keepdim=True, name=name, role="squeeze")
+
+
 def squeeze(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> list[fx.Node]:
-    """The pooled descriptors of ``branch`` (x itself, rotated if need be, for element targets)."""
+    """The pooled descriptors of ``branch`` (x itself, rotated if need be, where it pools nothing)."""
     spec, p = branch.spec, branch.name
-    if spec.target == "element":
+    if spec.pool == ("none",):
         if not branch.rotated:
             return [x]
         return [w.einops(einops.rearrange, x, f"{ops.ORIGINAL} -> {' '.join(branch.frame)}",
@@ -79,7 +103,7 @@ def excite(w: GraphWriter, descs: list[fx.Node], branch: BranchPlan) -> fx.Node:
         total = w.add_all(descs, join(p, "squeeze_total"))
         descs = [w.fn(operator.truediv, total, len(spec.pool), name=join(p, "squeeze"), role="squeeze")]
     elif len(descs) > 1 and spec.merge == "concat":
-        cat = torch.stack if spec.excite == "conv1d" else torch.cat
+        cat = torch.stack if spec.excite in ("conv1d", "conv1d_mlp", "channelwise") else torch.cat
         descs = [w.fn(cat, descs, dim=1, name=join(p, "squeeze"), role="squeeze")]
     if spec.excite == "none":
         return w.add_all(descs, join(p, "excite"), role="excite") if len(descs) > 1 else descs[0]
@@ -95,32 +119,115 @@ def excite(w: GraphWriter, descs: list[fx.Node], branch: BranchPlan) -> fx.Node:
 
 
 # ---------------------------------------------------------------------------- gate
+def _activate(w: GraphWriter, z: fx.Node, spec: AttnSpec, owner: str, prefix: str, suffix: str = "") -> fx.Node:
+    """``gate(z / temperature)``, named ``<prefix>_gate<suffix>``; ``owner`` is the module path that holds
+    the temperature buffer."""
+    name = join(prefix, "gate" + suffix)
+    if spec.temperature != 1.0:
+        temperature = w.attr(f"{owner}.temperature" if owner else "temperature", join(prefix, "temperature"))
+        z = w.fn(operator.truediv, z, temperature, name=join(prefix, "logits" + suffix))
+    if spec.gate == "identity":
+        return z
+    if spec.gate == "softmax":
+        if spec.target == "spatial":  # a distribution over the positions
+            flat = w.method("flatten", z, 2, name=f"{name}_logits")
+            soft = w.fn(torch.softmax, flat, -1, name=f"{name}_flat")
+            return w.method("view_as", soft, z, name=name, role="gate")
+        return w.fn(torch.softmax, z, 1, name=name, role="gate")  # over the channels
+    return w.fn(ops.GATE_FNS[spec.gate], z, name=name, role="gate")
+
+
+def _mix(w: GraphWriter, gate: fx.Node, spec: AttnSpec, owner: str, prefix: str) -> fx.Node:
+    """An identity-initialised gate: ``n + mix * (gate - n)``, exactly the neutral value ``n`` of the
+    spec's fuse (1 for x * w, 0 for x * (1 + w) and x + w) while ``mix == 0``."""
+    mix = w.attr(f"{owner}.mix" if owner else "mix", join(prefix, "mix"))
+    if FUSE_NEUTRAL[spec.fuse] == 0.0:
+        return w.fn(operator.mul, mix, gate, name=join(prefix, "gate_mixed"), role="gate")
+    delta = w.fn(operator.sub, gate, 1, name=join(prefix, "gate_delta"))
+    scaled = w.fn(operator.mul, mix, delta, name=join(prefix, "gate_delta_mixed"))
+    return w.fn(operator.add, 1, scaled, name=join(prefix, "gate_mixed"), role="gate")
+
+
 def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:
     spec, p = branch.spec, branch.name
-    if spec.temperature != 1.0:
-        temperature = w.attr(attr_path(branch, "temperature"), join(p, "temperature"))
-        z = w.fn(operator.truediv, z, temperature, name=join(p, "logits"))
-    name = join(p, "gate")
-    if spec.gate == "identity":
-        gate = z
-    elif spec.gate == "softmax":
-        if spec.target == "spatial":  # a distribution over the positions
-            flat = w.method("flatten", z, 2, name=join(p, "gate_logits"))
-            soft = w.fn(torch.softmax, flat, -1, name=join(p, "gate_flat"))
-            gate = w.method("view_as", soft, z, name=name, role="gate")
-        else:  # over the channels
-            gate = w.fn(torch.softmax, z, 1, name=name, role="gate")
-    else:
-        gate = w.fn(ops.GATE_FNS[spec.gate], z, name=name, role="gate")
-    if spec.init == "identity":  # 1 + mix * (gate - 1): exactly 1 while mix == 0
-        mix = w.attr(attr_path(branch, "mix"), join(p, "mix"))
-        delta = w.fn(operator.sub, gate, 1, name=join(p, "gate_delta"))
-        scaled = w.fn(operator.mul, mix, delta, name=join(p, "gate_delta_mixed"))
-        gate = w.fn(operator.add, 1, scaled, name=join(p, "gate_mixed"), role="gate")
+    gate = _activate(w, z, spec, branch.name, p)
+    if spec.init == "identity":
+        gate = _mix(w, gate, spec, branch.name, p)
     pattern = ops.broadcast_pattern(spec.target, branch.frame)
     if pattern is not None:
         gate = w.einops(einops.rearrange, gate, pattern, name=join(p, "gate_map"), role="gate_map")
     return gate
+
+
+def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
+    """A strip stage: x pooled along W (the H strip) and along H (the W strip), each excited, then
+    merged: ``sum`` adds the excitations before one gate, ``prod`` multiplies the two gates."""
+    spec, p = branch.spec, branch.name
+    strips = [_strip_pool(w, x, spec.pool[0], along, join(p, f"squeeze_{axis}")) for along, axis in
+              (("w", "h"), ("h", "w"))]
+    if spec.excite == "none":
+        z_h, z_w = strips
+    else:
+        both = w.module(attr_path(branch, "excite"), *strips, name=join(p, "excite"), role="excite")
+        z_h, z_w = (w.fn(operator.getitem, both, i, name=join(p, f"excite_{axis}"), role="excite")
+                    for i, axis in enumerate("hw"))
+    if spec.merge == "sum":
+        gate = _activate(w, w.fn(operator.add, z_h, z_w, name=join(p, "excite_sum"), role="excite"), spec,
+                         branch.name, p)
+    else:
+        g_h = _activate(w, z_h, spec, branch.name, p, "_h")
+        g_w = _activate(w, z_w, spec, branch.name, p, "_w")
+        gate = w.fn(operator.mul, g_h, g_w, name=join(p, "gate"), role="gate")
+    return _mix(w, gate, spec, branch.name, p) if spec.init == "identity" else gate
+
+
+def _extent_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
+    """A channel gate per window of a local extent, resized back to x's H x W (gather-excite)."""
+    spec, p = branch.spec, branch.name
+    gate = _activate(w, excite(w, squeeze(w, x, branch), branch), spec, branch.name, p)
+    if spec.init == "identity":
+        gate = _mix(w, gate, spec, branch.name, p)
+    return w.fn(ops.resize_like, gate, x, name=join(p, "gate_map"), role="gate_map")
+
+
+def _branch_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
+    """One branch's gate map, broadcastable against x."""
+    if branch.spec.target == "strip":
+        return _strip_gate(w, x, branch)
+    if branch.spec.extent:
+        return _extent_gate(w, x, branch)
+    return _gate(w, excite(w, squeeze(w, x, branch), branch), branch)
+
+
+def _stage_gate(w: GraphWriter, x: fx.Node, stage: StagePlan) -> fx.Node:
+    """A stage's gate map: its branches' gates, averaged."""
+    gates = [_branch_gate(w, x, branch) for branch in stage.branches]
+    if len(gates) == 1:
+        return gates[0]
+    total = w.add_all(gates, join(stage.name, "gate_total"))
+    return w.fn(operator.truediv, total, len(gates), name=join(stage.name, "gate"), role="gate")
+
+
+def _group_gate(w: GraphWriter, x: fx.Node, group: GroupPlan) -> fx.Node:
+    """A parallel composite: its stages' gate maps from the same x, summed or multiplied, then its gate."""
+    spec, p = group.spec, group.name
+    combine = operator.add if spec.merge == "sum" else operator.mul
+    combined = _stage_gate(w, x, group.stages[0])
+    for i, stage in enumerate(group.stages[1:], start=2):
+        last = i == len(group.stages)
+        combined = w.fn(combine, combined, _stage_gate(w, x, stage),
+                        name=join(p, "combined" if last else f"combined_{i}"), role="excite" if last else None)
+    gate = _activate(w, combined, spec, p, p)
+    return _mix(w, gate, spec, p, p) if spec.init == "identity" else gate
+
+
+def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node, fuse: str, prefix: str) -> fx.Node:
+    """x * w, x * (1 + w) or x + w."""
+    if fuse == "add":
+        return w.fn(operator.add, x, gate, name=join(prefix, "add"), role="scale")
+    if fuse == "mul_one_plus":
+        gate = w.fn(operator.add, 1, gate, name=join(prefix, "gate_one_plus"), role="gate_map")
+    return w.fn(operator.mul, x, gate, name=join(prefix, "scale"), role="scale")
 
 
 # ---------------------------------------------------------------------------- graph
@@ -134,17 +241,10 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
     check.meta["is_wrapped"] = True  # one call when a host model is traced; evaluated away by torch.compile
     y = x
     for stage in plan.stages:
-        gates = []
-        for branch in stage.branches:
-            descs = squeeze(w, y, branch)
-            z = excite(w, descs, branch)
-            gates.append(_gate(w, z, branch))
-        if len(gates) > 1:
-            total = w.add_all(gates, join(stage.name, "gate_total"))
-            gate = w.fn(operator.truediv, total, len(gates), name=join(stage.name, "gate"), role="gate")
+        if isinstance(stage, GroupPlan):
+            y = _fuse(w, y, _group_gate(w, y, stage), stage.spec.fuse, stage.name)
         else:
-            gate = gates[0]
-        y = w.fn(operator.mul, y, gate, name=join(stage.name, "scale"), role="scale")
+            y = _fuse(w, y, _stage_gate(w, y, stage), stage.branches[0].spec.fuse, stage.name)
     w.graph.output(y)
     w.graph.lint()
     if optimize:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from ..errors import SpecError
 from ..spec import AttnSpec
+from ..validate import has_hidden
 from ..vocab import AXES
 
-__all__ = ["BranchPlan", "StagePlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
+__all__ = ["BranchPlan", "StagePlan", "GroupPlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,20 @@ class StagePlan:
 
 
 @dataclass(frozen=True)
+class GroupPlan:
+    """A parallel composite: its stages' gate maps, each from the same input, combined by
+    ``spec.merge``, then ``spec.gate`` and ``spec.fuse`` (BAM)."""
+
+    name: str
+    stages: tuple[StagePlan, ...]
+    spec: AttnSpec
+
+
+@dataclass(frozen=True)
 class Plan:
     class_name: str
     channels: int
-    stages: tuple[StagePlan, ...]
+    stages: tuple[StagePlan | GroupPlan, ...]
     spec: AttnSpec
 
 
@@ -64,8 +75,10 @@ def hidden_width(spec: AttnSpec, channels: int) -> int:
         return spec.width
     v = channels / spec.reduction
     d = spec.divisor
-    if spec.rounding == "nearest":  # timm's make_divisible(v, d, round_limit=0)
+    if spec.rounding in ("nearest", "nearest_90"):  # timm's make_divisible(v, d, round_limit=0 or 0.9)
         width = max(d, int(v + d / 2) // d * d)
+        if spec.rounding == "nearest_90" and width < 0.9 * v:
+            width += d
     else:
         width = int(v) // d * d
     if spec.min_width is not None:
@@ -93,11 +106,13 @@ def _snake(name: str) -> str:
 
 
 def _named_leaves(spec: AttnSpec, prefix: str = "") -> list[tuple[str, AttnSpec]]:
-    if not spec.stages:
-        return [(prefix + _snake(spec.name or spec.target or "stage"), spec)]
+    """(name, leaf or parallel composite) in execution order."""
+    if not spec.stages or spec.merge is not None:
+        fallback = "parallel" if spec.stages else spec.target or "stage"
+        return [(prefix + _snake(spec.name or fallback), spec)]
     out: list[tuple[str, AttnSpec]] = []
     for i, stage in enumerate(spec.stages):
-        if stage.stages:
+        if stage.stages and stage.merge is None:
             sub = prefix + _snake(stage.name or f"stage{i}") + "_"
             out.extend(_named_leaves(stage, sub))
         else:
@@ -130,13 +145,27 @@ def _branch(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channel
     kernel = spec.kernel_size if isinstance(spec.kernel_size, int) else None
     if spec.kernel_size == "adaptive":
         kernel = eca_kernel_size(spec, channels)
-    if spec.target in ("channel", "element", "kernel"):
-        excite_in = merged * (own_channels or 0) if spec.excite != "conv1d" else merged
-    else:  # spatial: the descriptors are the conv's input channels
-        excite_in = merged
-    if spec.excite in ("mlp", "pixel_mlp") or (spec.excite == "conv" and spec.target == "element"):
+    if spec.excite in ("conv1d", "conv1d_mlp", "channelwise"):
+        excite_in = merged  # descriptors stacked as the input channels of a conv along the channels
+    elif spec.target == "spatial" and spec.pool != ("none",):
+        excite_in = merged  # the descriptors are the conv's input channels
+    else:
+        excite_in = merged * (own_channels or 0)
+    if has_hidden(spec):
         hidden = hidden_width(spec, channels)
     return BranchPlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
+
+
+def _stage(name: str, leaf: AttnSpec, channels: int) -> StagePlan:
+    if leaf.branches:
+        frames = [tuple(r.split("->")[1].split()) for r in leaf.branches]
+        bnames = _unique([_branch_name(f) for f in frames])
+        branches = tuple(
+            _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
+        )
+    else:
+        branches = (_branch(name, leaf, AXES, channels),)
+    return StagePlan(name, branches)
 
 
 def _class_name(spec: AttnSpec) -> str:
@@ -158,15 +187,13 @@ def lower(spec: AttnSpec, channels: int) -> Plan:
         names = [""]
     else:
         names = _unique([n for n, _ in leaves])
-    stages = []
+    stages: list[StagePlan | GroupPlan] = []
     for name, (_, leaf) in zip(names, leaves):
-        if leaf.branches:
-            frames = [tuple(r.split("->")[1].split()) for r in leaf.branches]
-            bnames = _unique([_branch_name(f) for f in frames])
-            branches = tuple(
-                _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
-            )
+        if leaf.stages:  # a parallel composite: its stages named within it
+            inner = _unique([n for n, _ in _named_leaves(AttnSpec.chain(*leaf.stages))])
+            inner = [f"{name}_{n}" if name else n for n in inner]
+            group = tuple(_stage(n, s, channels) for n, s in zip(inner, leaf.stages))
+            stages.append(GroupPlan(name, group, leaf))
         else:
-            branches = (_branch(name, leaf, AXES, channels),)
-        stages.append(StagePlan(name, branches))
+            stages.append(_stage(name, leaf, channels))
     return Plan(_class_name(spec), channels, tuple(stages), spec)

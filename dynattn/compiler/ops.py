@@ -14,7 +14,7 @@ from ..vocab import AXES
 
 __all__ = [
     "ORIGINAL", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern", "GATE_FNS",
-    "EINOPS_REDUCTION",
+    "EINOPS_REDUCTION", "sample_std", "resize_like",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -22,11 +22,27 @@ ORIGINAL = " ".join(AXES)
 #: einops reductions for the pooling ops einops names itself.
 EINOPS_REDUCTION = {"avg": "mean", "max": "max"}
 
+def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """The sample standard deviation (divided by n - 1, SRM's ``x.std()``) over ``dim``; over a single
+    position, where it does not exist, the population one (0) instead of NaN."""
+    n = 1
+    for d in dim:
+        n = n * x.shape[d]
+    # (n > 1) + 0 is 1 or 0 without a Python branch on the shape, so a host model traces through this
+    return torch.std(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim)
+
+
+def resize_like(gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A gate computed on a coarser grid, resized to x's H x W by nearest neighbours (gather-excite)."""
+    return F.interpolate(gate, size=x.shape[-2:], mode="nearest")
+
+
 #: Pooling ops written as torch reductions over dims, with their keyword arguments.
 TORCH_REDUCTION = {
     "lse": (torch.logsumexp, {}),
     "lp": (torch.linalg.vector_norm, {"ord": 2}),
     "std": (torch.std, {"correction": 0}),
+    "std_unbiased": (sample_std, {}),
 }
 
 #: Element-wise gates (softmax needs an axis and is emitted separately).
@@ -38,7 +54,8 @@ GATE_FNS = {
 
 
 def pool_axes(target: str, frame: tuple[str, ...]) -> tuple[str, ...]:
-    """The axes a stage pools over, named in the original frame."""
+    """The axes a stage pools over, named in the original frame (a strip stage pools one axis per
+    strip and is emitted on its own)."""
     if target in ("channel", "kernel"):
         return frame[2:]
     if target == "spatial":

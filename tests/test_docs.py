@@ -3,7 +3,7 @@
 - ``bash``: the two set-up commands, which .ci/run runs;
 - ``python``: executed;
 - ``console``: each ``$ dynattn ...`` line runs and exits 0;
-- the plain block of generated code: equal to what the compiler emits.
+- the plain block of generated code: what ``print(module.code)`` prints, verbatim.
 Every example runs too (quick settings).
 """
 

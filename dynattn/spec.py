@@ -158,12 +158,14 @@ class AttnSpec:
 
     @classmethod
     def parallel(
-        cls, *stages: AttnSpec, merge: str = "sum", gate: str = "sigmoid", fuse: str = "mul", init: str = "default",
-        name: str | None = None, reference: str | None = None,
+        cls, *stages: AttnSpec, merge: str = "sum", gate: str = "sigmoid", temperature: float = 1.0, fuse: str = "mul",
+        init: str = "default", name: str | None = None, reference: str | None = None,
     ) -> AttnSpec:
         """A composite that runs ``stages`` on the same input and combines their gate maps by ``merge``
-        (``sum`` or ``prod``, broadcast) before its own ``gate`` and ``fuse`` (BAM)."""
-        return cls(stages=stages, merge=merge, gate=gate, fuse=fuse, init=init, name=name, reference=reference)
+        (``sum`` or ``prod``, broadcast) before its own ``gate`` (of the combined map over ``temperature``)
+        and ``fuse`` (BAM)."""
+        return cls(stages=stages, merge=merge, gate=gate, temperature=temperature, fuse=fuse, init=init, name=name,
+                   reference=reference)
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ Accepted forms::
     AttnSpec(pool=['avg', 'max'], target='spatial')
     AttnSpec.cbam(init='identity')
     AttnSpec.chain(AttnSpec.eca(), AttnSpec(target='spatial'), name='ECASpatial')
+    AttnSpec.parallel(AttnSpec(gate='identity'), AttnSpec(target='spatial', gate='identity'), merge='prod')
 
 Arguments must be literals (numbers, strings, lists, tuples, None, booleans) or nested specs.
 """
@@ -54,8 +55,8 @@ def _call(node: ast.Call, text: str) -> AttnSpec:
         return _construct(lambda: AttnSpec(**kwargs), text)
     if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "AttnSpec":
         name = func.attr
-        if name == "chain":
-            return _construct(lambda: AttnSpec.chain(*args, **kwargs), text)
+        if name in ("chain", "parallel"):
+            return _construct(lambda: getattr(AttnSpec, name)(*args, **kwargs), text)
     elif isinstance(func, ast.Name):
         name = func.id
     else:

@@ -104,6 +104,10 @@ def test_cli_lists_every_spec_field(capsys):
     assert "fuse='mul_one_plus'" in shown and "squeeze_h = einops_einops_reduce(x, 'b c h w -> b c h 1'" in shown
     assert main(["show", "bam(flavor='paper')"]) == 0
     assert "combined = channel_gate_map + spatial_excite" in capsys.readouterr().out
+    text = ("AttnSpec.parallel(AttnSpec(gate='identity', norm='bn', name='channel'), AttnSpec(target='spatial', "
+            "pool=['none'], kernel_size=3, dilation=4, norm='bn', gate='identity', name='spatial'), merge='prod', "
+            "fuse='mul_one_plus')")
+    assert parse_spec(text).replace(name="BAM", reference=AttnSpec.bam().reference) == AttnSpec.bam()
 
 
 def test_python_dash_m_dynattn():

@@ -106,7 +106,7 @@ class _Progress:
 
 
 def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.float32, channels_last=False,
-              compiled=True, repeats=20) -> list[Row]:
+              compiled=True, repeats=20, quantile=0.5, clock=time.perf_counter) -> list[Row]:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     cells = list(itertools.product(presets, batches, channels, sizes))
     progress = _Progress(len(cells))
@@ -124,7 +124,7 @@ def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.fl
         fns = {"ours": no_grad_call(ours, x), "reference": no_grad_call(ref, x), "copy": x.clone}
         if compiled:
             fns["ours_compiled"] = no_grad_call(torch.compile(ours, fullgraph=True), x)
-        rows.append(Row(preset, b, c, s, interleaved_medians(fns, repeats=repeats)))
+        rows.append(Row(preset, b, c, s, interleaved_medians(fns, repeats=repeats, quantile=quantile, clock=clock)))
         progress.step(f"{preset} B={b} C={c} {s}x{s}")
     return rows
 
@@ -187,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--eager-only", action="store_true", help="skip torch.compile")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--quantile", type=float, default=0.5,
+                   help="the quantile of each variant's call times reported (0.5: the median)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: the process's CPU time per call, which time spent waiting for a core on a shared "
+                        "machine does not inflate (use with --threads 1)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for the run")
     p.add_argument("--out", default="bench-results", help="folder for results.md and results.png")
     add_allocator_option(p)
     args = p.parse_args(argv)
@@ -194,15 +200,24 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in presets if x not in PRESETS]
     if unknown:
         p.error(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}")
+    if not 0 < args.quantile < 1:
+        p.error(f"--quantile={args.quantile}: must be in (0, 1)")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads={args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available here")
     batches, channels, sizes = ((32,), (256,), (28,)) if args.quick else (
         _ints(args.batch), _ints(args.channels), _ints(args.size))
     allocator = allocator_line(args)
     rows = run_suite(presets, batches, channels, sizes, device=args.device, dtype=DTYPES[args.dtype],
-                     channels_last=args.channels_last, compiled=not args.eager_only, repeats=args.repeats)
+                     channels_last=args.channels_last, compiled=not args.eager_only, repeats=args.repeats,
+                     quantile=args.quantile, clock=time.process_time if args.clock == "cpu" else time.perf_counter)
+    stat = "medians" if args.quantile == 0.5 else f"{args.quantile:g} quantiles"
+    stat += " of CPU time" if args.clock == "cpu" else ""
     header = (f"dynattn benchmark; {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}; "
-              f"medians of {args.repeats} interleaved runs; {machine_summary()}; {allocator}")
+              f"{stat} of {args.repeats} interleaved runs; {machine_summary()}; {allocator}")
     text = f"{header}\n\n{table(rows)}\n"
     print(text)
     out = Path(args.out)

@@ -159,9 +159,11 @@ def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:
     return gate
 
 
-def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
+def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan, factors: bool = False) -> fx.Node | list[fx.Node]:
     """A strip stage: x pooled along W (the H strip) and along H (the W strip), each excited, then
-    merged: ``sum`` adds the excitations before one gate, ``prod`` multiplies the two gates."""
+    merged: ``sum`` adds the excitations before one gate, ``prod`` multiplies the two gates. With
+    ``factors``, a ``prod`` stage without identity init returns the two gates, for x to be scaled by
+    one and then the other (faster than forming their (B, C, H, W) product first)."""
     spec, p = branch.spec, branch.name
     strips = [_strip_pool(w, x, spec.pool[0], along, join(p, f"squeeze_{axis}")) for along, axis in
               (("w", "h"), ("h", "w"))]
@@ -177,6 +179,8 @@ def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
     else:
         g_h = _activate(w, z_h, spec, branch.name, p, "_h")
         g_w = _activate(w, z_w, spec, branch.name, p, "_w")
+        if factors and spec.init == "default":
+            return [g_h, g_w]
         gate = w.fn(operator.mul, g_h, g_w, name=join(p, "gate"), role="gate")
     return _mix(w, gate, spec, branch.name, p) if spec.init == "identity" else gate
 
@@ -190,20 +194,20 @@ def _extent_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
     return w.fn(ops.resize_like, gate, x, name=join(p, "gate_map"), role="gate_map")
 
 
-def _branch_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
-    """One branch's gate map, broadcastable against x."""
+def _branch_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan, factors: bool = False) -> fx.Node | list[fx.Node]:
+    """One branch's gate map, broadcastable against x (or its factors: see :func:`_strip_gate`)."""
     if branch.spec.target == "strip":
-        return _strip_gate(w, x, branch)
+        return _strip_gate(w, x, branch, factors)
     if branch.spec.extent:
         return _extent_gate(w, x, branch)
     return _gate(w, excite(w, squeeze(w, x, branch), branch), branch)
 
 
-def _stage_gate(w: GraphWriter, x: fx.Node, stage: StagePlan) -> fx.Node:
+def _stage_gate(w: GraphWriter, x: fx.Node, stage: StagePlan, factors: bool = False) -> fx.Node | list[fx.Node]:
     """A stage's gate map: its branches' gates, averaged."""
+    if len(stage.branches) == 1:
+        return _branch_gate(w, x, stage.branches[0], factors)
     gates = [_branch_gate(w, x, branch) for branch in stage.branches]
-    if len(gates) == 1:
-        return gates[0]
     total = w.add_all(gates, join(stage.name, "gate_total"))
     return w.fn(operator.truediv, total, len(gates), name=join(stage.name, "gate"), role="gate")
 
@@ -221,8 +225,11 @@ def _group_gate(w: GraphWriter, x: fx.Node, group: GroupPlan) -> fx.Node:
     return _mix(w, gate, spec, p, p) if spec.init == "identity" else gate
 
 
-def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node, fuse: str, prefix: str) -> fx.Node:
-    """x * w, x * (1 + w) or x + w."""
+def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str) -> fx.Node:
+    """x * w, x * (1 + w) or x + w; x * w_1 * w_2 for a gate given as its two factors."""
+    if isinstance(gate, list):
+        first = w.fn(operator.mul, x, gate[0], name=join(prefix, "scale_h"), role="scale")
+        return w.fn(operator.mul, first, gate[1], name=join(prefix, "scale"), role="scale")
     if fuse == "add":
         return w.fn(operator.add, x, gate, name=join(prefix, "add"), role="scale")
     if fuse == "mul_one_plus":
@@ -244,7 +251,8 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
         if isinstance(stage, GroupPlan):
             y = _fuse(w, y, _group_gate(w, y, stage), stage.spec.fuse, stage.name)
         else:
-            y = _fuse(w, y, _stage_gate(w, y, stage), stage.branches[0].spec.fuse, stage.name)
+            fuse = stage.branches[0].spec.fuse
+            y = _fuse(w, y, _stage_gate(w, y, stage, factors=fuse == "mul"), fuse, stage.name)
     w.graph.output(y)
     w.graph.lint()
     if optimize:

@@ -403,16 +403,24 @@ class StripMLP(nn.Module):
 
 class GroupNorm1(nn.GroupNorm):
     """GroupNorm with one group over a (B, C, H, W) map: each sample normalised over all of its values, then a
-    per-channel scale and shift (timm's ``GroupNorm1``). Written as a layer norm over (C, H, W), which also
-    takes a single value (it gives 0, then the shift), where ``nn.GroupNorm`` raises."""
+    per-channel scale and shift (timm's ``GroupNorm1``). It calls the ATen op directly: ``F.group_norm``
+    refuses a map of a single value (one sample, one channel, 1x1), which the op normalises to 0."""
 
     def __init__(self, channels: int, *, eps: float = 1e-5, device: torch.device | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__(1, channels, eps=eps, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        return torch.group_norm(x, 1, self.weight, self.bias, self.eps, torch.backends.cudnn.enabled)
+
+
+def _strip_conv1d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A depthwise conv along a strip, (B, C, L, 1) or (B, C, 1, L), run as the 1-D conv it is on (B, C, L):
+    the same arithmetic as ``conv(x)``, without the 2-D conv's layout (inductor lays 2-D conv outputs out
+    channels-last, then transposes them back inside the gate's loop)."""
+    k = conv.weight.shape[2] * conv.weight.shape[3]
+    y = F.conv1d(x.flatten(2), conv.weight.view(-1, 1, k), conv.bias, padding=(k - 1) // 2, groups=conv.groups)
+    return y.view_as(x)
 
 
 class StripConv(nn.Module):
@@ -452,8 +460,8 @@ class StripConv(nn.Module):
         self.bn_checked = norm == "bn"
         self.act = _act(act)
 
-    def _one(self, x: torch.Tensor, conv: nn.Module, norm: nn.Module | None) -> torch.Tensor:
-        x = conv(x)
+    def _one(self, x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module | None) -> torch.Tensor:
+        x = _strip_conv1d(x, conv)
         if norm is not None:
             x = norm(bn_guard(x, self.training) if self.bn_checked else x)
         return self.act(x)
@@ -502,23 +510,28 @@ class DCTPool(nn.Module):
         super().__init__()
         kind, n = selection[:3], int(selection[3:])
         us, vs = (f[:n] for f in DCT_FREQUENCIES[kind])
-        group = [c * n // channels for c in range(channels)]
+        group = torch.tensor([c * n // channels for c in range(channels)], device=device)
         self.selection = selection
-        self.register_buffer("u", torch.tensor([us[g] for g in group], device=device), persistent=False)
-        self.register_buffer("v", torch.tensor([vs[g] for g in group], device=device), persistent=False)
+        self.register_buffer("u", torch.tensor(us, device=device), persistent=False)  # (n,) 7x7 indices
+        self.register_buffer("v", torch.tensor(vs, device=device), persistent=False)
+        # channel c's row picks its group's frequency: a one-hot (C, n) matrix
+        self.register_buffer("groups", F.one_hot(group, n).float(), persistent=False)
         self._filters: dict[tuple, torch.Tensor] = {}  # eager only: (H, W, dtype, device) -> (C, H, W) filter
 
     def filter(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """The (C, H, W) DCT filter of each channel at this map size."""
-        basis_h = dct_basis(self.u * (h // 7), h)  # (C, H)
-        basis_w = dct_basis(self.v * (w // 7), w)  # (C, W)
+        groups = self.groups.float()
+        # each channel's basis rows, picked from the n frequencies' by a matmul: exact (one-hot), and a
+        # compiler materialises them once per call instead of folding the cosines into the pooling loop
+        basis_h = groups @ dct_basis(self.u * (h // 7), h)  # (C, H)
+        basis_w = groups @ dct_basis(self.v * (w // 7), w)  # (C, W)
         return (basis_h.unsqueeze(2) * basis_w.unsqueeze(1)).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
         if isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling():
-            # eager: reuse the filter of this size (a compiler folds it into a constant by itself; a host
-            # model traced with torch.fx sees the computation)
+            # eager: reuse the filter of this size (compiled, it is remade in each call, two small matmuls;
+            # a host model traced with torch.fx records the computation)
             key = (h, w, x.dtype, x.device, self.u.device)
             filt = self._filters.get(key)
             if filt is None:

@@ -1,10 +1,11 @@
 """Properties of every module the compiler builds, over specs drawn by dynattn.testing.specs()."""
 
+import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, find, given, settings
 from hypothesis import strategies as st
 
-from dynattn import AttnSpec, build
+from dynattn import AttnSpec, build, vocab
 from dynattn.testing import specs
 from dynattn.vocab import FEATURE_TARGETS
 
@@ -139,3 +140,27 @@ def test_build_is_deterministic_and_fresh(spec, channels):
     pa, pb = list(a.parameters()), list(b.parameters())
     assert all(x is not y for x, y in zip(pa, pb))
     assert [p.shape for p in pa] == [p.shape for p in pb]
+
+
+def _uses(spec, field, value):
+    return any(getattr(leaf, field) == value or (isinstance(getattr(leaf, field), tuple) and value in
+                                                  getattr(leaf, field)) for leaf in spec.leaves())
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    *(("target", t) for t in vocab.TARGETS), *(("pool", p) for p in vocab.POOLS),
+    *(("excite", e) for e in vocab.EXCITES), *(("merge", m) for m in vocab.MERGES),
+    *(("norm", n) for n in vocab.NORMS if n), *(("fuse", f) for f in vocab.FUSES),
+    *(("rounding", r) for r in vocab.ROUNDINGS), ("padding_mode", "circular"), ("frequencies", "low4"),
+    ("dilation", 2), ("extent", 2), ("kernel_size", "adaptive"), ("act", "identity"),
+])
+def test_the_strategy_reaches_every_value_the_spec_takes(field, value):
+    """dynattn.testing.specs() draws every target, pool, excitation, merge, norm, fuse and rounding, and
+    the new fields, so the properties above cover them."""
+    find(specs(), lambda s: _uses(s, field, value), settings=settings(max_examples=5000, database=None))
+
+
+def test_the_strategy_draws_parallel_composites():
+    spec = find(specs(), lambda s: s.is_composite and s.merge == "prod" and s.fuse == "mul_one_plus",
+                settings=settings(max_examples=5000, database=None))
+    assert all(leaf.init == "default" for leaf in spec.leaves())

@@ -6,6 +6,7 @@
     dynattn insert resnet50 --spec se --where residual
     dynattn insert timm:efficientnet_b0 --spec dyconv
     dynattn bench --quick                            the benchmark suite (python -m dynattn.bench)
+    dynattn bench --network resnet18 --spec dyconv   whole networks (python -m dynattn.bench.networks)
 
 Models are built without weights on the meta device, so ``insert`` costs no memory and
 downloads nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
@@ -155,6 +156,10 @@ def cmd_insert(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if any(a == "--network" or a.startswith("--network=") for a in rest):  # whole networks
+        from .bench.networks import main as networks_main
+
+        return networks_main(rest)
     from .bench.suite import main as bench_main
 
     return bench_main(rest)
@@ -180,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--where", action="append", help="residual, conv, stage, a glob, re:<regex>; repeatable")
     ins.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
     ins.add_argument("--leaf", action="append", help="a submodule (qualified name or glob) not to trace into")
-    sub.add_parser("bench", help="the benchmark suite; arguments as python -m dynattn.bench", add_help=False)
+    sub.add_parser("bench", help="the benchmark suite; arguments as python -m dynattn.bench (with --network: "
+                   "as python -m dynattn.bench.networks)", add_help=False)
     return p
 
 

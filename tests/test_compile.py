@@ -33,10 +33,19 @@ def test_feature_presets_compile_without_graph_breaks(name):
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", ["kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_dynamic_conv_compiles_without_graph_breaks(name, strategy):
     module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
+    _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
+
+
+def test_blocked_mixing_compiles_in_several_blocks(monkeypatch):
+    from dynattn import mixing
+
+    monkeypatch.setattr(mixing, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(mixing, "MIN_BLOCK_CHANNELS", 8)  # 33 outputs: blocks of 8, 8, 8, 8 and 1
+    module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec("odconv"), strategy="blocked").eval()
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
@@ -83,7 +92,7 @@ def test_inductor_equals_eager_every_preset(name, channels):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", ["kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_inductor_equals_eager_dynamic_conv(name, strategy):
     module = DynamicConv2d(33, 65, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()

@@ -43,7 +43,7 @@ def test_presets_export(name, tmp_path):
     _check_export(build(get_spec(name), channels=33), (33, 9, 7), tmp_path)
 
 
-@pytest.mark.parametrize("strategy", ["auto", "kernel", "output"])
+@pytest.mark.parametrize("strategy", ["auto", "kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_dynamic_conv_exports_in_each_strategy(name, strategy, tmp_path):
     _check_export(DynamicConv2d(33, 24, 3, padding=1, spec=get_spec(name), strategy=strategy), (33, 9, 7), tmp_path)

@@ -30,7 +30,8 @@ from .timing import (
     peak_allocated_mb,
 )
 
-VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:output", "condconv:auto", "odconv:auto", "timm_condconv")
+VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:blocked", "dyconv:output", "condconv:auto", "odconv:auto",
+            "timm_condconv")
 
 
 def make(variant: str, cin: int, cout: int, experts: int) -> nn.Module:

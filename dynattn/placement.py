@@ -4,11 +4,12 @@ own models; ``graph_passes.insert_attention(model, spec)`` applies it when ``whe
 A placement is data: which of a model's plain convs stay static. The parts it names are found by
 graph_passes without names of any particular model zoo:
 
-- the **stem**: the convs of the model's first part that holds convs (descending through a
-  container that holds every conv, as torchvision's ``features``): ResNet's ``conv1`` (timm's deep
-  stem: all three of ``conv1``), MobileNet's ``features.0``, EfficientNet's ``conv_stem``;
-- the **head**: the model's last such part when it is a single conv (MobileNetV3's and
-  EfficientNet's final 1x1 conv; a ResNet has none);
+- the **stem**: the convs of the model's first part that holds convs (descending into a part that
+  holds every conv, as torchvision's ``features``, or more than three, as a detector's backbone):
+  ResNet's ``conv1`` (timm's deep stem: all three of ``conv1``), MobileNet's ``features.0``,
+  EfficientNet's ``conv_stem``, Faster R-CNN's ``backbone.body.conv1``;
+- the **head**: the last part holding convs next to the stem, when it is a single 1x1 conv
+  (MobileNetV3's and EfficientNet's final 1x1 conv; a ResNet has none);
 - **projection shortcuts**: 1x1 convs inside a module named ``downsample``, ``shortcut``, ``proj``
   or ``skip`` (torchvision's and timm's names for ResNet/RegNet projection shortcuts);
 - **later stages**: convs whose output stride (input size / output size) is at least

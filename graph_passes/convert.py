@@ -85,9 +85,14 @@ def _convs_under(path: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if not path or n == path or n.startswith(path + ".")]
 
 
+#: A stem holds at most this many convs (timm's deep stem: three); a first part holding more is descended into.
+STEM_MAX_CONVS = 3
+
+
 def _stem_and_head(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(the stem's convs, the head's conv): the first and last parts of the model holding convs,
-    descending through a part that holds them all; the head only when that last part is one conv."""
+    """(the stem's convs, the head's conv). The stem is the first part of the model holding convs,
+    descending into a part that holds them all or more than a stem's few (a detector's backbone);
+    the head is the last part holding convs at the stem's level, when that is one 1x1 conv."""
     names = [n for n, m in model.named_modules() if is_conv_module(m)]
     path, module = "", model
     while True:
@@ -99,11 +104,14 @@ def _stem_and_head(model: nn.Module) -> tuple[list[str], list[str]]:
                 holding.append((child_path, child, under))
         if not holding:  # the part is a conv itself: the model's only conv(s) are the stem
             return _convs_under(path, names), []
-        if len(holding) == 1:
-            path, module = holding[0][0], holding[0][1]
+        first, last = holding[0], holding[-1]
+        if len(holding) == 1 or len(first[2]) > STEM_MAX_CONVS:
+            path, module = first[0], first[1]
             continue
-        head = holding[-1][2]
-        return holding[0][2], head if len(head) == 1 else []
+        head = last[2] if len(last[2]) == 1 and last is not first else []
+        if head and tuple(getattr(model.get_submodule(head[0]), "kernel_size", ())) != (1, 1):
+            head = []  # a head is a 1x1 conv (VGG's last 3x3 conv is the body's)
+        return first[2], head
 
 
 def _is_shortcut(name: str, conv: nn.Conv2d) -> bool:

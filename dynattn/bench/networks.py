@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ class Cell:
 
 
 def run_networks(models, specs, batches, sizes, modes, *, where=None, repeats=7, memory=True,
-                 progress=True) -> list[Cell]:
+                 progress=True, clock=time.perf_counter) -> list[Cell]:
     cells = []
     for name in models:
         base = make_model(name)
@@ -108,7 +109,7 @@ def run_networks(models, specs, batches, sizes, modes, *, where=None, repeats=7,
                     for v, m in variants.items():
                         m.train(train)
                         fns[v] = _train_step(m, x, target) if train else no_grad_call(m, x)
-                    times = interleaved_medians(fns, repeats=repeats, warmup=2)
+                    times = interleaved_medians(fns, repeats=repeats, warmup=2, clock=clock)
                     mem = {v: peak_allocated_mb(fn) for v, fn in fns.items()} if memory else {}
                     cells.append(Cell(name, size, b, train, times, params, mem))
                     if progress:
@@ -195,7 +196,7 @@ class LayerRow:
 
 
 def run_layers(model_name: str, spec: str, batch: int, size: int, *, where=None, repeats=7,
-               train: bool = False) -> list[LayerRow]:
+               train: bool = False, clock=time.perf_counter) -> list[LayerRow]:
     net = convert(make_model(model_name), spec, where).train(train)
     inputs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: inputs.setdefault(n, args[0].detach()))
@@ -231,7 +232,7 @@ def run_layers(model_name: str, spec: str, batch: int, size: int, *, where=None,
 
         fns = {"static": static_call, "bank read": bank.sum}
         fns.update({s: with_strategy(s) for s in ("auto", "kernel", "blocked", "output")})
-        times = interleaved_medians(fns, repeats=repeats, warmup=2)
+        times = interleaved_medians(fns, repeats=repeats, warmup=2, clock=clock)
         dyn.strategy = "auto"
         chosen = dyn.chosen_strategy(x) if not DynamicConv2d.benchmark else "measured"
         shape = (f"{layer.in_channels}->{layer.out_channels} {layer.kernel_size[0]}x{layer.kernel_size[1]}"
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                    "'conv': every conv)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: the process's CPU time (with --threads 1, steady on a machine shared with other jobs)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--benchmark-strategies", action="store_true",
                    help="DynamicConv2d.benchmark = True (time the strategies per shape instead of the cost model)")
@@ -299,21 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     DynamicConv2d.benchmark = args.benchmark_strategies
-    header = (f"{machine_summary()}; {allocator}; medians of {args.repeats} interleaved runs; "
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    header = (f"{machine_summary()}; {allocator}; medians of {args.repeats} interleaved runs ({args.clock} clock); "
               f"placement: {args.where or 'each preset default'}"
               f"{'; strategies timed per shape' if args.benchmark_strategies else ''}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.layers:
         b, s = _ints(args.batch)[0], _ints(args.size)[0]
-        rows = run_layers(models[0], specs[0], b, s, where=args.where, repeats=args.repeats, train=modes[0])
+        rows = run_layers(models[0], specs[0], b, s, where=args.where, repeats=args.repeats, train=modes[0],
+                          clock=clock)
         text = (f"{models[0]} with {specs[0]}, B={b}, {s}px, {'train' if modes[0] else 'eval'}, per dynamic conv; "
                 f"{header}\n\n{layers_table(rows)}\n")
         print(text)
         (out / "layers.md").write_text(text)
         return 0
     cells = run_networks(models, specs, _ints(args.batch), _ints(args.size), modes, where=args.where,
-                         repeats=args.repeats, memory=not args.no_memory)
+                         repeats=args.repeats, memory=not args.no_memory, clock=clock)
     parts = [f"dynamic-conv networks vs static; {header}", table(cells, specs),
              "Parameters:\n\n" + params_table(cells, specs)]
     mem = memory_table(cells, specs)

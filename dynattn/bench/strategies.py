@@ -102,10 +102,6 @@ def _step(module: DynamicConv2d, x: torch.Tensor, grad: torch.Tensor | None, str
     return run
 
 
-def _cpu_clock_medians(fns, repeats):
-    return interleaved_medians(fns, repeats=repeats, clock=time.process_time)
-
-
 def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser=None) -> list[Cell]:
     cells = []
     for layer in layers:
@@ -121,8 +117,8 @@ def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser
                         with torch.no_grad():
                             grad = torch.randn_like(m(x))
                     fns = {s: _step(m, x, grad, s) for s in STRATEGIES}
-                    times = (_cpu_clock_medians(fns, repeats) if clock == "cpu"
-                             else interleaved_medians(fns, repeats=repeats))
+                    times = interleaved_medians(fns, repeats=repeats,
+                                                clock=time.process_time if clock == "cpu" else time.perf_counter)
                     m.strategy = "auto"
                     pick = chooser(m, x) if chooser is not None else m.chosen_strategy(x)
                     cells.append(Cell(layer, b, k, train, times, pick))

@@ -15,6 +15,7 @@ import contextvars
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -29,22 +30,44 @@ from .presets import as_spec
 from .registry import register_leaf_module
 from .spec import AttnSpec
 
-__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs", "clear_measured_strategies"]
+__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs", "clear_measured_strategies",
+           "CostModel", "COST_MODELS", "cost_model"]
 
 Strategy = Literal["auto", "kernel", "blocked", "output"]
 #: How a DynamicConv2d runs: chosen per call (``auto``), kernel mixing (all B kernels at once, or one
 #: block of output channels at a time) or output mixing.
 MIXING_STRATEGIES = ("auto", "kernel", "blocked", "output")
 
-#: Constants of the cost model behind ``strategy="auto"`` (:func:`strategy_costs`), fitted to CPU
-#: measurements of all three strategies (``python -m dynattn.bench.strategies``; 2 cores, fp32):
-COST_MACS_PER_S = 1.3e11  #: a dense conv's multiply-adds per second
-COST_KERNEL_MIX = (80.0, 330.0)  #: kernel mixing: extra cost per mixed weight, in multiply-adds (batch 1, batch > 1)
-COST_BLOCKED_SHARE = 0.55  #: blocked mixing: the share of that extra cost left when a block stays in cache
-COST_BLOCK_CONV = 1.15  #: blocked mixing: the convs of narrow blocks, relative to one conv of all channels
-COST_EXPERT_BYTES_PER_S = 4e9  #: output mixing: reading (and reordering) the K expert kernels, bytes per second
-COST_CALL_S = 1.5e-5  #: a fixed cost per op call, seconds
-COST_CACHE_BYTES = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
+@dataclass(frozen=True)
+class CostModel:
+    """Constants of the cost model behind ``strategy="auto"`` (:func:`strategy_costs`) for one machine
+    and thread count, fitted to measurements of all three strategies over real layer shapes
+    (``python -m dynattn.bench.strategies``)."""
+
+    macs_per_s: float  #: a dense conv's multiply-adds per second
+    bytes_per_s: float  #: reading and writing feature maps, bytes per second
+    kernel_mix: tuple[float, float]  #: kernel mixing's extra cost per mixed weight, in multiply-adds (B = 1, B > 1)
+    blocked_share: float  #: blocked mixing: the share of that extra cost left when a block stays in cache
+    block_conv: float  #: blocked mixing: the convs of narrow blocks, relative to one conv of all channels
+    expert_bytes_per_s: float  #: output mixing: reading (and reordering) the K expert kernels, bytes per second
+    call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
+    cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
+
+
+#: Fitted on this project's CPU (AMD EPYC, 2 cores, fp32; ``python -m dynattn.bench.strategies --threads 1
+#: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
+COST_MODELS: dict[int, CostModel] = {
+    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=1.5,
+                 expert_bytes_per_s=2e9),
+    2: CostModel(macs_per_s=1.3e11, bytes_per_s=5e9, kernel_mix=(10.0, 150.0), blocked_share=0.9, block_conv=1.6,
+                 expert_bytes_per_s=4e9),
+}
+
+
+def cost_model(threads: int | None = None) -> CostModel:
+    """The constants for ``threads`` (default: ``torch.get_num_threads()``)."""
+    threads = torch.get_num_threads() if threads is None else threads
+    return COST_MODELS[max(t for t in COST_MODELS if t <= max(1, threads))]
 
 
 def strategy_costs(
@@ -59,43 +82,50 @@ def strategy_costs(
     training: bool = False,
     spatial_head: bool = False,
     itemsize: int = 4,
+    in_positions: int | None = None,
+    model: CostModel | None = None,
 ) -> dict[str, float]:
     """Modelled seconds of each strategy for one call (forward, or forward and backward when
     ``training``); ``strategy="auto"`` runs the cheapest (:func:`choose_strategy`).
 
-    With W = out * in/groups * kh * kw weights per expert and C = B * H_out * W_out * W the conv's
-    multiply-adds:
+    With W = out * in/groups * kh * kw weights per expert, C = B * H_out * W_out * W the conv's
+    multiply-adds and A the bytes of its input and output maps:
 
-    - ``kernel``: C plus ``COST_KERNEL_MIX`` multiply-adds per mixed weight (B * W of them): writing
-      the B kernels and the grouped conv reading them back (a conv of B groups runs slower than a
-      dense one) cost about as much as that many multiply-adds; it dominates on small maps, where
-      each weight serves only H_out * W_out positions;
-    - ``blocked``: ``COST_BLOCK_CONV`` x C (narrow convs), plus ``COST_BLOCKED_SHARE`` of kernel
-      mixing's extra cost when a block's B kernels stay in cache (all of it when not), plus three
-      calls per block;
-    - ``output``: K * C plus reading the K expert banks (K * W weights); with a spatial head
-      (ODConv) it needs an im2col copy and is not considered.
+    - ``kernel``: C and A, plus ``kernel_mix`` multiply-adds per mixed weight (B * W of them):
+      writing the B kernels and the grouped conv reading them back (a conv of B groups runs slower
+      than a dense one) dominate on small maps, where each weight serves only H_out * W_out positions;
+    - ``blocked``: ``block_conv`` x C (narrow convs) and A, plus ``blocked_share`` of kernel mixing's
+      extra cost when a block's B kernels stay in cache (all of it when not), plus three calls per
+      block; with one block it is kernel mixing and not listed;
+    - ``output``: K * C and A, plus writing and re-reading the K outputs and reading the K expert
+      banks (K * W weights); with a spatial head (ODConv) plus writing and reading an im2col copy of
+      the input (B * in * kh * kw * H_out * W_out values).
 
-    Training triples the conv arithmetic and doubles the rest (the per-sample kernels' gradients
-    travel back the same way).
+    Training triples the conv arithmetic and doubles the rest. ``model`` defaults to
+    :func:`cost_model` for the current thread count.
     """
+    m = cost_model() if model is None else model
     w = out_channels * in_per_group * kernel_area
-    conv = batch * out_positions * w / COST_MACS_PER_S
+    in_positions = out_positions if in_positions is None else in_positions
+    conv = batch * out_positions * w / m.macs_per_s
+    maps = batch * (in_per_group * groups * in_positions + out_channels * out_positions) * itemsize / m.bytes_per_s
     compute, extra = (3.0, 2.0) if training else (1.0, 1.0)
-    mix_per_weight = COST_KERNEL_MIX[0] if batch == 1 else COST_KERNEL_MIX[1]
-    kernel_extra = mix_per_weight * batch * w / COST_MACS_PER_S
-    costs = {"kernel": compute * conv + extra * (kernel_extra + 3 * COST_CALL_S)}
+    mix_per_weight = m.kernel_mix[0] if batch == 1 else m.kernel_mix[1]
+    kernel_extra = mix_per_weight * batch * w / m.macs_per_s
+    costs = {"kernel": compute * conv + extra * (maps + kernel_extra + 3 * m.call_s)}
     shape = (experts, out_channels, in_per_group, kernel_area, 1)
     step = mixing.block_channels(batch, shape, groups, itemsize)
     blocks = -(-out_channels // step)
     if blocks > 1:
         block_bytes = batch * step * in_per_group * kernel_area * itemsize
-        share = COST_BLOCKED_SHARE if block_bytes <= COST_CACHE_BYTES else 1.0
-        costs["blocked"] = (compute * conv * COST_BLOCK_CONV
-                            + extra * (share * kernel_extra + 3 * blocks * COST_CALL_S))
-    if not spatial_head:
-        costs["output"] = (compute * experts * conv
-                           + extra * (experts * w * itemsize / COST_EXPERT_BYTES_PER_S + 3 * COST_CALL_S))
+        share = m.blocked_share if block_bytes <= m.cache_bytes else 1.0
+        costs["blocked"] = (compute * conv * m.block_conv
+                            + extra * (maps + share * kernel_extra + 3 * blocks * m.call_s))
+    outputs = 2 * experts * batch * out_channels * out_positions * itemsize / m.bytes_per_s
+    if spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input
+        outputs += 2 * batch * in_per_group * groups * kernel_area * out_positions * itemsize / m.bytes_per_s
+    costs["output"] = (compute * experts * conv
+                       + extra * (maps + outputs + experts * w * itemsize / m.expert_bytes_per_s + 3 * m.call_s))
     return costs
 
 
@@ -112,6 +142,8 @@ def choose_strategy(
     spatial_head: bool = False,
     tracing: bool = False,
     itemsize: int = 4,
+    in_positions: int | None = None,
+    model: CostModel | None = None,
 ) -> str:
     """The rule behind ``strategy="auto"``: ``output`` when exporting or fx tracing (no group count
     tied to the batch size), else the cheapest strategy under :func:`strategy_costs` (ties go to
@@ -124,7 +156,8 @@ def choose_strategy(
         return "output"
     out_channels = in_per_group * groups if out_channels is None else out_channels
     costs = strategy_costs(in_per_group, out_channels, kernel_area, experts, out_positions, batch, groups=groups,
-                           training=training, spatial_head=spatial_head, itemsize=itemsize)
+                           training=training, spatial_head=spatial_head, itemsize=itemsize,
+                           in_positions=in_positions, model=model)
     return min(costs, key=costs.__getitem__)
 
 
@@ -345,7 +378,7 @@ class DynamicConv2d(nn.Module):
         experts = self.experts if "kernel" in self.router.heads else 1
         return dict(in_per_group=self.in_channels // self.groups, kernel_area=kh * kw, experts=experts,
                     out_positions=oh * ow, batch=x.shape[0], out_channels=self.out_channels, groups=self.groups,
-                    training=self.training and torch.is_grad_enabled(),
+                    training=self.training and torch.is_grad_enabled(), in_positions=h * w,
                     spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
 
     def _padding_pair(self) -> tuple[int, int]:

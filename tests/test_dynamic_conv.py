@@ -11,7 +11,7 @@ from torch import nn
 
 from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build, mixing
 from dynattn.compiler.router import ConvGeometry
-from dynattn.dynamic_conv import choose_strategy, clear_measured_strategies, strategy_costs
+from dynattn.dynamic_conv import COST_MODELS, choose_strategy, clear_measured_strategies, cost_model, strategy_costs
 
 STRATEGIES = ("kernel", "blocked", "output")
 
@@ -296,27 +296,30 @@ def test_temperature_is_a_buffer_and_sharpens_or_flattens_the_routing():
 
 
 def test_auto_strategy_follows_the_cost_model():
-    def pick(cin, k, positions, batch, **kw):
-        return choose_strategy(cin, k * k, 4, positions, batch, **kw)
+    two, one = COST_MODELS[2], COST_MODELS[1]
 
-    assert pick(64, 3, 56 * 56, 32) == "kernel"  # large maps: the grouped conv is compute-bound
-    assert pick(64, 3, 28 * 28, 8, training=True) == "kernel"
-    assert pick(1, 3, 14 * 14, 32, groups=96, out_channels=96) == "kernel"  # depthwise: tiny kernels
-    assert pick(512, 3, 4 * 4, 32) == "output"  # tiny maps, large batch: K dense convs beat B kernels
-    assert pick(512, 3, 7 * 7, 32, training=True) == "output"
-    assert pick(256, 3, 8 * 8, 8) == "blocked"  # small maps: each block's kernels stay in cache
-    assert pick(128, 3, 16 * 16, 8) == "blocked"
-    assert pick(512, 3, 2 * 2, 1) != "output"  # batch 1: one kernel, written once
-    assert pick(512, 3, 4 * 4, 32, spatial_head=True) != "output"  # ODConv's spatial head needs im2col there
-    assert pick(64, 3, 28 * 28, 32, tracing=True) == "output"
+    def pick(cin, k, positions, batch, model=two, **kw):
+        return choose_strategy(cin, k * k, 4, positions, batch, model=model, **kw)
+
+    for model in (one, two):  # regimes both thread counts agree on
+        assert pick(64, 3, 56 * 56, 32, model) == "kernel"  # large maps: the grouped conv is compute-bound
+        assert pick(64, 3, 28 * 28, 8, model, training=True) == "kernel"
+        assert pick(1, 5, 7 * 7, 8, model, groups=672, out_channels=672) == "kernel"  # depthwise: tiny kernels
+        assert pick(512, 3, 4 * 4, 32, model) == "output"  # tiny maps, large batch: K dense convs beat B kernels
+        assert pick(512, 3, 4 * 4, 32, model, spatial_head=True) == "output"  # ODConv: plus an im2col copy ...
+        assert pick(256, 3, 8 * 8, 32, model, spatial_head=True) == "kernel"  # ... that costs more on larger maps
+        assert pick(512, 3, 2 * 2, 1, model) == "kernel"  # batch 1: one kernel, written once
+        assert pick(64, 3, 28 * 28, 32, model, tracing=True) == "output"
+    # one thread: the arithmetic is slower against memory, and blocks of kernels that stay in cache pay off
+    assert pick(512, 3, 4 * 4, 8, one) == "blocked" and pick(512, 3, 4 * 4, 8) == "output"
+    assert cost_model(1) is one and cost_model(2) is two and cost_model(16) is COST_MODELS[max(COST_MODELS)]
     costs = strategy_costs(256, 256, 9, 4, 64, 8)
     assert set(costs) == {"kernel", "blocked", "output"} and all(c > 0 for c in costs.values())
     assert set(strategy_costs(64, 64, 9, 4, 3136, 8)) == {"kernel", "output"}  # one block: blocked is kernel
     dyn = DynamicConv2d(128, 128, 3, padding=1)
-    assert dyn.chosen_strategy(torch.zeros(32, 128, 2, 2)) == "output"
-    assert dyn.chosen_strategy(torch.zeros(8, 128, 16, 16)) == "blocked"
-    assert dyn.chosen_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
     assert dyn.strategy_inputs(torch.zeros(8, 128, 16, 16))["out_positions"] == 256
+    assert dyn.chosen_strategy(torch.zeros(32, 128, 2, 2)) == "output"
+    assert dyn.chosen_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
     reflect = DynamicConv2d(16, 16, 3, padding=1, padding_mode="reflect")
     assert reflect.strategy_inputs(torch.zeros(2, 16, 9, 7))["out_positions"] == 63  # padding counted once
 

@@ -17,12 +17,14 @@ holds, which makes the comparison stable on a shared machine).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..dynamic_conv import DynamicConv2d, choose_strategy
+from .. import dynamic_conv, mixing
+from ..dynamic_conv import DynamicConv2d, clear_measured_strategies
 from ..spec import AttnSpec
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary
 
@@ -84,7 +86,7 @@ class Cell:
 
     @property
     def best(self) -> str:
-        return min(self.times, key=self.times.__getitem__)
+        return min(STRATEGIES, key=self.times.__getitem__)  # ties (one block: blocked is kernel) go to kernel
 
     @property
     def regret(self) -> float:
@@ -102,7 +104,7 @@ def _step(module: DynamicConv2d, x: torch.Tensor, grad: torch.Tensor | None, str
     return run
 
 
-def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser=None) -> list[Cell]:
+def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser=None, progress=True) -> list[Cell]:
     cells = []
     for layer in layers:
         for b in batches:
@@ -116,13 +118,42 @@ def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser
                     if train:
                         with torch.no_grad():
                             grad = torch.randn_like(m(x))
-                    fns = {s: _step(m, x, grad, s) for s in STRATEGIES}
+                    # one block is kernel mixing itself: time it once (a second timing would only add noise)
+                    single = mixing.block_channels(b, (k, layer.cout, layer.cin // layer.groups, layer.k, layer.k),
+                                                   layer.groups) >= layer.cout
+                    fns = {s: _step(m, x, grad, s) for s in STRATEGIES if not (single and s == "blocked")}
                     times = interleaved_medians(fns, repeats=repeats,
                                                 clock=time.process_time if clock == "cpu" else time.perf_counter)
+                    if single:
+                        times["blocked"] = times["kernel"]
                     m.strategy = "auto"
                     pick = chooser(m, x) if chooser is not None else m.chosen_strategy(x)
+                    if single and pick == "blocked":
+                        pick = "kernel"
                     cells.append(Cell(layer, b, k, train, times, pick))
+                    if progress:
+                        print(f"... {layer.label()} B={b} K={k} {'train' if train else 'eval'}: "
+                              + ", ".join(f"{s} {t * 1e3:.2f}" for s, t in times.items()) + f" ms; auto {pick}",
+                              file=sys.stderr, flush=True)
     return cells
+
+
+def measured_choice(m: DynamicConv2d, x: torch.Tensor) -> str:
+    """What benchmark mode picks for ``m`` on ``x`` (timed afresh, in m's mode)."""
+    saved = DynamicConv2d.benchmark
+    DynamicConv2d.benchmark = True
+    clear_measured_strategies()
+    try:
+        key = m._benchmark_key(x)
+        with torch.set_grad_enabled(m.training):
+            out = m(x)
+            if m.training:
+                m.zero_grad(set_to_none=True)
+                out.sum().backward()
+        return dynamic_conv._MEASURED[key]
+    finally:
+        clear_measured_strategies()
+        DynamicConv2d.benchmark = saved
 
 
 def table(cells: list[Cell]) -> str:
@@ -165,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     p.add_argument("--quick", action="store_true", help="4 shapes")
     p.add_argument("--filter", default="", help="only layers whose label or net contains this text")
-    p.add_argument("--rule", action="store_true", help="report the cost rule's choice, not the measured one")
+    p.add_argument("--measured", action="store_true",
+                   help="report benchmark mode's choice (DynamicConv2d.benchmark = True), not the cost model's")
     add_allocator_option(p)
     args = p.parse_args(argv)
     allocator = allocator_line(args)
@@ -173,13 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     layers = [lay for lay in (QUICK if args.quick else GRID) if args.filter in lay.label() or args.filter == lay.net]
     modes = [m == "train" for m in args.modes.split(",") if m]
-    chooser = None
-    if args.rule:
-        def chooser(m, x):
-            return choose_strategy(**m.strategy_inputs(x))
+    chooser = measured_choice if args.measured else None
     cells = measure(layers, _ints(args.batch), _ints(args.experts), modes, repeats=args.repeats, clock=args.clock,
                     chooser=chooser)
-    print(f"DynamicConv2d strategies; medians of {args.repeats} interleaved runs ({args.clock} clock); "
+    print(f"DynamicConv2d strategies; auto = {'benchmark mode' if args.measured else 'the cost model'}; "
+          f"medians of {args.repeats} interleaved runs ({args.clock} clock); "
           f"{machine_summary()}; {allocator}\n")
     print(table(cells))
     print()

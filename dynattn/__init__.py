@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import mixing
 from .builder import build, compile_options
 from .compiler import AttentionModule
 from .dynamic_conv import DynamicConv2d
 from .errors import DynattnError, InputError, ModelError, SpecError
 from .interop import SpecLayer
+from .placement import ConvPlacement, conv_placement
 from .presets import as_spec, get_spec, list_presets
 from .record import GateMaps, record_gates
 from .registry import leaf_modules, register_leaf_module
@@ -28,6 +30,7 @@ __all__ = [
     "AttnSpec", "SpecError", "DynattnError", "InputError", "ModelError", "build", "DynamicConv2d", "get_spec",
     "list_presets", "as_spec", "is_attention", "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps",
     "parse_spec", "testing", "SpecLayer", "compile_options", "register_leaf_module", "leaf_modules",
+    "ConvPlacement", "conv_placement", "mixing",
 ]
 __version__ = "0.1.0"
 

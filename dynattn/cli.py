@@ -9,6 +9,7 @@
     dynattn insert resnet50 --spec se --where residual   what inserting it adds (graph_passes.report)
     dynattn insert timm:efficientnet_b0 --spec dyconv
     dynattn bench --quick                            time every preset against hand-written modules
+    dynattn bench --network resnet18 --spec dyconv   whole networks (python -m dynattn.bench.networks)
 
 Models are built without weights on the meta device, so ``sites`` and ``insert`` cost no
 memory and download nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
@@ -373,8 +374,8 @@ def _parser() -> argparse.ArgumentParser:
                               "repeat to chain several specs at each site")
         cmd.add_argument("--where", action="append",
                          help="residual, conv, stage, a glob such as 'layer*', re:<regex>; repeat for the union "
-                              "(default: residual when the model has residual adds, else stage; every conv "
-                              "for a kernel spec)")
+                              "(default: residual when the model has residual adds, else stage; the preset's own "
+                              "conversion sites for a kernel spec, see dynattn.conv_placement)")
         cmd.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
         cmd.add_argument("--leaf", action="append",
                          help="a submodule (qualified name or glob) not to trace into; repeatable")
@@ -408,6 +409,10 @@ COMMANDS = {"list": cmd_list, "show": cmd_show, "sites": cmd_sites, "insert": cm
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and any(a == "--network" or a.startswith("--network=") for a in argv[1:]):
+        from .bench.networks import main as networks_main  # whole networks: that module's own options
+
+        return networks_main(argv[1:])
     try:
         try:
             args = _parser().parse_args(argv)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextvars
 import math
+import time
 import warnings
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.fx as fx
@@ -29,17 +31,122 @@ from .presets import as_spec
 from .registry import register_leaf_module
 from .spec import AttnSpec
 
-__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy"]
+__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs", "clear_measured_strategies",
+           "CostModel", "COST_MODELS", "cost_model"]
 
-Strategy = Literal["auto", "kernel", "output"]
-#: How a DynamicConv2d runs: chosen per call (``auto``), kernel mixing or output mixing.
-MIXING_STRATEGIES = ("auto", "kernel", "output")
+Strategy = Literal["auto", "kernel", "blocked", "output"]
+#: How a DynamicConv2d runs: chosen per call (``auto``), kernel mixing (all B kernels at once, or one
+#: block of output channels at a time) or output mixing.
+MIXING_STRATEGIES = ("auto", "kernel", "blocked", "output")
 
-#: Output mixing needs per-sample kernels that are large against the K output maps they
-#: replace: (I/g * kh * kw) >= OUTPUT_MIXING_RATIO * K * H_out * W_out.
-OUTPUT_MIXING_RATIO = 5.0
-#: ... and maps small against the batch: H_out * W_out <= OUTPUT_MIXING_POSITIONS * log2(B).
-OUTPUT_MIXING_POSITIONS = 5.0
+@dataclass(frozen=True)
+class CostModel:
+    """Constants of the cost model behind ``strategy="auto"`` (:func:`strategy_costs`) for one machine
+    and thread count, fitted to measurements of all three strategies over real layer shapes
+    (``python -m dynattn.bench.strategies``)."""
+
+    macs_per_s: float  #: a dense conv's multiply-adds per second
+    bytes_per_s: float  #: reading and writing feature maps, bytes per second
+    kernel_mix: tuple[float, float]  #: kernel mixing's extra cost per mixed weight, in multiply-adds (B = 1, B > 1)
+    blocked_share: float  #: blocked mixing: the share of that extra cost left when a block stays in cache
+    block_conv: float  #: blocked mixing: the convs of narrow blocks, relative to one conv of all channels
+    expert_bytes_per_s: float  #: output mixing: reading (and reordering) the K expert kernels, bytes per second
+    call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
+    cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
+
+
+#: Fitted on this project's CPU (AMD EPYC, 2 cores, fp32; ``python -m dynattn.bench.strategies --threads 1
+#: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
+COST_MODELS: dict[int, CostModel] = {
+    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=1.5,
+                 expert_bytes_per_s=2e9),
+    2: CostModel(macs_per_s=1.3e11, bytes_per_s=5e9, kernel_mix=(10.0, 150.0), blocked_share=0.9, block_conv=1.6,
+                 expert_bytes_per_s=4e9),
+}
+
+
+@torch.compiler.assume_constant_result
+def _threads() -> int:
+    # read once per compiled graph: torch.compile cannot put the int get_num_threads returns in a graph
+    return torch.get_num_threads()
+
+
+def cost_model(threads: int | None = None) -> CostModel:
+    """The constants for ``threads`` (default: ``torch.get_num_threads()``)."""
+    threads = _threads() if threads is None else threads
+    return COST_MODELS[max(t for t in COST_MODELS if t <= max(1, threads))]
+
+
+def strategy_costs(
+    in_per_group: int,
+    out_channels: int,
+    kernel_area: int,
+    experts: int,
+    out_positions: int,
+    batch: int,
+    *,
+    groups: int = 1,
+    training: bool = False,
+    spatial_head: bool = False,
+    itemsize: int = 4,
+    in_positions: int | None = None,
+    model: CostModel | None = None,
+) -> dict[str, float]:
+    """Modelled seconds of each strategy for one call (forward, or forward and backward when
+    ``training``); ``strategy="auto"`` runs the cheapest (:func:`choose_strategy`).
+
+    With W = out * in/groups * kh * kw weights per expert, C = B * H_out * W_out * W the conv's
+    multiply-adds and A the bytes of its input and output maps:
+
+    - ``kernel``: C and A, plus ``kernel_mix`` multiply-adds per mixed weight (B * W of them):
+      writing the B kernels and the grouped conv reading them back (a conv of B groups runs slower
+      than a dense one) dominate on small maps, where each weight serves only H_out * W_out positions;
+    - ``blocked``: ``block_conv`` x C (narrow convs) and A, plus ``blocked_share`` of kernel mixing's
+      extra cost when a block's B kernels stay in cache (all of it when not), plus three calls per
+      block; with one block it is kernel mixing and not listed;
+    - ``output``: K * C and A, plus writing and re-reading the K outputs and reading the K expert
+      banks (K * W weights); with a spatial head (ODConv) plus writing and reading an im2col copy of
+      the input (B * in * kh * kw * H_out * W_out values).
+
+    Training triples the conv arithmetic and doubles the rest. ``model`` defaults to
+    :func:`cost_model` for the current thread count.
+    """
+    return {name: fs / 1e15 for name, fs in _costs_fs(
+        in_per_group, out_channels, kernel_area, experts, out_positions, batch, groups=groups, training=training,
+        spatial_head=spatial_head, itemsize=itemsize, in_positions=in_positions, model=model).items()}
+
+
+def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, batch, *, groups, training,
+              spatial_head, itemsize, in_positions, model, blocked=True) -> dict[str, int]:
+    """:func:`strategy_costs` in whole femtoseconds. Integer arithmetic on purpose: under
+    ``torch.compile(dynamic=True)`` the sizes are symbolic, and comparing symbolic ints installs a guard
+    that holds for every batch size with the same choice, where symbolic floats are specialised (one
+    recompilation per batch size)."""
+    m = cost_model() if model is None else model
+    mac, byte = round(1e15 / m.macs_per_s), round(1e15 / m.bytes_per_s)  # femtoseconds per unit
+    call = round(1e15 * m.call_s)
+    w = out_channels * in_per_group * kernel_area
+    in_positions = out_positions if in_positions is None else in_positions
+    conv = batch * out_positions * w * mac
+    maps = batch * (in_per_group * groups * in_positions + out_channels * out_positions) * itemsize * byte
+    compute, extra = (3, 2) if training else (1, 1)
+    mix_per_weight = round(m.kernel_mix[0] if batch == 1 else m.kernel_mix[1])
+    kernel_extra = mix_per_weight * batch * w * mac
+    costs = {"kernel": compute * conv + extra * (maps + kernel_extra + 3 * call)}
+    shape = (experts, out_channels, in_per_group, kernel_area, 1)
+    step = mixing.block_channels(batch, shape, groups, itemsize) if blocked else out_channels
+    blocks = -(-out_channels // step)
+    if blocks > 1:
+        block_bytes = batch * step * in_per_group * kernel_area * itemsize
+        share = round(100 * m.blocked_share) if block_bytes <= m.cache_bytes else 100  # percent
+        costs["blocked"] = (compute * conv * round(100 * m.block_conv) // 100
+                            + extra * (maps + share * kernel_extra // 100 + 3 * blocks * call))
+    outputs = 2 * experts * batch * out_channels * out_positions * itemsize * byte
+    if spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input
+        outputs += 2 * batch * in_per_group * groups * kernel_area * out_positions * itemsize * byte
+    experts_read = experts * w * itemsize * round(1e15 / m.expert_bytes_per_s)
+    costs["output"] = compute * experts * conv + extra * (maps + outputs + experts_read + 3 * call)
+    return costs
 
 
 def choose_strategy(
@@ -49,36 +156,70 @@ def choose_strategy(
     out_positions: int,
     batch: int,
     *,
+    out_channels: int | None = None,
+    groups: int = 1,
+    training: bool = False,
     spatial_head: bool = False,
     tracing: bool = False,
+    compiling: bool = False,
+    itemsize: int = 4,
+    in_positions: int | None = None,
+    model: CostModel | None = None,
 ) -> str:
-    """The cost rule behind ``strategy="auto"``.
+    """The rule behind ``strategy="auto"``: ``output`` when exporting or fx tracing (no group count
+    tied to the batch size), else the cheapest strategy under :func:`strategy_costs` (ties go to
+    ``kernel``, then ``blocked``). ``out_channels`` defaults to ``in_per_group * groups``.
+    ``compiling`` (under torch.compile) leaves out ``blocked``, whose block count depends on the
+    batch size: with dynamic shapes the graph then holds for every batch size with the same choice.
 
-    Kernel mixing writes B per-sample kernels (B * O * I/g * kh * kw weights) and runs one
-    conv grouped over the batch; output mixing runs a dense conv with K times the outputs
-    (B * K * O * H_out * W_out). Kernel mixing does fewer FLOPs, but the grouped conv reads
-    each per-sample kernel once for only H_out * W_out positions, so on small maps at large
-    batch it is bound by writing and reading the kernels. Hence:
-
-    - exporting or fx tracing: ``output`` (no group count tied to the batch size);
-    - a spatial head (ODConv): ``kernel`` (output mixing needs an im2col copy for it);
-    - ``output`` when the per-sample kernel is large against the maps,
-      ``I/g * kh * kw >= OUTPUT_MIXING_RATIO * K * H_out * W_out``, and the maps are small
-      against the batch, ``H_out * W_out <= OUTPUT_MIXING_POSITIONS * log2(B)`` (3x3 convs of
-      hundreds of channels on maps of a few pixels at batch 8 and more);
-    - ``kernel`` otherwise, and always at batch 1, where the grouped conv is a plain conv.
-
-    The constants were fitted to CPU measurements of both strategies in inference and training
-    (``python -m dynattn.bench.dynconv``; the figures are in the README's measured tables).
+    Where the model misjudges a machine, ``DynamicConv2d.benchmark = True`` times the candidates
+    once per shape instead (see :class:`DynamicConv2d`).
     """
     if tracing:
         return "output"
-    if spatial_head or batch < 2:
-        return "kernel"
-    if (in_per_group * kernel_area >= OUTPUT_MIXING_RATIO * experts * out_positions
-            and batch >= 2 ** (out_positions / OUTPUT_MIXING_POSITIONS)):  # H'W' <= 5 log2 B
-        return "output"
-    return "kernel"
+    out_channels = in_per_group * groups if out_channels is None else out_channels
+    costs = _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, batch, groups=groups,
+                      training=training, spatial_head=spatial_head, itemsize=itemsize,
+                      in_positions=in_positions, model=model,
+                      blocked=not compiling)  # blocked mixing's block count depends on B: a graph per batch size
+    best = "kernel"
+    for name, cost in costs.items():  # not min(key=...): torch.compile guards on each comparison of symbolic sizes
+        if cost < costs[best]:
+            best = name
+    return best
+
+
+#: Benchmark mode times the strategies whose modelled cost is within this factor of the cheapest.
+BENCHMARK_PRUNE = 3.0
+#: Benchmark mode: calls timed per strategy (after one warm-up); the fastest call counts.
+BENCHMARK_CALLS = 3
+# benchmark mode's choices, by layer geometry, input shape and mode (see DynamicConv2d.benchmark)
+_MEASURED: dict[tuple, str] = {}
+
+
+def clear_measured_strategies() -> None:
+    """Forget benchmark mode's choices (they are timed again on the next call of each shape)."""
+    _MEASURED.clear()
+
+
+def _time_strategy(call) -> float:
+    call()
+    best = math.inf
+    for _ in range(BENCHMARK_CALLS):
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _same_on_every_rank(choice: str) -> str:
+    """Rank 0's choice on every rank of an initialised torch.distributed group (timings differ by rank)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [choice]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return choice
 
 
 _NOT_SCRIPTABLE = (
@@ -95,13 +236,23 @@ class DynamicConv2d(nn.Module):
 
     Args mirror ``nn.Conv2d``; ``spec`` is a kernel-target :class:`~dynattn.AttnSpec` (or a
     preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
-    ``"auto"``, ``"kernel"`` or ``"output"`` (see :func:`choose_strategy`).
+    ``"auto"``, ``"kernel"``, ``"blocked"`` or ``"output"`` (see :mod:`dynattn.mixing`).
+
+    ``strategy="auto"`` follows the cost model of :func:`choose_strategy`; with
+    ``DynamicConv2d.benchmark = True`` (like ``torch.backends.cudnn.benchmark``) it instead times
+    the strategies the model does not rule out, once per input shape, mode and layer geometry, and
+    keeps the fastest (shared by every layer of that geometry). Under torch.distributed every rank
+    takes rank 0's choice (a broadcast on the first call of each new shape, so every rank must run
+    it, as DDP's ranks do). Exporting, fx tracing and torch.compile keep the model's rule.
 
     Attributes: ``weight`` (K * out, in/groups, kh, kw): the experts stacked along the output
     axis (4-D, so ``model.to(memory_format=torch.channels_last)`` works; ``expert_weights`` is
     its (K, out, in/groups, kh, kw) view), ``bias`` (K, out) or None,
     ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
     """
+
+    #: Time the strategies once per shape instead of following the cost model (off by default).
+    benchmark: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -230,23 +381,38 @@ class DynamicConv2d(nn.Module):
         self.router.temperature.fill_(float(value))
 
     # ------------------------------------------------------------------ forward
-    def _resolve_strategy(self, x: torch.Tensor) -> str:
-        if self.strategy == "kernel" and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
-            warnings.warn("DynamicConv2d(strategy='kernel') folds the batch into the conv's group count, which "
-                          "an ONNX Conv or a TorchScript trace cannot keep dynamic: tracing output mixing instead "
-                          "(equal values)", stacklevel=2)
-            return "output"
+    def _resolve_strategy(self, x: torch.Tensor) -> tuple[str | None, tuple | None]:
+        """(the strategy for ``x``, None); (None, key) where benchmark mode has yet to time this shape."""
+        if self.strategy in ("kernel", "blocked") and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
+            warnings.warn(f"DynamicConv2d(strategy={self.strategy!r}) folds the batch into the conv's group count, "
+                          "which an ONNX Conv or a TorchScript trace cannot keep dynamic: tracing output mixing "
+                          "instead (equal values)", stacklevel=2)
+            return "output", None
         if self.strategy != "auto":
-            return self.strategy
+            return self.strategy, None
+        if (DynamicConv2d.benchmark and type(x) is torch.Tensor and x.device.type != "meta"
+                and not mixing.is_exporting() and not torch.compiler.is_compiling()):
+            key = self._benchmark_key(x)
+            return _MEASURED.get(key), key
+        return self.chosen_strategy(x), None
+
+    def chosen_strategy(self, x: torch.Tensor) -> str:
+        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
         if isinstance(x, fx.Proxy) or mixing.is_exporting():
             return "output"
+        return choose_strategy(**self.strategy_inputs(x), compiling=torch.compiler.is_compiling())
+
+    def strategy_inputs(self, x: torch.Tensor) -> dict:
+        """What :func:`choose_strategy` decides from, for the input ``x``."""
         h, w = x.shape[2], x.shape[3]
         (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride
         oh = (h + ph - dh * (kh - 1) - 1) // sh + 1
         ow = (w + pw - dw * (kw - 1) - 1) // sw + 1
         experts = self.experts if "kernel" in self.router.heads else 1
-        return choose_strategy(self.in_channels // self.groups, kh * kw, experts, oh * ow, x.shape[0],
-                               spatial_head="spatial" in self.router.heads)
+        return dict(in_per_group=self.in_channels // self.groups, kernel_area=kh * kw, experts=experts,
+                    out_positions=oh * ow, batch=x.shape[0], out_channels=self.out_channels, groups=self.groups,
+                    training=self.training and torch.is_grad_enabled(), in_positions=h * w,
+                    spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
 
     def _padding_pair(self) -> tuple[int, int]:
         r = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
@@ -255,6 +421,7 @@ class DynamicConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, fx.Proxy):
             check_input(x, self.in_channels, "DynamicConv2d")
+        strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
         if "in" in gates:
             x = x * gates["in"][:, :, None, None]
@@ -263,13 +430,57 @@ class DynamicConv2d(nn.Module):
         if self.padding_mode != "zeros":
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             padding, pad_amounts = (0, 0), (0, 0, 0, 0)
-        shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
-        args = (shape, self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"),
-                conv)
-        if self._resolve_strategy(x) == "kernel":
-            return mixing.kernel_mixing(x, *args)
-        return mixing.output_mixing(x, *args, pad_amounts)
+        mixed = (self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"))
+        if strategy is None:  # benchmark mode, a shape not timed yet
+            strategy = self._measure(key, x, mixed, conv, pad_amounts)
+        return self._mix(strategy, x, mixed, conv, pad_amounts)
+
+    def _mix(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+             pad_amounts: tuple[int, int, int, int]) -> torch.Tensor:
+        shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if strategy == "kernel":
+            return mixing.kernel_mixing(x, shape, *mixed, conv)
+        if strategy == "blocked":
+            return mixing.blocked_kernel_mixing(x, shape, *mixed, conv)
+        return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)
+
+    # ------------------------------------------------------------------ benchmark mode
+    def _benchmark_key(self, x: torch.Tensor) -> tuple:
+        return (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                self.groups, self.padding_mode, self.experts, self.router.heads, tuple(x.shape), x.stride(),
+                x.dtype, x.device, self.training and torch.is_grad_enabled(), torch.get_num_threads())
+
+    def _measure(self, key: tuple, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+                 pad_amounts: tuple[int, int, int, int]) -> str:
+        """Time the strategies the cost model does not rule out, keep the fastest for this shape."""
+        inputs = self.strategy_inputs(x)
+        costs = strategy_costs(**inputs)
+        best = min(costs.values())
+        candidates = [s for s, c in costs.items() if c <= BENCHMARK_PRUNE * best]
+        train = inputs["training"]
+        timings = {}
+        for strategy in candidates:
+            timings[strategy] = _time_strategy(lambda s=strategy: self._timed_call(s, x, mixed, conv, pad_amounts,
+                                                                                   train))
+        choice = min(timings, key=timings.__getitem__)
+        choice = _same_on_every_rank(choice)
+        _MEASURED[key] = choice
+        return choice
+
+    def _timed_call(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+                    pad_amounts: tuple[int, int, int, int], train: bool) -> None:
+        if not train:
+            with torch.no_grad():
+                self._mix(strategy, x, mixed, conv, pad_amounts)
+            return
+        leaves = [t.detach().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+                  for t in (x, *mixed)]
+        with torch.enable_grad():
+            y = self._mix(strategy, leaves[0], tuple(leaves[1:]), conv, pad_amounts)
+            wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+            if wrt:
+                torch.autograd.grad(y, wrt, torch.ones_like(y))
 
     def __prepare_scriptable__(self) -> DynamicConv2d:
         raise TypeError(_NOT_SCRIPTABLE)

@@ -1,4 +1,4 @@
-"""The two ways to run a dynamic convolution, equal in value.
+"""The three ways to run a dynamic convolution, equal in value.
 
 With per-sample mixing weights ``a`` (B, K) over expert kernels ``W`` (K, O, I/g, kh, kw)
 and an optional per-sample kernel-position scaling ``s`` (B, kh*kw, ODConv's spatial head),
@@ -7,6 +7,10 @@ the conv of sample b uses ``W_b = s_b * sum_k a_bk W_k`` and bias ``sum_k a_bk b
 - :func:`kernel_mixing` builds the B kernels and runs one grouped conv over the batch folded
   into channels (``groups = B * g``). Its cost is one conv plus B kernels; its group count
   depends on the batch size.
+- :func:`blocked_kernel_mixing` does the same one block of output channels at a time: the B
+  mixed kernels of a block (about ``BLOCK_BYTES``) are still in cache when the conv reads them,
+  so the expert bank is read once from memory and no B x (O*I*kh*kw) tensor is written. On small
+  maps, where a conv reads each weight for only H_out * W_out positions, that traffic is the cost.
 - :func:`output_mixing` runs one dense conv with K * O outputs and sums the K results with
   the weights ``a``: K times the conv's arithmetic, but no tensor shape or group count tied
   to the batch size (ONNX export with a dynamic batch). With a spatial head the position
@@ -25,7 +29,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConvArgs", "kernel_mixing", "output_mixing", "batched_conv2d", "is_exporting"]
+__all__ = ["ConvArgs", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv2d", "is_exporting",
+           "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
 
 Padding = str | tuple[int, int]
 
@@ -131,6 +136,79 @@ def kernel_mixing(
         conv.stride, conv.padding, conv.dilation, conv.groups * b,
     )
     y = y.view(b, o, y.shape[2], y.shape[3])
+    return y if fused_bias else _finish(y, mixed_bias, out_scale)
+
+
+#: Bytes of the B mixed kernels of one block in :func:`blocked_kernel_mixing`: about what the
+#: caches of a CPU core keep between writing them and the conv reading them (1-2.5 MB measured best).
+BLOCK_BYTES = 2 * 2**20
+#: ... but blocks of at least this many output channels (each block is two calls).
+MIN_BLOCK_CHANNELS = 16
+
+
+def block_channels(batch: int, shape: tuple[int, int, int, int, int], groups: int, itemsize: int = 4) -> int:
+    """Output channels per block of :func:`blocked_kernel_mixing`: whose B mixed kernels take about
+    ``BLOCK_BYTES``, at least ``MIN_BLOCK_CHANNELS`` (or all), and whole conv groups when grouped."""
+    _, o, i_g, kh, kw = shape
+    o_g = o // groups
+    per_channel = max(1, batch * i_g * kh * kw * itemsize)
+    n = max(BLOCK_BYTES // per_channel, MIN_BLOCK_CHANNELS, 1)
+    if groups > 1:  # whole groups
+        n = max(1, n // o_g) * o_g
+    elif n > MIN_BLOCK_CHANNELS:  # multiples of 16: the conv's vector width (unaligned blocks run 2x slower)
+        n -= n % MIN_BLOCK_CHANNELS
+    return min(o, n)
+
+
+def blocked_kernel_mixing(
+    x: torch.Tensor,
+    shape: tuple[int, int, int, int, int],
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    a: torch.Tensor | None,
+    s: torch.Tensor | None,
+    out_scale: torch.Tensor | None,
+    conv: ConvArgs,
+) -> torch.Tensor:
+    """Kernel mixing one block of output channels at a time (whole conv groups per block), so
+    that each block's B mixed kernels are read by the conv while they are still in cache. With a
+    symbolic batch size (torch.export, dynamic shapes) it is kernel mixing: the blocks depend on B."""
+    k, o, i_g, kh, kw = shape
+    b, h, w_ = x.shape[0], x.shape[2], x.shape[3]
+    groups = conv.groups
+    if not isinstance(b, int):  # a symbolic batch (export, dynamic shapes): blocks would guard on it
+        return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv)
+    step = block_channels(b, shape, groups, x.element_size())
+    if step >= o:
+        return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv)
+    o_g = o // groups
+    experts = weight.reshape(k, o, i_g, kh, kw)
+    mixed_bias = None
+    if bias is not None:
+        mixed_bias = bias[0].unsqueeze(0).expand(b, o) if a is None else torch.mm(a, bias)
+    fused_bias = mixed_bias is not None and out_scale is None
+    # splits, not slices: a split's backward is one concatenation, where each slice would add a
+    # full-size zero gradient of the expert bank (or of x) per block
+    xs = [x] * len(range(0, o, step)) if groups == 1 else x.split(step // o_g * i_g, dim=1)
+    biases = mixed_bias.split(step, dim=1) if fused_bias else [None] * len(xs)
+    outs = []
+    for block, xb, bb in zip(experts.split(step, dim=1), xs, biases):
+        n = block.shape[1]
+        if a is None:
+            wb = block[0].unsqueeze(0).expand(b, n, i_g, kh, kw)
+        else:
+            wb = torch.mm(a, block.reshape(k, -1)).view(b, n, i_g, kh, kw)
+        if s is not None:
+            wb = wb * s.view(b, 1, 1, kh, kw)
+        g_blk = 1 if groups == 1 else n // o_g
+        y = _conv(
+            xb.reshape(1, -1, h, w_),
+            wb.reshape(b * n, i_g, kh, kw),
+            None if bb is None else bb.reshape(-1),
+            conv.stride, conv.padding, conv.dilation, g_blk * b,
+        )
+        outs.append(y.view(b, n, y.shape[2], y.shape[3]))
+    y = torch.cat(outs, 1)
     return y if fused_bias else _finish(y, mixed_bias, out_scale)
 
 

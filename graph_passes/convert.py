@@ -1,26 +1,35 @@
 """The kernel target: replace selected ``nn.Conv2d`` modules by upcycled ``DynamicConv2d``s.
 
-No tracing is needed: the convs are found by name. A conv's output is unchanged at the
-moment it is replaced (see ``DynamicConv2d.from_conv``), and its state_dict keys
-(``weight``, ``bias``) keep their names; a checkpoint of the original model loads into the
-converted one with ``strict=False`` (each expert takes the conv's weight) and only the
-routers' keys missing.
+No tracing is needed: the convs are found by name. With ``where=None`` the spec's own placement
+(``dynattn.conv_placement``: its paper's and official code's models) decides which stay static;
+the stem, head and projection shortcuts are found from the module tree, and output strides and
+1x1 maps from one forward pass on meta tensors (no real compute). A conv's output is unchanged at
+the moment it is replaced (see ``DynamicConv2d.from_conv``), and its state_dict keys (``weight``,
+``bias``) keep their names; a checkpoint of the original model loads into the converted one with
+``strict=False`` (each expert takes the conv's weight) and only the routers' keys missing.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
-from dynattn import AttnSpec, ModelError, SpecError, build, leaf_modules
+from dynattn import AttnSpec, ConvPlacement, ModelError, SpecError, build, conv_placement, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
+from .shapes import _swapped_state, is_conv_module
 from .sites import _glob, _regex
+from .trace import untouched
 
-__all__ = ["convert_convs", "convertible_convs"]
+__all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_parts", "SHORTCUT_NAMES"]
+
+#: Module names of projection shortcuts (torchvision's and timm's ResNet, RegNet, ByobNet).
+SHORTCUT_NAMES = frozenset({"downsample", "shortcut", "proj", "skip"})
 
 
 def _inside_dynattn(name: str, owners: list[str]) -> bool:
@@ -72,7 +81,125 @@ def _select(convs: list[tuple[str, nn.Conv2d]], where: Any) -> list[tuple[str, n
     return sorted(chosen.items(), key=lambda item: order[item[0]])
 
 
-def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any) -> list[tuple[str, nn.Conv2d]]:
+def _convs_under(path: str, names: Sequence[str]) -> list[str]:
+    return [n for n in names if not path or n == path or n.startswith(path + ".")]
+
+
+#: A stem holds at most this many convs (timm's deep stem: three); a first part holding more is descended into.
+STEM_MAX_CONVS = 3
+
+
+def _stem_and_head(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(the stem's convs, the head's conv). The stem is the first part of the model holding convs,
+    descending into a part that holds them all or more than a stem's few (a detector's backbone);
+    the head is the last part holding convs at the stem's level, when that is one 1x1 conv."""
+    names = [n for n, m in model.named_modules() if is_conv_module(m)]
+    path, module = "", model
+    while True:
+        holding = []
+        for child_name, child in module.named_children():
+            child_path = f"{path}.{child_name}" if path else child_name
+            under = _convs_under(child_path, names)
+            if under:
+                holding.append((child_path, child, under))
+        if not holding:  # the part is a conv itself: the model's only conv(s) are the stem
+            return _convs_under(path, names), []
+        first, last = holding[0], holding[-1]
+        if len(holding) == 1 or len(first[2]) > STEM_MAX_CONVS:
+            path, module = first[0], first[1]
+            continue
+        head = last[2] if len(last[2]) == 1 and last is not first else []
+        if head and tuple(getattr(model.get_submodule(head[0]), "kernel_size", ())) != (1, 1):
+            head = []  # a head is a 1x1 conv (VGG's last 3x3 conv is the body's)
+        return first[2], head
+
+
+def _is_shortcut(name: str, conv: nn.Conv2d) -> bool:
+    return tuple(conv.kernel_size) == (1, 1) and any(part in SHORTCUT_NAMES for part in name.split(".")[:-1])
+
+
+def _probe_input(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: tuple | None) -> tuple:
+    if inputs is not None:
+        return tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
+    first = next(m for m in model.modules() if is_conv_module(m))
+    cfg = getattr(model, "pretrained_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    hw = tuple(size[1:]) if isinstance(size, (tuple, list)) and len(size) == 3 else (224, 224)
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    return (torch.empty(2, first.in_channels, *hw, device="meta", dtype=dtype),)
+
+
+def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: tuple | None
+                 ) -> tuple[dict[str, tuple[int, bool]], str | None]:
+    """({conv: (output stride, runs on a 1x1 map)}, None) from one forward pass on meta tensors,
+    or ({}, why) when the model's forward does not run on them."""
+    seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def record(name):
+        def hook(module, args, output):
+            if name not in seen and args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                seen[name] = (tuple(args[0].shape[2:]), tuple(output.shape[2:]))
+        return hook
+
+    probe = _probe_input(model, convs, inputs)
+    handles = [m.register_forward_hook(record(n)) for n, m in convs]
+    try:
+        with untouched(model), _swapped_state(model, lambda t: t.to("meta")), torch.no_grad(), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model(*probe)
+    except Exception as exc:  # any failure of the user's forward on meta tensors: placement without shapes
+        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+    finally:
+        for h in handles:
+            h.remove()
+    image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == 4), None)
+    height = image.shape[2] if image is not None else None
+    out = {}
+    for name, (in_hw, out_hw) in seen.items():
+        stride = max(1, round(height / out_hw[0])) if height and out_hw and out_hw[0] else 1
+        out[name] = (stride, len(in_hw) == 2 and in_hw[0] * in_hw[1] == 1)
+    return out, None
+
+
+def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.Conv2d]],
+                    inputs: tuple | None = None) -> dict[str, str]:
+    """{conv name: why it stays static} under the spec's default placement (convs not named convert)."""
+    placement: ConvPlacement = conv_placement(spec)
+    stem, head = _stem_and_head(model)
+    static: dict[str, str] = {}
+    for name, conv in convs:
+        if not placement.stem and name in stem:
+            static[name] = "stem"
+        elif not placement.head and name in head:
+            static[name] = "head"
+        elif not placement.shortcuts and _is_shortcut(name, conv):
+            static[name] = "projection shortcut"
+    shapes, failure = _conv_shapes(model, convs, inputs)
+    if failure is not None:
+        if placement.min_stride > 1:
+            raise ModelError("model", type(model).__name__,
+                             f"the default placement of {spec.name} ({placement.describe()}) needs each conv's "
+                             f"output stride, from a forward pass on meta tensors, which failed ({failure})",
+                             hint="pass example_inputs=..., or choose the convs with where= (e.g. where='layer4.*', "
+                                  "or where='conv' for every conv)")
+        warnings.warn(f"{type(model).__name__}'s forward did not run on meta tensors ({failure}), so convs on 1x1 "
+                      "maps (SE blocks) could not be told apart and are converted too; pass example_inputs=... or "
+                      "where=...", stacklevel=4)
+    for name, _ in convs:
+        if name in static or name not in shapes:
+            continue
+        stride, pooled = shapes[name]
+        if pooled:
+            static[name] = "runs on 1x1 maps"
+        elif stride < placement.min_stride:
+            static[name] = f"output stride {stride} < {placement.min_stride}"
+    return static
+
+
+def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any, inputs: tuple | None = None
+                    ) -> list[tuple[str, nn.Conv2d]]:
     convs, skipped = convertible_convs(model)
     if skipped:
         names = ", ".join(f"{n} ({cls})" for n, cls in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
@@ -83,13 +210,26 @@ def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any) -> list[tuple[
                         "has no plain nn.Conv2d to replace with a DynamicConv2d"
                         + (f" ({len(skipped)} Conv2d subclasses were skipped)" if skipped else ""),
                         hint="a kernel-target spec converts convs; use a feature target to insert attention")
-    return _select(convs, where)
+    if where is not None:
+        return _select(convs, where)
+    placement = conv_placement(spec)
+    if placement == conv_placement(AttnSpec(target="kernel")):  # every conv: nothing to find out
+        return convs
+    static = placement_parts(model, spec, convs, inputs)
+    chosen = [(n, m) for n, m in convs if n not in static]
+    if not chosen:
+        raise ModelError("model", type(model).__name__,
+                         f"has no conv that the default placement of {spec.name} ({placement.describe()}) converts "
+                         f"({len(static)} convs stay static: " + ", ".join(sorted(set(static.values()))) + ")",
+                         hint="pass where='conv' to convert every conv, or select convs with where=")
+    return chosen
 
 
-def convert_convs(model: nn.Module, spec: AttnSpec, where: Any, inplace: bool,
+def convert_convs(model: nn.Module, spec: AttnSpec, names: Sequence[str], inplace: bool,
                   params_before: int) -> nn.Module:
+    """Replace the convs ``names`` (from :func:`plan_conversion` on ``model``) in ``model`` or a copy."""
     work = model if inplace else copy.deepcopy(model)
-    chosen = plan_conversion(work, spec, where)
+    chosen = [(name, work.get_submodule(name)) for name in names]
     new = {name: build(spec, conv=conv) for name, conv in chosen}  # may raise: nothing changed yet
     replaced = {id(conv): new[name] for name, conv in chosen}
     for parent in work.modules():  # every reference to a replaced conv (a module may be shared)

@@ -131,7 +131,8 @@ def insert_attention(
 
     - ``spec``: an AttnSpec or preset name, or a list of them to chain at each site.
       A kernel-target spec replaces the selected ``nn.Conv2d``s with upcycled
-      ``DynamicConv2d``s instead (default ``where``: every plain conv).
+      ``DynamicConv2d``s instead (default ``where``: the spec's own placement,
+      ``dynattn.conv_placement(spec)``; ``"conv"``: every plain conv).
     - ``where``: see :mod:`graph_passes.sites`; ``None`` is ``"residual"`` when the model
       has residual adds, else ``"stage"``.
     - ``example_inputs``: inputs for shape propagation (only their shapes, dtypes and
@@ -157,8 +158,9 @@ def insert_attention(
     _check_bool("strict", strict)
     params_before = _param_count(model)
     if specs[0].kind == "kernel":
-        plan_conversion(model, specs[0], where)  # check the selection on the caller's model first
-        return _compile(convert_convs(model, specs[0], where, inplace, params_before), options)
+        chosen = plan_conversion(model, specs[0], where, inputs)  # check the selection on the caller's model first
+        names = [name for name, _ in chosen]
+        return _compile(convert_convs(model, specs[0], names, inplace, params_before), options)
 
     # analyse the caller's model read-only, and build every module: every error comes before any change
     analysis = analyse(model, where, inputs, leaf_modules)
@@ -228,5 +230,5 @@ def list_sites(
     inputs = _check_inputs(example_inputs)
     if specs[0].kind == "kernel":
         return [Site(name, name, "conv", conv.out_channels, (conv.in_channels, conv.out_channels),
-                     type(conv).__name__) for name, conv in plan_conversion(model, specs[0], where)]
+                     type(conv).__name__) for name, conv in plan_conversion(model, specs[0], where, inputs)]
     return analyse(model, where, inputs, leaf_modules).sites()

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynattn import AttnSpec, DynamicConv2d, build, get_spec
+from dynattn.dynamic_conv import choose_strategy
 from dynattn.testing import specs
 from dynattn.vocab import FEATURE_TARGETS
 from tests.presets import FEATURE_PRESETS
@@ -34,10 +35,19 @@ def test_feature_presets_compile_without_graph_breaks(name):
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", ["kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_dynamic_conv_compiles_without_graph_breaks(name, strategy):
     module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
+    _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
+
+
+def test_blocked_mixing_compiles_in_several_blocks(monkeypatch):
+    from dynattn import mixing
+
+    monkeypatch.setattr(mixing, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(mixing, "MIN_BLOCK_CHANNELS", 8)  # 33 outputs: blocks of 8, 8, 8, 8 and 1
+    module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec("odconv"), strategy="blocked").eval()
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
@@ -84,7 +94,7 @@ def test_inductor_equals_eager_every_preset(name, channels):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", ["kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_inductor_equals_eager_dynamic_conv(name, strategy):
     module = DynamicConv2d(33, 65, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
@@ -130,14 +140,25 @@ def test_compiled_dynamic_conv_trains_like_eager():
 @pytest.mark.parametrize("spec,where", [(AttnSpec.cbam(), None), (AttnSpec.dyconv(), "conv:layer4.*")],
                          ids=["cbam", "dyconv"])
 def test_rewritten_model_compiles_once_for_every_batch_size(spec, where):
-    """fullgraph=True, dynamic=True: one graph, no recompilation per batch (the input checks and the
-    rewritten forwards are Python on sizes, evaluated while tracing)."""
+    """fullgraph=True, dynamic=True: no recompilation per batch (the input checks and the rewritten
+    forwards are Python on sizes, evaluated while tracing); a dynamic conv's cost model compares
+    symbolic ints, so a new graph comes only where its choice of strategy changes."""
     from torch._dynamo.testing import CompileCounter
 
     from graph_passes import insert_attention
 
     torch.manual_seed(0)
     model = insert_attention(torchvision.models.resnet18(weights=None), spec, where=where).eval()
+    choices = []  # the dynamic convs' strategies under compile, for each batch size
+    hooks = [m.register_forward_pre_hook(lambda m, args: choices[-1].append(
+        choose_strategy(**m.strategy_inputs(args[0]), compiling=True)))
+        for m in model.modules() if isinstance(m, DynamicConv2d)]
+    with torch.no_grad():
+        for batch in (2, 3, 5, 7):
+            choices.append([])
+            model(torch.randn(batch, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
     torch._dynamo.reset()
     counter = CompileCounter()
     compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counter)
@@ -145,4 +166,7 @@ def test_rewritten_model_compiles_once_for_every_batch_size(spec, where):
         for batch in (2, 3, 5, 7):
             x = torch.randn(batch, 3, 32, 32)
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
-    assert counter.frame_count == 1, f"compiled {counter.frame_count} times for 4 batch sizes"
+    # one graph per combination of strategies the cost model picks (a symbolic guard), not per batch size
+    expected = len({tuple(c) for c in choices})
+    assert expected <= 2  # the choices change once at most over these batch sizes
+    assert counter.frame_count == expected, f"compiled {counter.frame_count} times for 4 batch sizes"

@@ -1,5 +1,6 @@
-"""DynamicConv2d: nn.Conv2d semantics, exact upcycling, two equal strategies, references."""
+"""DynamicConv2d: nn.Conv2d semantics, exact upcycling, three equal strategies, references."""
 
+import contextlib
 import copy
 import pickle
 
@@ -8,9 +9,29 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build
+from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build, mixing
 from dynattn.compiler.router import ConvGeometry
-from dynattn.dynamic_conv import choose_strategy
+from dynattn.dynamic_conv import COST_MODELS, choose_strategy, clear_measured_strategies, cost_model, strategy_costs
+
+STRATEGIES = ("kernel", "blocked", "output")
+
+
+@contextlib.contextmanager
+def small_blocks(channels=5):
+    """Blocked mixing in blocks of ``channels`` output channels (one group where grouped), so that the
+    small test convs run as several blocks, the last one narrower."""
+    saved = mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS
+    mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = 1, channels
+    try:
+        yield
+    finally:
+        mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = saved
+
+
+@pytest.fixture
+def blocks():
+    with small_blocks():
+        yield
 
 # (name, nn.Conv2d kwargs with in/out channels)
 CONFIGS = {
@@ -52,11 +73,11 @@ def _randomize(m: DynamicConv2d, seed=1):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("spec", list(SPECS))
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_upcycled_equals_the_conv(config, spec, train):
+def test_upcycled_equals_the_conv(config, spec, train, blocks):
     conv = nn.Conv2d(**CONFIGS[config]).train(train)
     x = _x()
     expected = conv(x)
-    for strategy in ("kernel", "output"):
+    for strategy in STRATEGIES:
         dyn = DynamicConv2d.from_conv(conv, SPECS[spec], strategy=strategy)
         assert dyn.training == train
         torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=0)
@@ -67,20 +88,43 @@ def test_upcycled_equals_the_conv(config, spec, train):
 
 @pytest.mark.parametrize("spec", list(SPECS))
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_strategies_are_equal_with_random_experts(config, spec):
+def test_strategies_are_equal_with_random_experts(config, spec, blocks):
     dyn = DynamicConv2d(**CONFIGS[config], spec=SPECS[spec].with_init("identity"))
     _randomize(dyn)
     x = _x()
     dyn.strategy = "kernel"
     a = dyn(x)
-    dyn.strategy = "output"
-    torch.testing.assert_close(dyn(x), a, atol=1e-5, rtol=1e-5)
+    for strategy in ("blocked", "output"):
+        dyn.strategy = strategy
+        torch.testing.assert_close(dyn(x), a, atol=1e-5, rtol=1e-5)
     assert a.shape == nn.Conv2d(**CONFIGS[config])(x).shape
 
 
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_strategies_have_equal_training_gradients(config, spec, blocks):
+    """Forward and backward agree across strategies: the input's gradient and every parameter's."""
+    dyn = DynamicConv2d(**CONFIGS[config], spec=SPECS[spec].with_init("identity")).double().train()
+    _randomize(dyn)
+    x = _x().double()
+    g = torch.randn_like(dyn(x))
+    results = {}
+    for strategy in STRATEGIES:
+        dyn.strategy = strategy
+        xi = x.clone().requires_grad_()
+        out = dyn(xi)
+        grads = torch.autograd.grad(out, [xi, *dyn.parameters()], g)
+        results[strategy] = (out, grads)
+    out, grads = results["kernel"]
+    for strategy in ("blocked", "output"):
+        torch.testing.assert_close(results[strategy][0], out, atol=1e-10, rtol=1e-10)
+        for (name, _), got, want in zip([("x", None), *dyn.named_parameters()], results[strategy][1], grads):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=f"{strategy}: d/d{name}")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("spec", ["dyconv", "odconv", "condconv"])
-def test_each_sample_depends_only_on_itself(spec, strategy):
+def test_each_sample_depends_only_on_itself(spec, strategy, blocks):
     dyn = DynamicConv2d(16, 24, 3, padding=1, spec=SPECS[spec], strategy=strategy).double()
     _randomize(dyn)
     x = _x().double()
@@ -93,9 +137,9 @@ def test_each_sample_depends_only_on_itself(spec, strategy):
         torch.testing.assert_close(dyn(x[:1])[0], out[0], atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "1x1", "depthwise"])
-def test_matches_timm_condconv_given_the_same_routing(config, strategy):
+def test_matches_timm_condconv_given_the_same_routing(config, strategy, blocks):
     from timm.layers.cond_conv2d import CondConv2d
 
     cfg = dict(CONFIGS[config])
@@ -124,8 +168,8 @@ def test_condconv_router_is_timms_routing_fn():
 
 
 @pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "1x1"])
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
-def test_matches_the_dyconv_formula(config, strategy):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_matches_the_dyconv_formula(config, strategy, blocks):
     from tests.reference.dyconv import DyConvReference
 
     cfg = dict(CONFIGS[config])
@@ -166,9 +210,9 @@ def _copy_odconv(dyn: DynamicConv2d, ref, norm: bool):
 
 
 @pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "dilation2"])
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("variant", ["official_no_bias", "with_bias", "bn"])
-def test_matches_the_odconv_formula(config, strategy, variant):
+def test_matches_the_odconv_formula(config, strategy, variant, blocks):
     from tests.reference.odconv import ODConvReference
 
     cfg = dict(CONFIGS[config])
@@ -200,9 +244,9 @@ def test_matches_the_odconv_formula(config, strategy, variant):
         torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", ["kernel", "output"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("spec", list(SPECS))
-def test_gradients_reach_every_parameter(spec, strategy):
+def test_gradients_reach_every_parameter(spec, strategy, blocks):
     dyn = DynamicConv2d(16, 24, 3, padding=1, spec=SPECS[spec].with_init("identity"), strategy=strategy).train()
     _randomize(dyn)
     x = _x().requires_grad_()
@@ -251,19 +295,78 @@ def test_temperature_is_a_buffer_and_sharpens_or_flattens_the_routing():
         dyn.temperature = -1
 
 
-def test_auto_strategy_rule():
-    assert choose_strategy(64, 9, 4, 28 * 28, 32) == "kernel"
-    assert choose_strategy(512, 9, 4, 7 * 7, 32) == "kernel"  # ResNet's last stage: kernel mixing wins
-    assert choose_strategy(128, 9, 4, 4 * 4, 32) == "output"  # big kernel, small map, large batch
-    assert choose_strategy(128, 9, 4, 4 * 4, 4) == "kernel"  # ... but a small batch
-    assert choose_strategy(512, 9, 4, 2 * 2, 1) == "kernel"  # batch 1: the grouped conv is a plain conv
-    assert choose_strategy(1, 9, 4, 3 * 3, 32) == "kernel"  # depthwise
-    assert choose_strategy(128, 9, 4, 4 * 4, 32, spatial_head=True) == "kernel"
-    assert choose_strategy(64, 9, 4, 28 * 28, 32, tracing=True) == "output"
+def test_auto_strategy_follows_the_cost_model():
+    two, one = COST_MODELS[2], COST_MODELS[1]
+
+    def pick(cin, k, positions, batch, model=two, **kw):
+        return choose_strategy(cin, k * k, 4, positions, batch, model=model, **kw)
+
+    for model in (one, two):  # regimes both thread counts agree on
+        assert pick(64, 3, 56 * 56, 32, model) == "kernel"  # large maps: the grouped conv is compute-bound
+        assert pick(64, 3, 28 * 28, 8, model, training=True) == "kernel"
+        assert pick(1, 5, 7 * 7, 8, model, groups=672, out_channels=672) == "kernel"  # depthwise: tiny kernels
+        assert pick(512, 3, 4 * 4, 32, model) == "output"  # tiny maps, large batch: K dense convs beat B kernels
+        assert pick(512, 3, 4 * 4, 32, model, spatial_head=True) == "output"  # ODConv: plus an im2col copy ...
+        assert pick(256, 3, 8 * 8, 32, model, spatial_head=True) == "kernel"  # ... that costs more on larger maps
+        assert pick(512, 3, 2 * 2, 1, model) == "kernel"  # batch 1: one kernel, written once
+        assert pick(64, 3, 28 * 28, 32, model, tracing=True) == "output"
+    # one thread: the arithmetic is slower against memory, and blocks of kernels that stay in cache pay off
+    assert pick(512, 3, 4 * 4, 8, one) == "blocked" and pick(512, 3, 4 * 4, 8) == "output"
+    assert cost_model(1) is one and cost_model(2) is two and cost_model(16) is COST_MODELS[max(COST_MODELS)]
+    costs = strategy_costs(256, 256, 9, 4, 64, 8)
+    assert set(costs) == {"kernel", "blocked", "output"} and all(c > 0 for c in costs.values())
+    assert set(strategy_costs(64, 64, 9, 4, 3136, 8)) == {"kernel", "output"}  # one block: blocked is kernel
     dyn = DynamicConv2d(128, 128, 3, padding=1)
-    assert dyn._resolve_strategy(torch.zeros(32, 128, 4, 4)) == "output"
-    assert dyn._resolve_strategy(torch.zeros(2, 128, 4, 4)) == "kernel"
-    assert dyn._resolve_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
+    assert dyn.strategy_inputs(torch.zeros(8, 128, 16, 16))["out_positions"] == 256
+    assert dyn.chosen_strategy(torch.zeros(32, 128, 2, 2)) == "output"
+    assert dyn.chosen_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
+    reflect = DynamicConv2d(16, 16, 3, padding=1, padding_mode="reflect")
+    assert reflect.strategy_inputs(torch.zeros(2, 16, 9, 7))["out_positions"] == 63  # padding counted once
+
+
+def test_benchmark_mode_times_each_shape_once_and_keeps_the_fastest(monkeypatch, blocks):
+    from dynattn import dynamic_conv
+
+    timed = []
+    original = dynamic_conv._time_strategy
+
+    def spy(call):
+        timed.append(call)
+        return original(call)
+
+    monkeypatch.setattr(dynamic_conv, "_time_strategy", spy)
+    monkeypatch.setattr(DynamicConv2d, "benchmark", True)
+    clear_measured_strategies()
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=AttnSpec.odconv().with_init("identity"))
+    _randomize(dyn)
+    twin = copy.deepcopy(dyn)
+    x = _x()
+    dyn.strategy = "kernel"
+    expected = dyn(x)
+    dyn.strategy = "auto"
+    try:
+        for train in (False, True):
+            dyn.train(train)
+            twin.train(train)
+            before = len(timed)
+            torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=1e-5)
+            assert len(timed) > before  # timed on the first call of this shape and mode ...
+            after = len(timed)
+            dyn(x)
+            twin(x)  # ... and never again, by this layer or another of its geometry
+            assert len(timed) == after
+            assert all(p.grad is None for p in dyn.parameters())  # timing leaves no gradients behind
+        assert len(dynamic_conv._MEASURED) == 2 and set(dynamic_conv._MEASURED.values()) <= set(STRATEGIES)
+        key = next(iter(dynamic_conv._MEASURED))
+        assert key[:3] == (16, 24, (3, 3))
+        dyn(_x(batch=5))  # a new batch size is a new shape
+        assert len(dynamic_conv._MEASURED) == 3
+    finally:
+        clear_measured_strategies()
+    monkeypatch.setattr(DynamicConv2d, "benchmark", False)
+    before = len(timed)
+    dyn(_x(batch=6))
+    assert len(timed) == before and not dynamic_conv._MEASURED  # off: the cost model decides
 
 
 def test_host_model_traces_with_output_mixing():
@@ -300,7 +403,7 @@ def test_bad_arguments_raise_spec_errors():
         DynamicConv2d(8, 8, 3, stride=2, padding="same")
     with pytest.raises(SpecError, match="needs a kernel-target spec"):
         DynamicConv2d(8, 8, 3, spec=AttnSpec.se())
-    with pytest.raises(SpecError, match="strategy='fast'"):
+    with pytest.raises(SpecError, match=r"strategy='fast'.*'blocked'"):
         DynamicConv2d(8, 8, 3, strategy="fast")
     with pytest.raises(SpecError, match="leave nothing dynamic"):
         DynamicConv2d(8, 8, 3, spec=AttnSpec.dyconv(experts=1))

@@ -81,7 +81,7 @@ def test_flavors_export(name, tmp_path):
     _check_export(build(FLAVORS[name], channels=33), (33, 14, 9), tmp_path)
 
 
-@pytest.mark.parametrize("strategy", ["auto", "kernel", "output"])
+@pytest.mark.parametrize("strategy", ["auto", "kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_dynamic_conv_exports_in_each_strategy(name, strategy, tmp_path):
     _check_export(DynamicConv2d(33, 24, 3, padding=1, spec=get_spec(name), strategy=strategy), (33, 9, 7), tmp_path)

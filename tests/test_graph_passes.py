@@ -11,7 +11,7 @@ import torch.fx as fx
 import torchvision
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, ModelError, SpecError, is_attention
+from dynattn import AttnSpec, DynamicConv2d, ModelError, SpecError, conv_placement, is_attention
 from graph_passes import InsertionReport, LeafTracer, TraceFailure, insert_attention, list_sites, report
 
 
@@ -178,12 +178,64 @@ def test_kernel_target_converts_convs_and_keeps_outputs(resnet18):
     result = fresh.load_state_dict(snap, strict=False)  # conv-shaped weights fill every expert
     assert not result.unexpected_keys and all(".router." in k for k in result.missing_keys)
     torch.testing.assert_close(fresh.layer1[0].conv1.expert_weights[2], snap["layer1.0.conv1.weight"])
-    assert len(report(out).records) == 20
+    assert len(report(out).records) == 19  # DyConv's placement: every conv but the stem
+    assert len(report(insert_attention(resnet18, AttnSpec.dyconv(), where="conv")).records) == 20
     only = insert_attention(resnet18, AttnSpec.condconv(), where="layer4.*")
     assert [r.site for r in report(only).records] == ["layer4.0.conv1", "layer4.0.conv2", "layer4.0.downsample.0",
                                                        "layer4.1.conv1", "layer4.1.conv2"]
     with pytest.raises(SpecError, match="the residual and stage strategies place feature attention"):
         insert_attention(resnet18, AttnSpec.dyconv(), where="residual")
+
+
+def _names(model, spec, **kw):
+    return [s.name for s in list_sites(model, spec, **kw)]
+
+
+def test_kernel_presets_place_dynamic_convs_as_their_papers_do(resnet18):
+    """DyConv: every conv but the stem; ODConv: also the 1x1 projection shortcuts static; CondConv:
+    the later stages (output stride >= 16) without shortcuts; SE's convs on 1x1 maps never."""
+    convs = [n for n, m in resnet18.named_modules() if isinstance(m, nn.Conv2d)]
+    dy, od, cc = (_names(resnet18, s) for s in (AttnSpec.dyconv(), AttnSpec.odconv(), AttnSpec.condconv()))
+    assert dy == [n for n in convs if n != "conv1"]
+    assert od == [n for n in dy if "downsample" not in n]
+    assert cc == [n for n in od if n.startswith(("layer3", "layer4"))]
+    assert _names(resnet18, AttnSpec.dyconv(experts=8)) == dy  # the preset's placement, by its name
+    assert _names(resnet18, AttnSpec(target="kernel")) == convs  # a spec of your own: every conv
+    assert _names(resnet18, AttnSpec.condconv(), where="conv") == convs  # where= overrides
+    assert conv_placement(AttnSpec.odconv()).reference.startswith("OSVAI/ODConv")
+    assert "except the stem" in conv_placement(AttnSpec.dyconv()).describe()
+
+    mnv3 = torchvision.models.mobilenet_v3_small()
+    se_convs = {n for n, m in mnv3.named_modules() if isinstance(m, nn.Conv2d) and ".fc" in n}
+    assert se_convs and not se_convs & set(_names(mnv3, AttnSpec.dyconv()))
+    assert "features.0.0" not in _names(mnv3, AttnSpec.dyconv())  # the stem
+    last = [n for n, m in mnv3.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    assert last in _names(mnv3, AttnSpec.odconv()) and last not in _names(mnv3, AttnSpec.condconv())  # the head
+    # the stride rule needs a forward pass: example_inputs set its size, an unrunnable one says so
+    small = _names(resnet18, AttnSpec.condconv(), example_inputs=(torch.randn(1, 3, 64, 64),))
+    assert small == cc
+
+
+def test_default_placement_errors_say_what_to_do():
+    class NoMeta(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 8, 3, stride=2), nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent: no meta tensors
+                x = x + 1
+            return self.c(self.b(self.a(x)))
+
+    with pytest.raises(ModelError, match=r"default placement of CondConv.*needs each conv's output stride.*where="):
+        list_sites(NoMeta(), AttnSpec.condconv())
+    with pytest.warns(UserWarning, match="did not run on meta tensors"):
+        assert _names(NoMeta(), AttnSpec.dyconv()) == ["b", "c"]
+    assert _names(NoMeta(), AttnSpec.condconv(), where="conv") == ["a", "b", "c"]
+    only_stem = nn.Sequential(nn.Conv2d(3, 8, 16, stride=16), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+    with pytest.raises(ModelError, match=r"no conv that the default placement of DyConv.*stem.*where='conv'"):
+        insert_attention(only_stem, AttnSpec.dyconv())
+    assert len(report(insert_attention(only_stem, AttnSpec.dyconv(), where="conv")).records) == 1
 
 
 def test_kernel_target_skips_conv_subclasses_with_their_own_forward():

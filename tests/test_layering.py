@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "dynattn.errors": 0, "dynattn.vocab": 0, "dynattn.checks": 1, "dynattn.registry": 1, "dynattn.validate": 1,
     "dynattn.spec": 2,
-    "dynattn.presets": 3, "dynattn.spec_parse": 3, "dynattn.layers": 4, "dynattn.mixing": 4,
+    "dynattn.presets": 3, "dynattn.placement": 3, "dynattn.spec_parse": 3, "dynattn.layers": 4, "dynattn.mixing": 4,
     "dynattn.compiler": 4, "dynattn.dynamic_conv": 5, "dynattn.builder": 6, "dynattn.interop": 7,
     "dynattn.record": 7, "dynattn.temperature": 7, "dynattn.testing": 7, "dynattn": 8, "graph_passes": 9,
     "dynattn.cli": 10, "dynattn.bench": 10, "dynattn.__main__": 10,

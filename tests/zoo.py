@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec
+from dynattn import AttnSpec, ModelError
 from graph_passes import LeafTracer, insert_attention, original_class, report
 
 
@@ -68,7 +68,12 @@ def check_model(model: nn.Module, size: int, *, cbam_tol: float = 1e-5, dyn_tol:
     if convert:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dyn = insert_attention(model, AttnSpec.dyconv(), where=convert_where)
+            try:  # DyConv's own placement (every conv but the stem) ...
+                dyn = insert_attention(model, AttnSpec.dyconv(), where=convert_where)
+            except ModelError as err:  # ... leaves nothing where the stem is the only conv (a ViT's patch embedding)
+                if convert_where is not None or "no conv that the default placement" not in str(err):
+                    raise
+                dyn = insert_attention(model, AttnSpec.dyconv(), where="conv")
         with torch.no_grad():
             dyn_err = _rel_err(_first_tensor(dyn.eval()(x)), ref)
         assert dyn_err <= dyn_tol, f"upcycled dyconv changed the output: {dyn_err:.2e}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 from torch import nn
@@ -30,7 +31,8 @@ from .timing import (
     peak_allocated_mb,
 )
 
-VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:output", "condconv:auto", "odconv:auto", "timm_condconv")
+VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:blocked", "dyconv:output", "condconv:auto", "odconv:auto",
+            "timm_condconv")
 
 
 def make(variant: str, cin: int, cout: int, experts: int) -> nn.Module:
@@ -62,8 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--memory-batch", type=int, default=256)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: the process's CPU time (with --threads 1, steady on a machine shared with other jobs)")
     add_allocator_option(p)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     allocator = allocator_line(args)
     variants = args.variants.split(",")
     try:
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             m.train(train)
         xi = x.requires_grad_(False)
         rows[train] = interleaved_medians({v: _step(m, xi, train) for v, m in modules.items()},
-                                          repeats=args.repeats)
+                                          repeats=args.repeats, clock=clock)
     memory = {}
     big = torch.randn(args.memory_batch, c, args.size, args.size)
     for train in (False, True):
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     del big
 
     print(f"dynamic conv K={k}, B={args.batch}, {c}->{c}, 3x3, {args.size}x{args.size}; "
-          f"medians of {args.repeats} interleaved runs; {machine_summary()}; {allocator}")
+          f"medians of {args.repeats} interleaved runs ({args.clock} clock); {machine_summary()}; {allocator}")
     print(f"memory: peak tensor memory one step allocates at B={args.memory_batch} (input excluded)\n")
     print("| variant | inference ms | vs static | train step ms | vs static | peak MB infer | peak MB train |")
     print("|---|---:|---:|---:|---:|---:|---:|")

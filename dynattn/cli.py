@@ -23,6 +23,7 @@ import difflib
 import platform
 import re
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -320,6 +321,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--presets: unknown preset(s) {unknown}; choose from {', '.join(suite.PRESETS)}")
     if args.repeats <= 0:
         raise UsageError(f"--repeats={args.repeats}: must be > 0")
+    if not 0 < args.quantile < 1:
+        raise UsageError(f"--quantile={args.quantile}: must be in (0, 1)")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads={args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
     batches, channels, sizes = ((32,), (256,), (28,)) if args.quick else (
@@ -327,9 +334,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     allocator = allocator_line(args)
     compiled = not args.eager_only
     rows = suite.run_suite(presets, batches, channels, sizes, device=args.device, dtype=suite.DTYPES[args.dtype],
-                           channels_last=args.channels_last, compiled=compiled, repeats=args.repeats)
+                           channels_last=args.channels_last, compiled=compiled, repeats=args.repeats,
+                           quantile=args.quantile,
+                           clock=time.process_time if args.clock == "cpu" else time.perf_counter)
+    stat = "medians" if args.quantile == 0.5 else f"{args.quantile:g} quantiles"
+    stat += " of CPU time" if args.clock == "cpu" else ""
     header = (f"dynattn benchmark; {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}"
-              f"{'' if compiled else ', eager only'}; medians of {args.repeats} interleaved runs; "
+              f"{'' if compiled else ', eager only'}; {stat} of {args.repeats} interleaved runs; "
               f"{machine_summary()}; {allocator}")
     text = f"{header}\n\n{_SPEEDUP_NOTE}\n\n{bench_table(rows, compiled)}\n"
     print(text)
@@ -398,6 +409,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--channels-last", action="store_true", help="inputs and modules in channels_last")
     bench.add_argument("--eager-only", action="store_true", help="skip torch.compile (the compiled columns too)")
     bench.add_argument("--repeats", type=int, default=20, help="interleaved runs per variant (default 20)")
+    bench.add_argument("--quantile", type=float, default=0.5,
+                       help="the quantile of each variant's call times reported (default 0.5, the median)")
+    bench.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                       help="cpu: the process's CPU time per call, which waiting for a core on a shared machine "
+                            "does not inflate (use with --threads 1)")
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads for the run (default: torch's)")
     bench.add_argument("--out", default="outputs/bench",
                        help="folder for results.md and results.png (default outputs/bench)")
     add_allocator_option(bench)

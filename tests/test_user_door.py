@@ -268,3 +268,11 @@ def test_strategy_and_network_benchmarks_run_on_a_tiny_config(tmp_path, capsys):
                           "--repeats", "1", "--modes", "eval", "--out", str(tmp_path), "--system-malloc"]) == 0
     layers = (tmp_path / "layers.md").read_text()
     assert "| layer1.0.conv1 | 64->64 3x3 @8x8 |" in layers and "| all |" in layers and "downsample" not in layers
+
+
+def test_python_m_dynattn_bench_is_the_dynattn_bench_command():
+    """One benchmark command: ``python -m dynattn.bench`` parses and prints as ``dynattn bench``."""
+    out = subprocess.run([sys.executable, "-m", "dynattn.bench", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("usage: dynattn bench") and "--quantile" in out and "--clock" in out
+    assert "higher is better" in " ".join(out.split())

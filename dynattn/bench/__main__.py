@@ -1,3 +1,8 @@
-from .suite import main
+"""``python -m dynattn.bench``: the same command as ``dynattn bench`` (the preset suite; with
+``--network``, whole networks)."""
 
-raise SystemExit(main())
+import sys
+
+from ..cli import main
+
+raise SystemExit(main(["bench", *sys.argv[1:]]))

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="DynamicConv2d.benchmark = True (time the strategies per shape instead of the cost model)")
     p.add_argument("--layers", action="store_true", help="per-layer times against the floor (first model, spec, "
                    "batch and size)")
-    p.add_argument("--out", default="bench-results", help="folder for networks.md and networks.png")
+    p.add_argument("--out", default="outputs/bench/networks", help="folder for networks.md and networks.png")
     add_allocator_option(p)
     args = p.parse_args(argv)
     models = _names(args.models, MODELS, p, "model(s)")

@@ -58,7 +58,7 @@ class CostModel:
 #: Fitted on this project's CPU (AMD EPYC, 2 cores, fp32; ``python -m dynattn.bench.strategies --threads 1
 #: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
 COST_MODELS: dict[int, CostModel] = {
-    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=1.5,
+    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=2.0,
                  expert_bytes_per_s=2e9),
     2: CostModel(macs_per_s=1.3e11, bytes_per_s=5e9, kernel_mix=(10.0, 150.0), blocked_share=0.9, block_conv=1.6,
                  expert_bytes_per_s=4e9),

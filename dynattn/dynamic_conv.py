@@ -405,14 +405,20 @@ class DynamicConv2d(nn.Module):
     def strategy_inputs(self, x: torch.Tensor) -> dict:
         """What :func:`choose_strategy` decides from, for the input ``x``."""
         h, w = x.shape[2], x.shape[3]
-        (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride
-        oh = (h + ph - dh * (kh - 1) - 1) // sh + 1
-        ow = (w + pw - dw * (kw - 1) - 1) // sw + 1
+        kh, kw = self.kernel_size
         experts = self.experts if "kernel" in self.router.heads else 1
         return dict(in_per_group=self.in_channels // self.groups, kernel_area=kh * kw, experts=experts,
-                    out_positions=oh * ow, batch=x.shape[0], out_channels=self.out_channels, groups=self.groups,
+                    out_positions=self._out_positions(x), batch=x.shape[0], out_channels=self.out_channels,
+                    groups=self.groups,
                     training=self.training and torch.is_grad_enabled(), in_positions=h * w,
                     spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
+
+    def _out_positions(self, x: torch.Tensor) -> int:
+        """H_out * W_out for the input ``x``."""
+        (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride
+        oh = (x.shape[2] + ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (x.shape[3] + pw - dw * (kw - 1) - 1) // sw + 1
+        return oh * ow
 
     def _padding_pair(self) -> tuple[int, int]:
         r = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
@@ -423,7 +429,9 @@ class DynamicConv2d(nn.Module):
             check_input(x, self.in_channels, "DynamicConv2d")
         strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
-        if "in" in gates:
+        # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
+        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._kernels_smaller(x)
+        if "in" in gates and not fold:
             x = x * gates["in"][:, :, None, None]
         padding: str | tuple[int, int] = self.padding
         pad_amounts = self._reversed_padding_repeated_twice
@@ -432,9 +440,17 @@ class DynamicConv2d(nn.Module):
             padding, pad_amounts = (0, 0), (0, 0, 0, 0)
         conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
         mixed = (self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"))
+        if fold:
+            shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+            return mixing.kernel_mixing(x, shape, *mixed, conv, in_scale=gates.get("in"), fold_out=True)
         if strategy is None:  # benchmark mode, a shape not timed yet
             strategy = self._measure(key, x, mixed, conv, pad_amounts)
         return self._mix(strategy, x, mixed, conv, pad_amounts)
+
+    def _kernels_smaller(self, x: torch.Tensor) -> bool:
+        """Whether one sample's kernel holds fewer values than its input and output maps."""
+        kernel = self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+        return kernel < self.in_channels * x.shape[2] * x.shape[3] + self.out_channels * self._out_positions(x)
 
     def _mix(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
              pad_amounts: tuple[int, int, int, int]) -> torch.Tensor:

@@ -117,7 +117,12 @@ def kernel_mixing(
     s: torch.Tensor | None,
     out_scale: torch.Tensor | None,
     conv: ConvArgs,
+    in_scale: torch.Tensor | None = None,
+    fold_out: bool = False,
 ) -> torch.Tensor:
+    """``in_scale`` (B, in_channels), the input-channel scaling x * in_scale, and ``fold_out`` (the
+    output-channel scaling ``out_scale``) go into the B kernels instead of the feature maps: equal,
+    and cheaper where the maps hold more values than the kernels (large maps, few channels)."""
     k, o, i_g, kh, kw = shape
     b = x.shape[0]
     if a is None:  # one expert: the kernel varies only through s
@@ -128,6 +133,12 @@ def kernel_mixing(
         mixed_bias = None if bias is None else torch.mm(a, bias)
     if s is not None:
         w = w * s.view(b, 1, 1, kh, kw)
+    if in_scale is not None:
+        g = conv.groups
+        w = (w.view(b, g, o // g, i_g, kh, kw) * in_scale.view(b, g, 1, i_g, 1, 1)).view(b, o, i_g, kh, kw)
+    if fold_out and out_scale is not None:
+        w = w * out_scale.view(b, o, 1, 1, 1)
+        out_scale = None
     fused_bias = mixed_bias is not None and out_scale is None
     y = _conv(
         x.reshape(1, -1, x.shape[2], x.shape[3]),

@@ -417,3 +417,32 @@ def test_bad_arguments_raise_spec_errors():
 
     with pytest.raises(SpecError, match=r"only a plain nn\.Conv2d"):
         DynamicConv2d.from_conv(StdConv(8, 8, 3), "dyconv")
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "groups", "stride", "mode"),
+                         [(16, 24, 3, 1, 1, "zeros"), (24, 24, 3, 24, 2, "zeros"), (16, 32, 3, 4, 1, "reflect"),
+                          (32, 64, 1, 1, 1, "zeros")])
+def test_odconv_channel_scalings_folded_into_the_kernels_are_equal(cin, cout, k, groups, stride, mode):
+    """Kernel mixing puts ODConv's input- and output-channel scalings into the B kernels where those hold
+    fewer values than the maps: outputs and every gradient equal the feature-map scalings (float64)."""
+    torch.manual_seed(0)
+    spec = AttnSpec.odconv(init="default")
+    folded = DynamicConv2d(cin, cout, k, stride, padding=k // 2, groups=groups, padding_mode=mode, spec=spec,
+                           strategy="kernel").double()
+    for p in folded.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    plain = copy.deepcopy(folded)
+    plain._kernels_smaller = lambda x: False  # the feature-map scalings, as the official code does
+    x = torch.randn(3, cin, 20, 20, dtype=torch.float64)
+    assert folded._kernels_smaller(x)
+    results = []
+    for m in (folded, plain):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.square().sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad for p in m.parameters()]))
+    (y1, gx1, gp1), (y2, gx2, gp2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-10, rtol=0)
+    torch.testing.assert_close(gx1, gx2, atol=1e-10, rtol=0)
+    for a, b in zip(gp1, gp2):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)

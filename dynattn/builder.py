@@ -52,6 +52,7 @@ def build(
     channels: int | None = None,
     *,
     conv: nn.Conv2d | None = None,
+    spatial_dims: int = 2,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     optimize: bool = True,
@@ -61,11 +62,13 @@ def build(
 
     - feature targets (channel, spatial, element, composites): ``build(spec, channels=C)``
       returns a ``torch.fx.GraphModule`` mapping ``(B, C, H, W)`` to the same shape;
+      ``spatial_dims=1`` or ``3`` builds the same spec for ``(B, C, L)`` or ``(B, C, D, H, W)`` maps
+      (``graph_passes.insert_attention`` takes it from each site's feature map);
     - kernel target: ``build(spec, conv=nn.Conv2d(...))`` returns an upcycled
       :class:`~dynattn.DynamicConv2d`.
 
     ``spec`` may be a preset name (``"cbam"``). Every call makes fresh parameters; the
-    lowering and the graph are cached on ``(spec, channels)``. ``optimize=False`` skips the
+    lowering and the graph are cached on ``(spec, channels, spatial_dims)``. ``optimize=False`` skips the
     graph passes (:mod:`dynattn.compiler.optimize`); ``compile=True`` (or a dict of
     ``torch.compile`` arguments) compiles the module in place with ``fullgraph=True``.
     """
@@ -83,4 +86,5 @@ def build(
         raise SpecError("conv", type(conv).__name__, f"only a kernel-target spec takes conv=; "
                         f"this spec's target is {spec.target or 'a composite of feature targets'!r}",
                         hint="pass channels= instead")
-    return apply_compile(build_feature(spec, channels, device=device, dtype=dtype, optimize=optimize), options)
+    module = build_feature(spec, channels, spatial_dims=spatial_dims, device=device, dtype=dtype, optimize=optimize)
+    return apply_compile(module, options)

@@ -12,17 +12,21 @@ import torch
 import torch.fx
 
 from .errors import InputError
+from .vocab import LAYOUTS
 
 __all__ = ["check_input"]
 
 
-def check_input(x: torch.Tensor, channels: int, module: str) -> torch.Tensor:
-    """``x`` itself, after checking that it is a 4-D (B, ``channels``, H, W) feature map."""
+def check_input(x: torch.Tensor, channels: int, module: str, dims: int = 2) -> torch.Tensor:
+    """``x`` itself, after checking that it is a feature map with ``dims`` spatial dims and ``channels``
+    channels: (B, C, L), (B, C, H, W) or (B, C, D, H, W)."""
     if torch.jit.is_tracing():
         return x
-    if x.dim() != 4:
-        raise InputError("input", tuple(x.shape), f"{module} takes a 4-D (B, C, H, W) feature map, got a "
-                         f"{x.dim()}-D tensor", hint="attention goes on the feature maps of a 2-D conv net")
+    if x.dim() != dims + 2:
+        hint = f"build it with spatial_dims={x.dim() - 2} for this input" if 3 <= x.dim() <= 5 else \
+            "attention goes on the feature maps of a conv net: (B, C, L), (B, C, H, W) or (B, C, D, H, W)"
+        raise InputError("input", tuple(x.shape), f"{module} takes a {dims + 2}-D {LAYOUTS[dims]} feature map, "
+                         f"got a {x.dim()}-D tensor", hint=hint)
     if x.shape[1] != channels:
         raise InputError("input", tuple(x.shape), f"{module} was built for {channels} channels but got "
                          f"{x.shape[1]}", hint=f"build(spec, channels={x.shape[1]}) for this input")

@@ -45,6 +45,11 @@ def _act(name: str) -> nn.Module:
     return ACTS[name]()
 
 
+#: The conv and BatchNorm of a map with 1, 2 or 3 spatial dims.
+CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORMS: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
 class MLP(nn.Module):
     """Two linear layers over the last axis: ``(..., in) -> (..., hidden) -> (..., out)``.
 
@@ -132,13 +137,15 @@ class ChannelConv1d(nn.Module):
 
 
 class SpatialConv(nn.Module):
-    """CBAM / Triplet's spatial excitation: ``(B, n, H, W) -> (B, 1, H, W)``, k x k conv [+ BN]."""
+    """CBAM / Triplet's spatial excitation: ``(B, n, H, W) -> (B, 1, H, W)``, k x k conv [+ BN]
+    (a k-wide conv on (B, n, L), k x k x k on (B, n, D, H, W) with ``dims`` = 1 or 3)."""
 
     def __init__(
         self,
         in_channels: int,
         kernel_size: int,
         *,
+        dims: int = 2,
         dilation: int = 1,
         bias: bool = False,
         norm: str | None = None,
@@ -149,9 +156,9 @@ class SpatialConv(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(in_channels, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2,
-                              dilation=dilation, bias=bias, **dd)
-        self.bn = nn.BatchNorm2d(1, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.conv = CONVS[dims](in_channels, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2,
+                                dilation=dilation, bias=bias, **dd)
+        self.bn = BATCH_NORMS[dims](1, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -161,7 +168,8 @@ class SpatialConv(nn.Module):
 
 
 class ConvMLP(nn.Module):
-    """GAM's spatial excitation: k x k conv C -> hidden [+ BN] -> act -> k x k conv hidden -> C [+ BN]."""
+    """GAM's spatial excitation: k x k conv C -> hidden [+ BN] -> act -> k x k conv hidden -> C [+ BN]
+    (k or k x k x k convs with ``dims`` = 1 or 3)."""
 
     def __init__(
         self,
@@ -169,6 +177,7 @@ class ConvMLP(nn.Module):
         hidden: int,
         kernel_size: int,
         *,
+        dims: int = 2,
         dilation: int = 1,
         bias: bool = True,
         act: str = "relu",
@@ -182,11 +191,12 @@ class ConvMLP(nn.Module):
         dd = {"device": device, "dtype": dtype}
         conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
         bn = norm == "bn"
-        self.conv1 = nn.Conv2d(channels, hidden, kernel_size, **conv)
-        self.bn1 = nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
+        conv_nd, bn_nd = CONVS[dims], BATCH_NORMS[dims]
+        self.conv1 = conv_nd(channels, hidden, kernel_size, **conv)
+        self.bn1 = bn_nd(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
         self.act = _act(act)
-        self.conv2 = nn.Conv2d(hidden, channels, kernel_size, **conv)
-        self.bn2 = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
+        self.conv2 = conv_nd(hidden, channels, kernel_size, **conv)
+        self.bn2 = bn_nd(channels, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -202,8 +212,8 @@ class PixelMLP(nn.Module):
     """The same MLP C -> hidden -> C at every pixel: GAM's channel excitation, and the excitation of
     each window of a local extent (gather-excite, as timm's ``ConvMlp``).
 
-    Written as 1x1 convs, which compute exactly a per-pixel ``Linear`` without the
-    permute copies to (B, HW, C) and back.
+    Written as 1x1 convs (1-wide, 1x1x1 with ``dims`` = 1 or 3), which compute exactly a per-pixel
+    ``Linear`` without the permute copies to (B, HW, C) and back.
     """
 
     def __init__(
@@ -211,6 +221,7 @@ class PixelMLP(nn.Module):
         channels: int,
         hidden: int,
         *,
+        dims: int = 2,
         out_channels: int | None = None,
         bias: bool = True,
         act: str = "relu",
@@ -222,10 +233,10 @@ class PixelMLP(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias, **dd)
-        self.bn = nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.fc1 = CONVS[dims](channels, hidden, 1, bias=bias, **dd)
+        self.bn = BATCH_NORMS[dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
         self.act = _act(act)
-        self.fc2 = nn.Conv2d(hidden, out_channels or channels, 1, bias=bias, **dd)
+        self.fc2 = CONVS[dims](hidden, out_channels or channels, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
@@ -303,7 +314,7 @@ class Channelwise(nn.Module):
 class SpatialBottleneck(nn.Module):
     """BAM's spatial branch: every channel of x (no pooling) to one map, ``(B, C, H, W) -> (B, 1, H, W)``:
     a 1x1 conv to ``hidden`` channels, two k x k convs dilated by ``dilation``, each followed by
-    [BN and] the activation, then a 1x1 conv to one channel."""
+    [BN and] the activation, then a 1x1 conv to one channel (1-D / 3-D convs with ``dims`` = 1 or 3)."""
 
     def __init__(
         self,
@@ -311,6 +322,7 @@ class SpatialBottleneck(nn.Module):
         hidden: int,
         kernel_size: int,
         *,
+        dims: int = 2,
         dilation: int = 1,
         bias: bool = True,
         act: str = "relu",
@@ -325,16 +337,17 @@ class SpatialBottleneck(nn.Module):
         conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
 
         def bn() -> nn.Module | None:
-            return nn.BatchNorm2d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+            return BATCH_NORMS[dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
 
-        self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=bias, **dd)
+        conv_nd = CONVS[dims]
+        self.conv_reduce = conv_nd(channels, hidden, 1, bias=bias, **dd)
         self.bn_reduce = bn()
-        self.conv1 = nn.Conv2d(hidden, hidden, kernel_size, **conv)
+        self.conv1 = conv_nd(hidden, hidden, kernel_size, **conv)
         self.bn1 = bn()
-        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size, **conv)
+        self.conv2 = conv_nd(hidden, hidden, kernel_size, **conv)
         self.bn2 = bn()
         self.act = _act(act)
-        self.conv_final = nn.Conv2d(hidden, 1, 1, bias=bias, **dd)
+        self.conv_final = conv_nd(hidden, 1, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, bn in ((self.conv_reduce, self.bn_reduce), (self.conv1, self.bn1), (self.conv2, self.bn2)):
@@ -348,34 +361,41 @@ class SpatialBottleneck(nn.Module):
 class Energy(nn.Module):
     """SimAM's parameter-free excitation, the inverse of each neuron's minimal energy:
     ``(x - mean)^2 / (4 * (var + lambda)) + 1/2`` with mean and var = sum((x - mean)^2) / (n - 1)
-    over each map of n = H * W positions (n - 1 taken as 1 on a 1x1 map, where the authors' code
-    divides by zero)."""
+    over each map of n = H * W positions (L or D * H * W with ``dims`` = 1 or 3; n - 1 taken as 1 on a
+    map of one position, where the authors' code divides by zero)."""
 
-    def __init__(self, lam: float = 1e-4) -> None:
+    def __init__(self, lam: float = 1e-4, *, dims: int = 2) -> None:
         super().__init__()
         self.lam = lam
+        self.dims = tuple(range(-dims, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[-2] * x.shape[-1] - 1
+        positions = 1
+        for d in self.dims:
+            positions = positions * x.shape[d]
+        n = positions - 1
         n = n + (n == 0)  # no Python branch on the shape: a host model still traces through this
-        deviation = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2)
-        return deviation / (4 * (deviation.sum(dim=(-2, -1), keepdim=True) / n + self.lam)) + 0.5
+        deviation = (x - x.mean(dim=self.dims, keepdim=True)).pow(2)
+        return deviation / (4 * (deviation.sum(dim=self.dims, keepdim=True) / n + self.lam)) + 0.5
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam:g}"
+        return f"lam={self.lam:g}" + ("" if len(self.dims) == 2 else f", dims={len(self.dims)}")
 
 
 class StripMLP(nn.Module):
     """Coordinate attention's excitation: the H strip (B, C, H, 1) and the W strip (B, C, 1, W) through
     one shared 1x1 layer C -> hidden [+ BN] + activation, computed on both strips together (so
     BatchNorm's statistics cover both, as the official code's ``cat`` does), then a 1x1 layer
-    hidden -> C of its own per direction. Returns the two excitations in their strip layouts."""
+    hidden -> C of its own per direction (``fc_h``, ``fc_w``). Returns the excitations in their strip
+    layouts. On other ranks, one strip per spatial axis of ``axes``: ``fc_d``, ``fc_h``, ``fc_w`` on a
+    3-D map, ``fc_l`` on a 1-D map (whose one strip is the map)."""
 
     def __init__(
         self,
         channels: int,
         hidden: int,
         *,
+        axes: tuple[str, ...] = ("h", "w"),
         bias: bool = True,
         act: str = "relu",
         norm: str | None = None,
@@ -386,19 +406,21 @@ class StripMLP(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
+        self.axes = tuple(axes)
         self.fc1 = nn.Conv1d(channels, hidden, 1, bias=bias, **dd)
         self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
         self.act = _act(act)
-        self.fc_h = nn.Conv1d(hidden, channels, 1, bias=bias, **dd)
-        self.fc_w = nn.Conv1d(hidden, channels, 1, bias=bias, **dd)
+        for axis in self.axes:
+            self.add_module(f"fc_{axis}", nn.Conv1d(hidden, channels, 1, bias=bias, **dd))
 
-    def forward(self, h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = h.flatten(2), w.flatten(2)  # (B, C, H), (B, C, W)
-        y = self.fc1(torch.cat([h, w], dim=2))
+    def forward(self, *strips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = [s.flatten(2) for s in strips]  # (B, C, length of the strip) each
+        y = self.fc1(torch.cat(flat, dim=2) if len(flat) > 1 else flat[0])
         if self.bn is not None:
             y = self.bn(bn_guard(y, self.training))
-        y_h, y_w = torch.split(self.act(y), [h.shape[2], w.shape[2]], dim=2)
-        return self.fc_h(y_h).unsqueeze(3), self.fc_w(y_w).unsqueeze(2)
+        parts = torch.split(self.act(y), [f.shape[2] for f in flat], dim=2)
+        return tuple(getattr(self, f"fc_{axis}")(part).view_as(strip)
+                     for axis, part, strip in zip(self.axes, parts, strips))
 
 
 class GroupNorm1(nn.GroupNorm):
@@ -414,11 +436,11 @@ class GroupNorm1(nn.GroupNorm):
         return torch.group_norm(x, 1, self.weight, self.bias, self.eps, torch.backends.cudnn.enabled)
 
 
-def _strip_conv1d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A depthwise conv along a strip, (B, C, L, 1) or (B, C, 1, L), run as the 1-D conv it is on (B, C, L):
-    the same arithmetic as ``conv(x)``, without the 2-D conv's layout (inductor lays 2-D conv outputs out
-    channels-last, then transposes them back inside the gate's loop)."""
-    k = conv.weight.shape[2] * conv.weight.shape[3]
+def _strip_conv1d(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """A depthwise conv along a strip, (B, C, L, 1) or (B, C, 1, L) (any strip of a 1-D, 2-D or 3-D map), run
+    as the 1-D conv it is on (B, C, L): the same arithmetic as ``conv(x)``, without the 2-D conv's layout
+    (inductor lays 2-D conv outputs out channels-last, then transposes them back inside the gate's loop)."""
+    k = conv.weight[0, 0].numel()
     y = F.conv1d(x.flatten(2), conv.weight.view(-1, 1, k), conv.bias, padding=(k - 1) // 2, groups=conv.groups)
     return y.view_as(x)
 
@@ -426,13 +448,15 @@ def _strip_conv1d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 class StripConv(nn.Module):
     """Strip attention's / ELA's excitation: a depthwise k-wide conv along each strip, one per direction
     (``conv_h`` on (B, C, H, 1), ``conv_w`` on (B, C, 1, W)), then [a norm per direction: BN, or
-    GroupNorm with one group] and the activation."""
+    GroupNorm with one group] and the activation. On other ranks one per spatial axis of ``axes``
+    (``conv_d``, ``conv_h``, ``conv_w`` with k x 1 x 1, 1 x k x 1, 1 x 1 x k kernels; ``conv_l``)."""
 
     def __init__(
         self,
         channels: int,
         kernel_size: int,
         *,
+        axes: tuple[str, ...] = ("h", "w"),
         bias: bool = False,
         act: str = "identity",
         norm: str | None = None,
@@ -443,41 +467,48 @@ class StripConv(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
+        self.axes = tuple(axes)
+        dims = len(self.axes)
         pad = (kernel_size - 1) // 2
-        self.conv_h = nn.Conv2d(channels, channels, (kernel_size, 1), padding=(pad, 0), groups=channels, bias=bias,
-                                **dd)
-        self.conv_w = nn.Conv2d(channels, channels, (1, kernel_size), padding=(0, pad), groups=channels, bias=bias,
-                                **dd)
 
         def make_norm() -> nn.Module | None:
             if norm == "bn":
-                return nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum, **dd)
+                return BATCH_NORMS[dims](channels, eps=bn_eps, momentum=bn_momentum, **dd)
             if norm == "gn":
                 return GroupNorm1(channels, eps=bn_eps, **dd)
             return None
 
-        self.norm_h, self.norm_w = make_norm(), make_norm()
+        for i, axis in enumerate(self.axes):
+            kernel = tuple(kernel_size if j == i else 1 for j in range(dims))
+            padding = tuple(pad if j == i else 0 for j in range(dims))
+            self.add_module(f"conv_{axis}", CONVS[dims](channels, channels, kernel, padding=padding, groups=channels,
+                                                        bias=bias, **dd))
+        for axis in self.axes:
+            self.add_module(f"norm_{axis}", make_norm())
         self.bn_checked = norm == "bn"
         self.act = _act(act)
 
-    def _one(self, x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module | None) -> torch.Tensor:
+    def _one(self, x: torch.Tensor, conv: nn.Module, norm: nn.Module | None) -> torch.Tensor:
         x = _strip_conv1d(x, conv)
         if norm is not None:
             x = norm(bn_guard(x, self.training) if self.bn_checked else x)
         return self.act(x)
 
-    def forward(self, h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._one(h, self.conv_h, self.norm_h), self._one(w, self.conv_w, self.norm_w)
+    def forward(self, *strips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self._one(x, getattr(self, f"conv_{axis}"), getattr(self, f"norm_{axis}"))
+                     for axis, x in zip(self.axes, strips))
 
 
 class AttentionPool(nn.Module):
     """Global context's attention pooling: a 1x1 conv C -> 1 gives one logit per position, a softmax over
     the positions weights them, and the weighted sum of x is the channel descriptor: ``(B, C, H, W) ->
-    (B, C)``. The conv starts Kaiming-normal (fan in), as GCNet's code and timm initialise it."""
+    (B, C)``. The conv starts Kaiming-normal (fan in), as GCNet's code and timm initialise it (1-wide or
+    1x1x1 on maps with ``dims`` = 1 or 3)."""
 
-    def __init__(self, channels: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, channels: int, *, dims: int = 2, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, 1, 1, bias=True, device=device, dtype=dtype)
+        self.conv = CONVS[dims](channels, 1, 1, bias=True, device=device, dtype=dtype)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -504,43 +535,59 @@ class DCTPool(nn.Module):
     frequency ``c * n // C``: FcaNet's split where n divides C). As FcaNet does for a DCT of size
     H x W, the 7x7 indices are scaled by ``H // 7`` and ``W // 7``; the basis is built for each map
     size as it comes (FcaNet fixes one size per stage: 56, 28, 14, 7 in its ResNets), so the module
-    takes any input size without adaptive pooling. No parameters and no state."""
+    takes any input size without adaptive pooling. No parameters and no state.
 
-    def __init__(self, channels: int, selection: str = "top16", *, device: torch.device | None = None) -> None:
+    Other ranks (``dims``), with the orthonormal DCT-II along every axis: on a 3-D map the component at
+    (0, u, v) over (D, H, W), the selection on H x W and frequency 0 along the depth; on a 1-D map the
+    component at u along L (the map taken as L x 1, where FcaNet's rule scales v by 1 // 7 = 0).
+    """
+
+    def __init__(self, channels: int, selection: str = "top16", *, dims: int = 2,
+                 device: torch.device | None = None) -> None:
         super().__init__()
         kind, n = selection[:3], int(selection[3:])
         us, vs = (f[:n] for f in DCT_FREQUENCIES[kind])
         group = torch.tensor([c * n // channels for c in range(channels)], device=device)
         self.selection = selection
+        self.dims = dims
         self.register_buffer("u", torch.tensor(us, device=device), persistent=False)  # (n,) 7x7 indices
         self.register_buffer("v", torch.tensor(vs, device=device), persistent=False)
         # channel c's row picks its group's frequency: a one-hot (C, n) matrix
         self.register_buffer("groups", F.one_hot(group, n).float(), persistent=False)
-        self._filters: dict[tuple, torch.Tensor] = {}  # eager only: (H, W, dtype, device) -> (C, H, W) filter
+        self._filters: dict[tuple, torch.Tensor] = {}  # eager only: (sizes, dtype, device) -> (C, *sizes) filter
 
-    def filter(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-        """The (C, H, W) DCT filter of each channel at this map size."""
+    def filter(self, *sizes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The (C, *sizes) DCT filter of each channel at this map size ((H, W); (L,) or (D, H, W) on other
+        ranks). A dtype may also come last among the positional arguments: ``filter(h, w, dtype)``."""
+        if sizes and isinstance(sizes[-1], torch.dtype):
+            *sizes, dtype = sizes
         groups = self.groups.float()
         # each channel's basis rows, picked from the n frequencies' by a matmul: exact (one-hot), and a
         # compiler materialises them once per call instead of folding the cosines into the pooling loop
+        if len(sizes) == 1:
+            return (groups @ dct_basis(self.u * (sizes[0] // 7), sizes[0])).to(dtype)  # (C, L)
+        h, w = sizes[-2:]
         basis_h = groups @ dct_basis(self.u * (h // 7), h)  # (C, H)
         basis_w = groups @ dct_basis(self.v * (w // 7), w)  # (C, W)
-        return (basis_h.unsqueeze(2) * basis_w.unsqueeze(1)).to(dtype)
+        filt = basis_h.unsqueeze(2) * basis_w.unsqueeze(1)
+        if len(sizes) == 3:  # frequency 0 along the depth: the constant 1 / sqrt(D)
+            filt = filt.unsqueeze(1).expand(-1, sizes[0], -1, -1) * sizes[0] ** -0.5
+        return filt.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        if isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling():
+        sizes = tuple(x.shape[2 + i] for i in range(self.dims))  # indexed: a traced shape cannot be iterated
+        if all(isinstance(n, int) for n in sizes) and not torch.compiler.is_compiling():
             # eager: reuse the filter of this size (compiled, it is remade in each call, two small matmuls;
             # a host model traced with torch.fx records the computation)
-            key = (h, w, x.dtype, x.device, self.u.device)
+            key = (sizes, x.dtype, x.device, self.u.device)
             filt = self._filters.get(key)
             if filt is None:
                 if len(self._filters) >= 8:
                     self._filters.clear()
-                filt = self._filters[key] = self.filter(h, w, x.dtype)
+                filt = self._filters[key] = self.filter(*sizes, dtype=x.dtype)
         else:
-            filt = self.filter(h, w, x.dtype)
-        return (x * filt).sum(dim=(-2, -1))
+            filt = self.filter(*sizes, dtype=x.dtype)
+        return (x * filt).sum(dim=tuple(range(2, 2 + self.dims)))
 
     def extra_repr(self) -> str:
-        return f"selection={self.selection!r}"
+        return f"selection={self.selection!r}" + ("" if self.dims == 2 else f", dims={self.dims}")

@@ -111,6 +111,13 @@ DCT_SELECTIONS = tuple(f"{kind}{n}" for kind in DCT_FREQUENCIES for n in (1, 2, 
 
 #: The four axes of an NCHW feature map, as rotations name them.
 AXES = ("b", "c", "h", "w")
+#: The number of spatial dims a feature map may have: 1 (B, C, L: audio, signals), 2 (B, C, H, W:
+#: images) or 3 (B, C, D, H, W: video, volumes).
+SPATIAL_DIMS = (1, 2, 3)
+#: The axes of a feature map by its number of spatial dims.
+AXES_BY_DIMS: dict[int, tuple[str, ...]] = {1: ("b", "c", "l"), 2: AXES, 3: ("b", "c", "d", "h", "w")}
+#: The layout of a feature map by its number of spatial dims, as messages name it.
+LAYOUTS = {1: "(B, C, L)", 2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
 
 #: Every spec field and what it takes, for ``dynattn list --fields`` (validation checks the same names).
 FIELD_VALUES: dict[str, str | tuple] = {

@@ -168,9 +168,10 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
 def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
     """The model's own forward failed where descending cannot help: say why in one error."""
     if not has_conv(model):
-        raise ModelError("model", type(model).__name__, "has no 4-D feature maps (no nn.Conv2d or registered "
+        raise ModelError("model", type(model).__name__, "has no 4-D feature maps (no nn.Conv1d/2d/3d or registered "
                          "conv module), so there is nowhere to put attention",
-                         hint="attention here scales (B, C, H, W) feature maps of convolutional networks") from exc
+                         hint="attention here scales the (B, C, L), (B, C, H, W) or (B, C, D, H, W) feature maps "
+                         "of convolutional networks") from exc
     raise exc
 
 
@@ -184,8 +185,8 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
     for item in items:
         if counts[id(item)] >= graphs:
             if item is None:
-                raise ModelError("model", type(model).__name__, "has no 4-D (N, C, H, W) feature map where attention "
-                                 "can go" + _parts_note(analysis),
+                raise ModelError("model", type(model).__name__, "has no 4-D (N, C, H, W) feature map (nor a 1-D or "
+                                 "3-D one of a Conv1d / Conv3d net) where attention can go" + _parts_note(analysis),
                                  hint="attention here scales the feature maps of convolutional networks")
             raise ModelError(
                 "where", item, f"matches no site in {type(model).__name__}" + _parts_note(analysis),

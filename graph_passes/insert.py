@@ -98,7 +98,9 @@ def _build_all(specs: list[AttnSpec], placed: list[Anchor], strict: bool, device
     for anchor in placed:
         site = anchor.site
         try:
-            built[site.name] = [build(sp, site.channels, device=device, dtype=dtype) for sp in specs]
+            dims = len(site.shape) - 2  # each site's own rank: 1-D, 2-D or 3-D maps
+            built[site.name] = [build(sp, site.channels, spatial_dims=dims, device=device, dtype=dtype)
+                                for sp in specs]
         except SpecError as exc:
             reason = str(exc)
             if strict:

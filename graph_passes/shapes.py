@@ -13,8 +13,10 @@ kernel, propagation falls back to fake tensors, and where a leaf's control flow 
 tensor values, to real zeros.
 
 Layouts follow the axes: a 4-D placeholder and the outputs of 2-D convs, norms and
-pooling are NCHW; element-wise ops keep their input's layout; ``permute``/``transpose``
-move axes; reshapes forget them. Sites are only ever chosen at NCHW tensors.
+pooling are NCHW; likewise NCL for 1-D and NCDHW for 3-D conv nets (a 3-D or 5-D placeholder
+only in a model that has a 1-D or 3-D conv, so a transformer's (B, N, D) tokens are no feature
+map); element-wise ops keep their input's layout; ``permute``/``transpose`` move axes; reshapes
+forget them. Sites are only ever chosen at feature-map tensors (NCL, NCHW, NCDHW).
 """
 
 from __future__ import annotations
@@ -32,14 +34,25 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from dynattn import ModelError, leaf_modules
 
-__all__ = ["propagate", "shape_of", "TENSOR_META", "DATA", "LAYOUT", "NCHW", "ACTIVATIONS", "guess_input_sizes",
-           "example_for", "has_conv", "NoInputGuess", "DEFAULT_SIZES", "is_conv_module"]
+__all__ = ["propagate", "shape_of", "TENSOR_META", "DATA", "LAYOUT", "NCHW", "NCL", "NCDHW", "FEATURE_LAYOUTS",
+           "is_feature_map", "ACTIVATIONS", "guess_input_sizes",
+           "example_for", "has_conv", "NoInputGuess", "DEFAULT_SIZES", "DEFAULT_SIZES_BY_DIMS", "is_conv_module"]
 
 #: torch.fx's key (ShapeProp, FakeTensorProp-based passes read it too).
 TENSOR_META = "tensor_meta"
 DATA = "dynattn_carries_tensors"
 LAYOUT = "dynattn_layout"
 NCHW = ("n", "c", "h", "w")
+NCL = ("n", "c", "l")
+NCDHW = ("n", "c", "d", "h", "w")
+#: The layout of a feature map by its number of dims.
+FEATURE_LAYOUTS = {3: NCL, 4: NCHW, 5: NCDHW}
+_FEATURE_SET = frozenset(FEATURE_LAYOUTS.values())
+
+
+def is_feature_map(n: fx.Node) -> bool:
+    """True when ``n`` produces a feature map (NCL, NCHW or NCDHW) computed from the input."""
+    return n.meta.get(LAYOUT) in _FEATURE_SET and n.op not in ("placeholder", "get_attr", "output")
 
 
 def shape_of(n: fx.Node) -> tuple[int, ...] | None:
@@ -48,19 +61,29 @@ def shape_of(n: fx.Node) -> tuple[int, ...] | None:
     return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
 
 
-def is_conv_module(module: object) -> bool:
-    """An ``nn.Conv2d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d)."""
-    return isinstance(module, (nn.Conv2d, *leaf_modules("conv")))
+#: The convs of 1-D, 2-D and 3-D networks.
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-# modules whose 4-D output is NCHW
+
+def is_conv_module(module: object) -> bool:
+    """An ``nn.Conv1d/2d/3d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d)."""
+    return isinstance(module, (*CONVS, *leaf_modules("conv")))
+
+# modules whose 3-D / 4-D / 5-D output is a feature map (NCL / NCHW / NCDHW)
 _NCHW_MODULES = (
-    nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm, nn.LocalResponseNorm,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d, nn.Upsample,
-    nn.PixelShuffle, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d,
+    *CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d,
+    nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LocalResponseNorm,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.LPPool1d, nn.LPPool2d, nn.Upsample, nn.PixelShuffle, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
+    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReplicationPad1d,
+    nn.ReplicationPad3d,
 )
 _NCHW_FUNCTIONS = {
-    F.conv2d, F.batch_norm, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
-    F.interpolate, F.pad, torch.conv2d, torch.batch_norm, torch.max_pool2d,
+    F.conv1d, F.conv2d, F.conv3d, F.batch_norm, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d,
+    F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate, F.pad, torch.conv1d,
+    torch.conv2d, torch.conv3d, torch.batch_norm, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
 }
 # ops that keep the layout of their first tensor input (element-wise, or along existing axes)
 _KEEP_FUNCTIONS = {
@@ -226,12 +249,15 @@ def _tensor_args(n: fx.Node) -> list[fx.Node]:
     return [a for a in n.all_input_nodes if shape_of(a) is not None]
 
 
-def _layout(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...] | None:
+def _layout(n: fx.Node, modules: dict[str, nn.Module], ranks: frozenset[int]) -> tuple[str, ...] | None:
+    """The axes of ``n``'s output; ``ranks``: the feature-map ranks the model's convs make (a 3-D or 5-D
+    input is a feature map only where a 1-D or 3-D conv will read it)."""
     shape = shape_of(n)
-    if shape is None or len(shape) != 4:
+    if shape is None or len(shape) not in FEATURE_LAYOUTS:
         return None
+    layout = FEATURE_LAYOUTS[len(shape)]
     if n.op == "placeholder":
-        return NCHW
+        return layout if len(shape) == 4 or len(shape) in ranks else None
     inputs = _tensor_args(n)
     # the layout an element-wise op keeps: that of an input of the output's own shape
     same = [a.meta.get(LAYOUT) for a in inputs if shape_of(a) == shape and a.meta.get(LAYOUT)]
@@ -239,14 +265,14 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, ...] | None
     if n.op == "call_module":
         mod = modules.get(n.target)
         if isinstance(mod, _nchw_modules()):
-            return NCHW
+            return layout
         if isinstance(mod, _KEEP_MODULES):
             return first
-        # an opaque leaf: trust it to keep an NCHW input NCHW when it keeps the rank
-        return first if first == NCHW else None
+        # an opaque leaf: trust it to keep a feature-map input one when it keeps the rank
+        return first if first == layout else None
     if n.op == "call_function":
         if n.target in _NCHW_FUNCTIONS:
-            return NCHW
+            return layout
         if n.target in _KEEP_FUNCTIONS:
             return first
         if n.target in (torch.permute,) and first is not None:
@@ -287,12 +313,21 @@ def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
             hint="pass example_inputs=(tensor,) with the shape the model expects (channels, size)",
         ) from exc.failures[-1][1].error
     modules = dict(gm.named_modules())
+    ranks = frozenset(d + 2 for d, conv in enumerate(CONVS, start=1)
+                      if any(isinstance(m, conv) for m in modules.values()))
     for n in gm.graph.nodes:
-        n.meta[LAYOUT] = _layout(n, modules)
+        n.meta[LAYOUT] = _layout(n, modules, ranks)
 
 
 #: Image sizes tried, in order, when no example input is given (after timm's ``pretrained_cfg`` size).
 DEFAULT_SIZES = (224, 299, 384, 512)
+#: The same for a 1-D conv net's first Conv1d (signal lengths) and a 3-D one's first Conv3d (clips and volumes:
+#: 16 frames of 112 x 112, torchvision's video models; then cubes).
+DEFAULT_SIZES_BY_DIMS: dict[int, tuple[tuple[int, ...], ...]] = {
+    1: ((1024,), (4096,), (16000,)),
+    2: tuple((s, s) for s in DEFAULT_SIZES),
+    3: ((16, 112, 112), (96, 96, 96), (32, 224, 224), (128, 128, 128)),
+}
 
 
 class NoInputGuess(ModelError):
@@ -327,12 +362,14 @@ def guess_input_sizes(gm: fx.GraphModule, module: nn.Module) -> tuple[tuple[int,
                            "its forward does not start from one image tensor feeding a conv",
                            hint="pass example_inputs=(torch.randn(2, 3, 224, 224),)")
     channels = conv.in_channels
-    shapes = []
+    dims = len(conv.kernel_size) if isinstance(getattr(conv, "kernel_size", None), tuple) else 2
+    shapes: list[tuple[int, ...]] = []
     cfg = getattr(module, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
-    if isinstance(size, (tuple, list)) and len(size) == 3 and size[0] == channels:
+    if isinstance(size, (tuple, list)) and len(size) == dims + 1 and size[0] == channels:
         shapes.append((2, *map(int, size)))
-    shapes.extend((2, channels, s, s) for s in DEFAULT_SIZES if (2, channels, s, s) not in shapes)
+    candidates = ((2, channels, *s) for s in DEFAULT_SIZES_BY_DIMS.get(dims, ()))
+    shapes.extend(s for s in candidates if s not in shapes)
     return tuple(shapes)
 
 

@@ -1,6 +1,7 @@
 """Where attention can go: site discovery, stable names, and the ``where=`` selector.
 
-Every candidate site is a node whose output is a 4-D NCHW tensor. Its **name** is stable
+Every candidate site is a node whose output is a feature map: a 4-D NCHW tensor, or an NCL / NCDHW
+tensor in a 1-D / 3-D conv net (see :mod:`graph_passes.shapes`). Its **name** is stable
 across tracings: a leaf module's call is the module's qualified name (``layer1.0.bn3``;
 later calls of the same module get ``:2``, ``:3``), a function or method call is its
 enclosing module's name and the op (``layer1.0.add``, numbered within that module). A node
@@ -16,7 +17,7 @@ that is the single output of a container module also answers to the container's 
 4. a callable ``(node, module) -> bool`` (module is the called submodule or None);
 5. a list or tuple of the above: their union, in graph order.
 
-Strategies: ``residual`` is the branch output just before each residual add of two NCHW
+Strategies: ``residual`` is the branch output just before each residual add of two feature-map
 tensors of one shape (the SE-ResNet placement; only the add's input is rewired);
 ``conv`` is after each conv, or after its BatchNorm and activation when they follow it
 directly; ``stage`` is each tensor every path passes through, where the next such tensor
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
@@ -41,7 +43,7 @@ from torch import nn
 
 from dynattn import ModelError, SpecError
 
-from .shapes import ACTIVATIONS, DATA, LAYOUT, NCHW, is_conv_module, shape_of
+from .shapes import ACTIVATIONS, DATA, is_conv_module, is_feature_map, shape_of
 
 __all__ = ["Site", "SITE_STRATEGIES", "Where", "find_sites", "site_names", "join_path"]
 
@@ -79,7 +81,8 @@ class Site:
 
 
 def _is_nchw(n: fx.Node) -> bool:
-    return n.meta.get(LAYOUT) == NCHW and n.op not in ("placeholder", "get_attr", "output")
+    """A feature map: NCHW, or NCL / NCDHW in a 1-D / 3-D network."""
+    return is_feature_map(n)
 
 
 def _op_name(n: fx.Node) -> str:
@@ -220,7 +223,7 @@ def _stage(graph: fx.Graph) -> list[fx.Node]:
     out = []
     for here, after in itertools.pairwise(cuts):
         shape, nxt = shape_of(here), shape_of(after)
-        if not _is_nchw(here) or shape[2] * shape[3] <= 1:
+        if not _is_nchw(here) or math.prod(shape[2:]) <= 1:
             continue
         if not _is_nchw(after) or nxt[2:] != shape[2:]:
             out.append(here)

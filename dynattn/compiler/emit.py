@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..checks import check_input
 from ..spec import AttnSpec
-from ..vocab import AXES, FUSE_NEUTRAL, MODULE_POOLS
+from ..vocab import FUSE_NEUTRAL, MODULE_POOLS
 from . import ops
 from .graph_writer import BATCHABLE, GraphWriter, join
 from .lower import BranchPlan, GroupPlan, Plan, StagePlan
@@ -41,43 +41,53 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) ->
     if op in MODULE_POOLS:  # attention / DCT pooling: a module of the branch, (B, C, H, W) -> (B, C)
         return w.module(attr_path(branch, f"pool_{op}"), x, name=name, role="squeeze")
     if branch.spec.extent:
-        return _extent_pool(w, x, op, branch.spec.extent, name)
+        return _extent_pool(w, x, op, branch.spec.extent, len(branch.frame) - 2, name)
     target, frame = branch.spec.target, branch.frame
     layout = ops.descriptor_layout(target, frame)
+    source, axes = ops.original(frame), ops.axes_of(frame)
     if op in ops.EINOPS_REDUCTION:
         canon = ops.canonical_layout(target, frame)
         if canon == layout:
-            return w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {layout}", ops.EINOPS_REDUCTION[op],
+            return w.einops(einops.reduce, x, f"{source} -> {layout}", ops.EINOPS_REDUCTION[op],
                             name=name, role="squeeze")
-        pooled = w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {canon}", ops.EINOPS_REDUCTION[op],
+        pooled = w.einops(einops.reduce, x, f"{source} -> {canon}", ops.EINOPS_REDUCTION[op],
                           name=f"{name}_pooled")
         return w.einops(einops.rearrange, pooled, f"{canon} -> {layout}", name=name, role="squeeze")
     fn, kwargs = ops.TORCH_REDUCTION[op]
     pooled = ops.pool_axes(target, frame)
-    dims = tuple(AXES.index(a) for a in pooled)
-    keep = ops.keepdim_layout(pooled)
+    dims = tuple(axes.index(a) for a in pooled)
+    keep = ops.keepdim_layout(pooled, axes)
     if keep == layout:
         return w.fn(fn, x, **kwargs, dim=dims, keepdim=True, name=name, role="squeeze")
     node = w.fn(fn, x, **kwargs, dim=dims, keepdim=True, name=f"{name}_keepdim")
     return w.einops(einops.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
 
 
-def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, name: str) -> fx.Node:
-    """Gather-excite's gather: windows of 2e - 1, stride e, padded by e - 1 (padding not counted)."""
+_AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_MAX_POOLS = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}
+
+
+def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, rank: int, name: str) -> fx.Node:
+    """Gather-excite's gather: windows of 2e - 1, stride e, padded by e - 1 (padding not counted),
+    along every spatial axis."""
     window = dict(kernel_size=2 * extent - 1, stride=extent, padding=extent - 1)
     if op == "avg":
-        return w.fn(F.avg_pool2d, x, **window, count_include_pad=False, name=name, role="squeeze")
-    return w.fn(torch.max_pool2d, x, **window, name=name, role="squeeze")
+        return w.fn(_AVG_POOLS[rank], x, **window, count_include_pad=False, name=name, role="squeeze")
+    return w.fn(_MAX_POOLS[rank], x, **window, name=name, role="squeeze")
 
 
-def _strip_pool(w: GraphWriter, x: fx.Node, op: str, along: str, name: str) -> fx.Node:
-    """One strip: ``op`` along ``along`` ("w" gives the H strip b c h 1, "h" the W strip b c 1 w)."""
-    layout = "b c h 1" if along == "w" else "b c 1 w"
+def _strip_pool(w: GraphWriter, x: fx.Node, op: str, axis: str, axes: tuple[str, ...], name: str) -> fx.Node:
+    """The strip along ``axis``: ``op`` over every other spatial axis (in 2-D, the H strip b c h 1 and
+    the W strip b c 1 w; a 1-D map is its own strip)."""
+    if len(axes) == 3:
+        return x
+    layout = " ".join(a if a in ("b", "c", axis) else "1" for a in axes)
     if op in ops.EINOPS_REDUCTION:
-        return w.einops(einops.reduce, x, f"{ops.ORIGINAL} -> {layout}", ops.EINOPS_REDUCTION[op], name=name,
+        return w.einops(einops.reduce, x, f"{' '.join(axes)} -> {layout}", ops.EINOPS_REDUCTION[op], name=name,
                         role="squeeze")
     fn, kwargs = ops.TORCH_REDUCTION[op]
-    return w.fn(fn, x, **kwargs, dim=(AXES.index(along),), keepdim=True, name=name, role="squeeze")
+    dims = tuple(i for i, a in enumerate(axes) if i >= 2 and a != axis)
+    return w.fn(fn, x, **kwargs, dim=dims, keepdim=True, name=name, role="squeeze")
 
 
 def squeeze(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> list[fx.Node]:
@@ -86,7 +96,7 @@ def squeeze(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> list[fx.Node]:
     if spec.pool == ("none",):
         if not branch.rotated:
             return [x]
-        return [w.einops(einops.rearrange, x, f"{ops.ORIGINAL} -> {' '.join(branch.frame)}",
+        return [w.einops(einops.rearrange, x, f"{ops.original(branch.frame)} -> {' '.join(branch.frame)}",
                          name=join(p, "rotate"), role="squeeze")]
     single = len(spec.pool) == 1
     return [
@@ -160,28 +170,33 @@ def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:
 
 
 def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan, factors: bool = False) -> fx.Node | list[fx.Node]:
-    """A strip stage: x pooled along W (the H strip) and along H (the W strip), each excited, then
-    merged: ``sum`` adds the excitations before one gate, ``prod`` multiplies the two gates. With
-    ``factors``, a ``prod`` stage without identity init returns the two gates, for x to be scaled by
-    one and then the other (faster than forming their (B, C, H, W) product first)."""
+    """A strip stage: one strip per spatial axis, x pooled over the other spatial axes (in 2-D: along W
+    the H strip, along H the W strip), each excited, then merged: ``sum`` adds the excitations before
+    one gate, ``prod`` multiplies the gates. With ``factors``, a ``prod`` stage without identity init
+    returns the gates, for x to be scaled by one after the other (faster than forming their product
+    at x's size first)."""
     spec, p = branch.spec, branch.name
-    strips = [_strip_pool(w, x, spec.pool[0], along, join(p, f"squeeze_{axis}")) for along, axis in
-              (("w", "h"), ("h", "w"))]
+    axes = ops.axes_of(branch.frame)
+    spatial = axes[2:]
+    strips = [_strip_pool(w, x, spec.pool[0], axis, axes, join(p, f"squeeze_{axis}")) for axis in spatial]
     if spec.excite == "none":
-        z_h, z_w = strips
+        zs = strips
     else:
-        both = w.module(attr_path(branch, "excite"), *strips, name=join(p, "excite"), role="excite")
-        z_h, z_w = (w.fn(operator.getitem, both, i, name=join(p, f"excite_{axis}"), role="excite")
-                    for i, axis in enumerate("hw"))
-    if spec.merge == "sum":
-        gate = _activate(w, w.fn(operator.add, z_h, z_w, name=join(p, "excite_sum"), role="excite"), spec,
-                         branch.name, p)
+        every = w.module(attr_path(branch, "excite"), *strips, name=join(p, "excite"), role="excite")
+        zs = [w.fn(operator.getitem, every, i, name=join(p, f"excite_{axis}"), role="excite")
+              for i, axis in enumerate(spatial)]
+    if len(zs) == 1:  # a 1-D map: one strip, the map itself
+        gate = _activate(w, zs[0], spec, branch.name, p)
+    elif spec.merge == "sum":
+        gate = _activate(w, w.add_all(zs, join(p, "excite_sum"), role="excite"), spec, branch.name, p)
     else:
-        g_h = _activate(w, z_h, spec, branch.name, p, "_h")
-        g_w = _activate(w, z_w, spec, branch.name, p, "_w")
+        gates = [_activate(w, z, spec, branch.name, p, f"_{axis}") for z, axis in zip(zs, spatial)]
         if factors and spec.init == "default":
-            return [g_h, g_w]
-        gate = w.fn(operator.mul, g_h, g_w, name=join(p, "gate"), role="gate")
+            return gates
+        gate = gates[0]
+        for i, g in enumerate(gates[1:], start=2):
+            gate = w.fn(operator.mul, gate, g, name=join(p, "gate" if i == len(gates) else f"gate_{i}"),
+                        role="gate" if i == len(gates) else None)
     return _mix(w, gate, spec, branch.name, p) if spec.init == "identity" else gate
 
 
@@ -226,10 +241,14 @@ def _group_gate(w: GraphWriter, x: fx.Node, group: GroupPlan) -> fx.Node:
 
 
 def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str) -> fx.Node:
-    """x * w, x * (1 + w) or x + w; x * w_1 * w_2 for a gate given as its two factors."""
+    """x * w, x * (1 + w) or x + w; x * w_1 * w_2 ... for a gate given as its factors (one per strip)."""
     if isinstance(gate, list):
-        first = w.fn(operator.mul, x, gate[0], name=join(prefix, "scale_h"), role="scale")
-        return w.fn(operator.mul, first, gate[1], name=join(prefix, "scale"), role="scale")
+        axes = ("h",) if len(gate) == 2 else ("d", "h")
+        for i, factor in enumerate(gate):
+            last = i == len(gate) - 1
+            x = w.fn(operator.mul, x, factor, name=join(prefix, "scale" if last else f"scale_{axes[i]}"),
+                     role="scale")
+        return x
     if fuse == "add":
         return w.fn(operator.add, x, gate, name=join(prefix, "add"), role="scale")
     if fuse == "mul_one_plus":
@@ -244,7 +263,8 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
     ``optimize=False`` (cached; copy it before giving it to a module)."""
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    check = w.fn(check_input, x, channels=plan.channels, module=plan.class_name, name="check_input")
+    dims = {} if plan.dims == 2 else {"dims": plan.dims}  # 2-D code reads as it always has
+    check = w.fn(check_input, x, channels=plan.channels, module=plan.class_name, **dims, name="check_input")
     check.meta["is_wrapped"] = True  # one call when a host model is traced; evaluated away by torch.compile
     y = x
     for stage in plan.stages:

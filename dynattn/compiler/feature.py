@@ -23,16 +23,18 @@ __all__ = ["AttentionModule", "build_feature", "check_channels"]
 
 
 class AttentionModule(SpecModule):
-    """A feature-map attention built from ``spec`` for ``channels`` input channels."""
+    """A feature-map attention built from ``spec`` for ``channels`` input channels, on maps with
+    ``spatial_dims`` spatial dims."""
 
-    _SIZE_ATTRS = ("channels", "optimized")
+    _SIZE_ATTRS = ("channels", "optimized", "spatial_dims")
     channels: int
     optimized: bool
+    spatial_dims: int
 
     @classmethod
     def rebuild(cls, spec: AttnSpec, *sizes: Any) -> AttentionModule:
-        channels, optimized = sizes
-        return build_feature(spec, channels, optimize=optimized)
+        channels, optimized, *dims = sizes  # modules pickled before spatial_dims existed are 2-D
+        return build_feature(spec, channels, optimize=optimized, spatial_dims=dims[0] if dims else 2)
 
 
 register_leaf_module(AttentionModule, role="attention")
@@ -53,16 +55,19 @@ def build_feature(
     spec: AttnSpec,
     channels: int,
     *,
+    spatial_dims: int = 2,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     optimize: bool = True,
 ) -> AttentionModule:
-    """The feature-map attention module of ``spec`` for ``channels`` input channels."""
-    plan = lower(spec, check_channels(channels))
+    """The feature-map attention module of ``spec`` for ``channels`` input channels, on maps with
+    ``spatial_dims`` spatial dims (1: (B, C, L), 2: (B, C, H, W), 3: (B, C, D, H, W))."""
+    plan = lower(spec, check_channels(channels), spatial_dims)
     root = make_modules(plan, device=device, dtype=dtype)
     module = AttentionModule(root, copy.deepcopy(emit_graph(plan, bool(optimize))), class_name=plan.class_name)
     module.spec = spec
     module.channels = channels
+    module.spatial_dims = plan.dims
     module.optimized = bool(optimize)
     module.meta["dynattn_code"] = module.code
     return module

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from ..spec import AttnSpec
 from ..validate import has_hidden
-from ..vocab import AXES
+from ..vocab import AXES, AXES_BY_DIMS, SPATIAL_DIMS
 
-__all__ = ["BranchPlan", "StagePlan", "GroupPlan", "Plan", "lower", "hidden_width", "eca_kernel_size"]
+__all__ = ["BranchPlan", "StagePlan", "GroupPlan", "Plan", "lower", "frames", "check_dims", "hidden_width",
+           "eca_kernel_size"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ class BranchPlan:
     #: Attribute prefix of the branch's modules and nodes ("" for a module of one branch).
     name: str
     spec: AttnSpec
-    #: The branch's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch.
-    frame: tuple[str, str, str, str]
+    #: The branch's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch (three or five
+    #: axes on a 1-D or 3-D map: a permutation of ``AXES_BY_DIMS[dims]``).
+    frame: tuple[str, ...]
     #: Size of the frame's channel axis when the branch's weights depend on it, else None.
     channels: int | None
     #: Input channels of the excitation (after merging descriptors).
@@ -40,7 +42,12 @@ class BranchPlan:
 
     @property
     def rotated(self) -> bool:
-        return self.frame != AXES
+        return self.frame != AXES_BY_DIMS[len(self.frame) - 2]
+
+    @property
+    def dims(self) -> int:
+        """The number of spatial dims of the feature map."""
+        return len(self.frame) - 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class Plan:
     channels: int
     stages: tuple[StagePlan | GroupPlan, ...]
     spec: AttnSpec
+    #: The number of spatial dims of the feature maps the module takes (1, 2 or 3).
+    dims: int = 2
 
 
 def hidden_width(spec: AttnSpec, channels: int) -> int:
@@ -134,10 +143,55 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def _branch_name(frame: tuple[str, ...]) -> str:
-    return frame[2] + frame[3]
+    return "".join(frame[2:])
 
 
-def _branch(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channels: int) -> BranchPlan:
+def _swapped(rotation: str) -> str | None:
+    """The spatial axis a 2-D rotation swaps with the channels ("" for the identity), or None for any
+    other permutation."""
+    frame = tuple(rotation.split("->")[1].split())
+    if frame == AXES:
+        return ""
+    moved = [a for a, b in zip(AXES, frame) if a != b]
+    if len(moved) == 2 and moved[0] == "c" and frame[1] == moved[1]:
+        return moved[1]
+    return None
+
+
+def frames(rotations: tuple[str, ...], dims: int) -> list[tuple[str, ...]]:
+    """The axis frames of a spec's ``branches`` (written on the four NCHW axes) on a map with ``dims``
+    spatial dims.
+
+    In 2-D they are the rotations as written. On a 1-D or 3-D map, rotations that swap the channels with
+    one spatial axis (Triplet's) generalise by what they do: the set {identity, swap(c, h), swap(c, w)}
+    (cross-dimension interaction between the channels and every spatial axis) becomes the identity and one
+    swap of the channels with each spatial axis of that map (``b c l -> b l c``; ``b c d h w -> b d c h w``,
+    ``b h d c w``, ``b w d h c``). Other rotations are 2-D only."""
+    if dims == 2:
+        return [tuple(r.split("->")[1].split()) for r in rotations]
+    swaps = [_swapped(r) for r in rotations]
+    axes = AXES_BY_DIMS[dims]
+    spatial_swaps = sorted(s for s in swaps if s)
+    if None in swaps or spatial_swaps not in ([], ["h", "w"]):
+        raise SpecError(
+            "AttnSpec.branches", rotations,
+            f"are rotations of a 2-D (B, C, H, W) map with no meaning on a map with {dims} spatial dim(s)",
+            hint="on 1-D and 3-D maps, branches must be the identity and/or the swaps of the channels with every "
+                 "spatial axis ('b c h w -> b h c w' and 'b c h w -> b w h c', as Triplet's)",
+        )
+    out: list[tuple[str, ...]] = []
+    if spatial_swaps:
+        for s in axes[2:]:
+            frame = list(axes)
+            i = frame.index(s)
+            frame[1], frame[i] = s, "c"
+            out.append(tuple(frame))
+    if "" in swaps:
+        out.append(axes)
+    return out
+
+
+def _branch(name: str, spec: AttnSpec, frame: tuple[str, ...], channels: int) -> BranchPlan:
     own_channels = channels if frame[1] == "c" else None
     n = len(spec.pool)
     merged = n if spec.merge == "concat" else 1
@@ -156,16 +210,24 @@ def _branch(name: str, spec: AttnSpec, frame: tuple[str, str, str, str], channel
     return BranchPlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
 
 
-def _stage(name: str, leaf: AttnSpec, channels: int) -> StagePlan:
+def _stage(name: str, leaf: AttnSpec, channels: int, dims: int) -> StagePlan:
     if leaf.branches:
-        frames = [tuple(r.split("->")[1].split()) for r in leaf.branches]
-        bnames = _unique([_branch_name(f) for f in frames])
+        branch_frames = frames(leaf.branches, dims)
+        bnames = _unique([_branch_name(f) for f in branch_frames])
         branches = tuple(
-            _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, frames)
+            _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, branch_frames)
         )
     else:
-        branches = (_branch(name, leaf, AXES, channels),)
+        branches = (_branch(name, leaf, AXES_BY_DIMS[dims], channels),)
     return StagePlan(name, branches)
+
+
+def check_dims(dims: object) -> int:
+    """``dims`` itself where it is a number of spatial dims a plan can have (1, 2 or 3)."""
+    if isinstance(dims, bool) or dims not in SPATIAL_DIMS:
+        raise SpecError("spatial_dims", dims, "is the number of spatial dims of the feature maps", SPATIAL_DIMS,
+                        hint="1 for (B, C, L), 2 for (B, C, H, W), 3 for (B, C, D, H, W)")
+    return int(dims)
 
 
 def _class_name(spec: AttnSpec) -> str:
@@ -177,8 +239,9 @@ def _class_name(spec: AttnSpec) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def lower(spec: AttnSpec, channels: int) -> Plan:
-    """The plan for ``spec`` at ``channels`` input channels (cached)."""
+def lower(spec: AttnSpec, channels: int, dims: int = 2) -> Plan:
+    """The plan for ``spec`` at ``channels`` input channels on maps with ``dims`` spatial dims (cached)."""
+    dims = check_dims(dims)
     if spec.kind != "feature":
         raise SpecError("AttnSpec.target", spec.target, "lowers to a DynamicConv2d, not a feature plan",
                         hint="use build(spec, conv=nn.Conv2d(...))")
@@ -192,8 +255,8 @@ def lower(spec: AttnSpec, channels: int) -> Plan:
         if leaf.stages:  # a parallel composite: its stages named within it
             inner = _unique([n for n, _ in _named_leaves(AttnSpec.chain(*leaf.stages))])
             inner = [f"{name}_{n}" if name else n for n in inner]
-            group = tuple(_stage(n, s, channels) for n, s in zip(inner, leaf.stages))
+            group = tuple(_stage(n, s, channels, dims) for n, s in zip(inner, leaf.stages))
             stages.append(GroupPlan(name, group, leaf))
         else:
-            stages.append(_stage(name, leaf, channels))
-    return Plan(_class_name(spec), channels, tuple(stages), spec)
+            stages.append(_stage(name, leaf, channels, dims))
+    return Plan(_class_name(spec), channels, tuple(stages), spec, dims)

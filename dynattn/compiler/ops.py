@@ -10,14 +10,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..vocab import AXES
+from ..vocab import AXES, AXES_BY_DIMS
 
 __all__ = [
-    "ORIGINAL", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern", "GATE_FNS",
-    "EINOPS_REDUCTION", "sample_std", "resize_like",
+    "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like",
 ]
 
 ORIGINAL = " ".join(AXES)
+
+
+def axes_of(frame: tuple[str, ...]) -> tuple[str, ...]:
+    """The original axes of the feature map a frame (a permutation of them) belongs to:
+    ``b c l``, ``b c h w`` or ``b c d h w``."""
+    return AXES_BY_DIMS[len(frame) - 2]
+
+
+def original(frame: tuple[str, ...]) -> str:
+    """The einops layout of the input feature map of a stage in ``frame``."""
+    return " ".join(axes_of(frame))
 
 #: einops reductions for the pooling ops einops names itself.
 EINOPS_REDUCTION = {"avg": "mean", "max": "max"}
@@ -33,8 +44,8 @@ def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> 
 
 
 def resize_like(gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A gate computed on a coarser grid, resized to x's H x W by nearest neighbours (gather-excite)."""
-    return F.interpolate(gate, size=x.shape[-2:], mode="nearest")
+    """A gate computed on a coarser grid, resized to x's spatial size by nearest neighbours (gather-excite)."""
+    return F.interpolate(gate, size=x.shape[2:], mode="nearest")
 
 
 #: Pooling ops written as torch reductions over dims, with their keyword arguments.
@@ -68,7 +79,7 @@ def descriptor_layout(target: str, frame: tuple[str, ...]) -> str:
     if target in ("channel", "kernel"):
         return f"{frame[0]} {frame[1]}"
     if target == "spatial":
-        return f"{frame[0]} 1 {frame[2]} {frame[3]}"
+        return " ".join((frame[0], "1", *frame[2:]))
     return " ".join(frame)
 
 
@@ -76,20 +87,20 @@ def canonical_layout(target: str, frame: tuple[str, ...]) -> str:
     """The descriptor layout with its axes in the original order: the form a reduction is
     emitted in, so equal reductions look equal (and CSE can merge them) whatever the rotation."""
     layout = descriptor_layout(target, frame).split()
-    named = [a for a in AXES if a in layout]
+    named = [a for a in axes_of(frame) if a in layout]
     out = iter(named)
     return " ".join(a if a == "1" else next(out) for a in layout)
 
 
-def keepdim_layout(pooled: tuple[str, ...]) -> str:
-    """The layout a torch reduction with ``keepdim=True`` over ``pooled`` leaves."""
-    return " ".join("1" if a in pooled else a for a in AXES)
+def keepdim_layout(pooled: tuple[str, ...], axes: tuple[str, ...] = AXES) -> str:
+    """The layout a torch reduction with ``keepdim=True`` over ``pooled`` leaves on a map of ``axes``."""
+    return " ".join("1" if a in pooled else a for a in axes)
 
 
 def broadcast_pattern(target: str, frame: tuple[str, ...]) -> str | None:
-    """The rearrange that takes a stage's gate to a tensor broadcastable against NCHW x,
-    or None when it already is. A gate has its stage's descriptor layout."""
+    """The rearrange that takes a stage's gate to a tensor broadcastable against x (NCHW, or
+    NCL / NCDHW), or None when it already is. A gate has its stage's descriptor layout."""
     src = descriptor_layout(target, frame)
     present = set(src.split()) - {"1"}
-    dst = " ".join(a if a in present else "1" for a in AXES)
+    dst = " ".join(a if a in present else "1" for a in axes_of(frame))
     return None if src == dst else f"{src} -> {dst}"

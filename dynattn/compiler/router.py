@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..spec import AttnSpec
-from ..vocab import AXES
+from ..vocab import AXES_BY_DIMS
 from .emit import excite, squeeze
 from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
@@ -45,7 +45,8 @@ class ConvGeometry:
 
     in_channels: int
     out_channels: int
-    kernel_size: tuple[int, int]
+    #: (kh, kw); (k,) or (kd, kh, kw) for a 1-D or 3-D conv.
+    kernel_size: tuple[int, ...]
     groups: int
 
 
@@ -71,7 +72,9 @@ class RouterPlan:
 
 
 def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
-    kh, kw = g.kernel_size
+    positions = 1
+    for k in g.kernel_size:
+        positions *= k
     identity = spec.init == "identity"
     out: list[HeadPlan] = []
     for name in spec.heads:
@@ -82,12 +85,13 @@ def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
             out.append(HeadPlan("in", g.in_channels, "sigmoid", 1.0 if identity else None))
         elif name == "out" and not (g.groups == g.in_channels == g.out_channels):
             out.append(HeadPlan("out", g.out_channels, "sigmoid", 1.0 if identity else None))
-        elif name == "spatial" and kh * kw > 1:
-            out.append(HeadPlan("spatial", kh * kw, "sigmoid", 1.0 if identity else None))
+        elif name == "spatial" and positions > 1:
+            out.append(HeadPlan("spatial", positions, "sigmoid", 1.0 if identity else None))
     if not out:
         raise SpecError(
             "AttnSpec.heads", spec.heads,
-            f"leave nothing dynamic for this conv (experts={spec.experts}, kernel {kh}x{kw}, "
+            f"leave nothing dynamic for this conv (experts={spec.experts}, kernel "
+            f"{'x'.join(map(str, g.kernel_size))}, "
             f"groups={g.groups})", hint="use experts > 1 or add an 'in' head",
         )
     return tuple(out)
@@ -101,7 +105,8 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     merged = len(spec.pool) if spec.merge == "concat" else 1
     hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
     heads = _heads(spec, geometry)
-    branch = BranchPlan("", spec, AXES, c, merged * c, hidden, None, sum(h.size for h in heads))
+    frame = AXES_BY_DIMS[len(geometry.kernel_size)]  # the conv's rank: (B, C, L), (B, C, H, W) or (B, C, D, H, W)
+    branch = BranchPlan("", spec, frame, c, merged * c, hidden, None, sum(h.size for h in heads))
     return RouterPlan(spec, geometry, branch, heads)
 
 

@@ -46,6 +46,15 @@ CASES = {
 }
 
 
+#: The same specs on 1-D (B, C, L) and 3-D (B, C, D, H, W) maps: (spec, spatial_dims).
+RANKS = {
+    f"{name}_{dims}d": (spec, dims)
+    for name, spec in {"se": AttnSpec.se(), "cbam": AttnSpec.cbam(), "triplet": AttnSpec.triplet(),
+                       "coord": AttnSpec.coord(), "gam": AttnSpec.gam(),
+                       "ge_timm_extent2": AttnSpec.ge(2, flavor="timm"), "ela": AttnSpec.ela()}.items()
+    for dims in (1, 3)
+}
+
 ROUTERS = {
     "router_condconv": AttnSpec.condconv(),
     "router_dyconv": AttnSpec.dyconv(),
@@ -54,13 +63,15 @@ ROUTERS = {
     "router_avg_max": AttnSpec(pool=["avg", "max"], target="kernel"),
 }
 CASES.update(ROUTERS)
+CASES.update(RANKS)
 
 
-def render(spec: AttnSpec) -> str:
+def render(case: AttnSpec | tuple[AttnSpec, int]) -> str:
+    spec, dims = case if isinstance(case, tuple) else (case, 2)
     if spec.kind == "kernel":  # the router of a 64 -> 64, 3x3 dynamic conv
         module = DynamicConv2d(64, 64, 3, padding=1, spec=spec).router
     else:
-        module = build(spec, channels=64)
+        module = build(spec, channels=64, spatial_dims=dims)
     return f"# {type(module).__name__}: {spec!r}\n{module.code.strip()}\n"
 
 

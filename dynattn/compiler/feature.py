@@ -16,7 +16,7 @@ from ..registry import register_leaf_module
 from ..spec import AttnSpec
 from .emit import emit_graph
 from .instantiate import make_modules
-from .lower import lower
+from .lower import check_dims, lower
 from .module import SpecModule
 
 __all__ = ["AttentionModule", "build_feature", "check_channels"]
@@ -62,7 +62,7 @@ def build_feature(
 ) -> AttentionModule:
     """The feature-map attention module of ``spec`` for ``channels`` input channels, on maps with
     ``spatial_dims`` spatial dims (1: (B, C, L), 2: (B, C, H, W), 3: (B, C, D, H, W))."""
-    plan = lower(spec, check_channels(channels), spatial_dims)
+    plan = lower(spec, check_channels(channels), check_dims(spatial_dims))  # checked before the cache sees it
     root = make_modules(plan, device=device, dtype=dtype)
     module = AttentionModule(root, copy.deepcopy(emit_graph(plan, bool(optimize))), class_name=plan.class_name)
     module.spec = spec

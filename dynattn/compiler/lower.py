@@ -224,7 +224,7 @@ def _stage(name: str, leaf: AttnSpec, channels: int, dims: int) -> StagePlan:
 
 def check_dims(dims: object) -> int:
     """``dims`` itself where it is a number of spatial dims a plan can have (1, 2 or 3)."""
-    if isinstance(dims, bool) or dims not in SPATIAL_DIMS:
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims not in SPATIAL_DIMS:
         raise SpecError("spatial_dims", dims, "is the number of spatial dims of the feature maps", SPATIAL_DIMS,
                         hint="1 for (B, C, L), 2 for (B, C, H, W), 3 for (B, C, D, H, W)")
     return int(dims)

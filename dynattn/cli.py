@@ -257,13 +257,15 @@ def bench_speedups(rows, compiled: bool) -> dict[str, list[float]]:
 
 def bench_table(rows, compiled: bool) -> str:
     """The benchmark as a markdown table: times in ms, then every ratio as a speed-up of dynattn."""
+    from .bench.suite import input_sizes
+
     times = [("eager ms", "ours")] + ([("compiled ms", "ours_compiled")] if compiled else []) + [
         ("reference ms", "reference"), ("copy ms", "copy")]
     speedups = bench_speedups(rows, compiled)
-    header = ["preset", "B", "C", "HxW", *(h for h, _ in times), *speedups]
+    header = ["preset", "B", "C", "map", *(h for h, _ in times), *speedups]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|" + "---:|" * (len(header) - 4)]
     for i, r in enumerate(rows):
-        cells = [r.preset, str(r.batch), str(r.channels), f"{r.size}x{r.size}"]
+        cells = [r.preset, str(r.batch), str(r.channels), "x".join(map(str, input_sizes(r.preset, r.size)))]
         cells += [f"{r.times[key] * 1e3:.3f}" for _, key in times]
         cells += [f"{values[i]:.2f}x" for values in speedups.values()]
         lines.append("| " + " | ".join(cells) + " |")
@@ -281,7 +283,10 @@ def bench_plot(rows, compiled: bool, path) -> dict[str, list[float]] | None:
     except ImportError:
         return None
     series = {k: v for k, v in bench_speedups(rows, compiled).items() if k.endswith("vs reference")}
-    labels = [f"{r.preset}\nB{r.batch} C{r.channels} {r.size}x{r.size}" for r in rows]
+    from .bench.suite import input_sizes
+
+    labels = [f"{r.preset}\nB{r.batch} C{r.channels} {'x'.join(map(str, input_sizes(r.preset, r.size)))}"
+              for r in rows]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(rows) + 2), 4.5))
     width = 0.8 / len(series)
     for k, (name, values) in enumerate(series.items()):

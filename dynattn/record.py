@@ -33,9 +33,10 @@ class GateMaps:
     maps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def spatial(self) -> dict[str, torch.Tensor]:
-        """Every recorded gate of shape (B, 1, H, W), by "module/node"."""
+        """Every recorded gate of shape (B, 1, H, W) (or (B, 1, L), (B, 1, D, H, W) on 1-D / 3-D maps), by
+        "module/node"."""
         return {f"{m}/{n}": t for m, nodes in self.maps.items() for n, t in nodes.items()
-                if t.dim() == 4 and t.shape[1] == 1 and t.shape[2] * t.shape[3] > 1}
+                if 3 <= t.dim() <= 5 and t.shape[1] == 1 and t[0, 0].numel() > 1}
 
 
 class _GateRecorder(fx.Interpreter):

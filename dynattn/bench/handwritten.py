@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["TripletAttention", "GAMAttention", "CondConvWithRouter", "SimAM", "BAM", "SRM", "FcaNet",
-           "timm_attention"]
+           "timm_attention", "SENd", "CBAM3d", "se_nd"]
 
 
 class _ZPoolConv(nn.Module):
@@ -162,3 +162,49 @@ def timm_attention(name: str, channels: int) -> nn.Module:
         module = GatherExcite(channels, use_mlp=False)
         module.mlp = ConvMlp(channels, make_divisible(channels / 16, 1, round_limit=0.0), act_layer=nn.ReLU)
         return module
+
+
+class SENd(nn.Module):
+    """Squeeze-and-excitation on (B, C, L) or (B, C, D, H, W) maps as MONAI's ``ChannelSELayer`` computes it
+    (adaptive average pooling, Linear -> ReLU -> Linear -> sigmoid, view, multiply): the stand-in where MONAI
+    is not installed."""
+
+    def __init__(self, dims: int, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
+        hidden = channels // reduction
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
+                                nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        return x * self.fc(self.pool(x).view(b, c)).view([b, c] + [1] * (x.dim() - 2))
+
+
+def se_nd(dims: int, channels: int, reduction: int = 16) -> nn.Module:
+    """MONAI's ``ChannelSELayer`` (``r=reduction``), or :class:`SENd` where MONAI is not installed."""
+    try:
+        from monai.networks.blocks import ChannelSELayer
+    except ImportError:
+        return SENd(dims, channels, reduction)
+    return ChannelSELayer(dims, channels, r=reduction)
+
+
+class CBAM3d(nn.Module):
+    """CBAM on (B, C, D, H, W) clips or volumes as it is copied into 3-D code: the authors' channel gate with
+    3-D pooling, and their spatial gate with a 7 x 7 x 7 Conv3d."""
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, channels // reduction), nn.ReLU(),
+                                 nn.Linear(channels // reduction, channels))
+        self.conv = nn.Conv3d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm3d(1, eps=1e-5, momentum=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window = x.shape[2:]
+        avg = nn.functional.avg_pool3d(x, window, stride=window)
+        mx = nn.functional.max_pool3d(x, window, stride=window)
+        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(mx)).view(*x.shape[:2], 1, 1, 1)
+        pooled = torch.cat((torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), dim=1)
+        return x * torch.sigmoid(self.bn(self.conv(pooled)))

@@ -36,7 +36,10 @@ from . import handwritten
 from .timing import interleaved_medians, no_grad_call
 
 PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv", "ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam",
-           "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca")
+           "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "se1d", "se3d", "cbam3d")
+#: Rows on 1-D and 3-D maps (``build(..., spatial_dims=)``) and their number of spatial dims. A row at size s
+#: has as many positions as the 2-D row's s x s: a (B, C, s * s) signal, a (B, C, 4, s / 2, s / 2) clip.
+RANKED = {"se1d": 1, "se3d": 3, "cbam3d": 3}
 #: Presets timed against timm's module of the same name (``timm.layers.create_attn``), built with
 #: ``flavor="timm"`` on our side so the arithmetic is the same.
 TIMM_NAMED = ("ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip")
@@ -45,6 +48,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def _reference(preset: str, channels: int, size: int) -> tuple[nn.Module, nn.Module] | None:
     """(dynattn module, reference module) of the same arithmetic, or None without timm."""
+    if preset in ("se1d", "se3d"):  # MONAI's ChannelSELayer (r=16: int(C / 16) hidden units, biases)
+        dims = RANKED[preset]
+        return build(AttnSpec.se(), channels=channels, spatial_dims=dims), handwritten.se_nd(dims, channels)
+    if preset == "cbam3d":
+        return build(AttnSpec.cbam(), channels=channels, spatial_dims=3), handwritten.CBAM3d(channels)
     if preset == "gam":
         return build(AttnSpec.gam(), channels=channels), handwritten.GAMAttention(channels)
     if preset == "triplet":
@@ -74,6 +82,12 @@ def _reference(preset: str, channels: int, size: int) -> tuple[nn.Module, nn.Mod
     if preset in TIMM_NAMED:
         return build(get_spec(preset, flavor="timm"), channels=channels), handwritten.timm_attention(preset, channels)
     raise ValueError(preset)
+
+
+def input_sizes(preset: str, size: int) -> tuple[int, ...]:
+    """The spatial sizes of a row's input: s x s, or as many positions on a 1-D signal / 3-D clip."""
+    dims = RANKED.get(preset, 2)
+    return {1: (size * size,), 2: (size, size), 3: (4, size // 2, size // 2)}[dims]
 
 
 @dataclass
@@ -116,13 +130,14 @@ def run_suite(presets, batches, channels, sizes, *, device="cpu", dtype=torch.fl
             progress.step(f"{preset}: skipped (no timm)")
             continue
         ours, ref = (m.to(device=device, dtype=dtype).eval() for m in pair)
-        x = torch.randn(b, c, s, s, device=device, dtype=dtype)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            ours, ref = ours.to(memory_format=torch.channels_last), ref.to(memory_format=torch.channels_last)
+        x = torch.randn(b, c, *input_sizes(preset, s), device=device, dtype=dtype)
+        if channels_last and x.dim() in (4, 5):
+            fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+            x = x.contiguous(memory_format=fmt)
+            ours, ref = ours.to(memory_format=fmt), ref.to(memory_format=fmt)
         fns = {"ours": no_grad_call(ours, x), "reference": no_grad_call(ref, x), "copy": x.clone}
         if compiled:
             fns["ours_compiled"] = no_grad_call(torch.compile(ours, fullgraph=True), x)
         rows.append(Row(preset, b, c, s, interleaved_medians(fns, repeats=repeats, quantile=quantile, clock=clock)))
-        progress.step(f"{preset} B={b} C={c} {s}x{s}")
+        progress.step(f"{preset} B={b} C={c} {'x'.join(map(str, input_sizes(preset, s)))}")
     return rows

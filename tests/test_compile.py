@@ -170,3 +170,17 @@ def test_rewritten_model_compiles_once_for_every_batch_size(spec, where):
     expected = len({tuple(c) for c in choices})
     assert expected <= 2  # the choices change once at most over these batch sizes
     assert counter.frame_count == expected, f"compiled {counter.frame_count} times for 4 batch sizes"
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("name", ["cbam", "triplet", "coord", "fca", "gc", "simam", "ge"])
+def test_presets_per_rank_compile_without_graph_breaks(name, dims):
+    module = build(get_spec(name), channels=32, spatial_dims=dims).eval()
+    _no_graph_breaks(module, torch.randn(2, 32, *{1: (21,), 3: (4, 9, 7)}[dims]))
+
+
+def test_inductor_equals_eager_on_a_3d_map():
+    torch.manual_seed(0)
+    module = build(AttnSpec.cbam(), channels=33, spatial_dims=3).eval()
+    x = torch.randn(2, 33, 4, 9, 7)
+    torch.testing.assert_close(torch.compile(module, fullgraph=True)(x), module(x), atol=1e-5, rtol=1e-5)

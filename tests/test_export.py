@@ -131,3 +131,10 @@ def test_no_adaptive_max_pool_in_onnx(tmp_path):
         torch.onnx.export(module, (x,), str(path), dynamic_shapes=_dynamic(x), dynamo=True, verbose=False)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "MaxPool" not in ops and "GlobalMaxPool" not in ops and "ReduceMax" in ops
+
+
+@pytest.mark.parametrize(("name", "dims", "sizes"), [("cbam", 3, (4, 9, 7)), ("coord", 1, (23,))])
+def test_presets_export_per_rank(name, dims, sizes, tmp_path):
+    """A clip's / a signal's attention exports with a dynamic batch like an image's."""
+    torch.manual_seed(0)
+    _check_export(build(get_spec(name), channels=33, spatial_dims=dims), (33, *sizes), tmp_path, tol=1e-4)

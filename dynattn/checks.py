@@ -13,16 +13,21 @@ import torch.fx
 
 from .errors import InputError
 
-__all__ = ["check_input"]
+__all__ = ["check_input", "LAYOUTS"]
 
 
-def check_input(x: torch.Tensor, channels: int, module: str) -> torch.Tensor:
-    """``x`` itself, after checking that it is a 4-D (B, ``channels``, H, W) feature map."""
+#: The layout of a feature map with 1, 2 or 3 spatial dims, as errors name it.
+LAYOUTS = {1: "(B, C, L)", 2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
+
+
+def check_input(x: torch.Tensor, channels: int, module: str, dims: int = 2) -> torch.Tensor:
+    """``x`` itself, after checking that it is a feature map of ``dims`` spatial dims with ``channels``
+    channels: (B, C, L) for ``dims=1``, (B, C, H, W) for 2 (the default), (B, C, D, H, W) for 3."""
     if torch.jit.is_tracing():
         return x
-    if x.dim() != 4:
-        raise InputError("input", tuple(x.shape), f"{module} takes a 4-D (B, C, H, W) feature map, got a "
-                         f"{x.dim()}-D tensor", hint="attention goes on the feature maps of a 2-D conv net")
+    if x.dim() != dims + 2:
+        raise InputError("input", tuple(x.shape), f"{module} takes a {dims + 2}-D {LAYOUTS[dims]} feature map, "
+                         f"got a {x.dim()}-D tensor", hint=f"attention goes on the feature maps of a {dims}-D conv net")
     if x.shape[1] != channels:
         raise InputError("input", tuple(x.shape), f"{module} was built for {channels} channels but got "
                          f"{x.shape[1]}", hint=f"build(spec, channels={x.shape[1]}) for this input")

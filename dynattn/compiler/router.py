@@ -6,7 +6,11 @@ split by head after the temperature:
 
 - ``kernel``: K mixing weights over the expert kernels (the spec's gate: softmax or sigmoid);
 - ``in`` / ``out``: sigmoid attentions over input / output channels (ODConv's alpha_c, alpha_f);
-- ``spatial``: a sigmoid attention over the kh * kw kernel positions (ODConv's alpha_s).
+- ``spatial``: a sigmoid attention over the kernel positions (kh * kw; k or kd * kh * kw for a 1-D
+  or 3-D conv: ODConv's alpha_s).
+
+The router pools over every spatial axis of its conv's input: (B, C, L), (B, C, H, W) or
+(B, C, D, H, W), by the rank of the conv's kernel.
 
 Heads that cannot matter for the conv are dropped, as ODConv's code does: ``kernel`` with one
 expert, ``spatial`` for a 1x1 kernel, ``out`` for a depthwise conv with as many outputs as
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any
 
+import einops
 import torch
 import torch.fx as fx
 from torch import nn
@@ -33,19 +39,22 @@ from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
 from .lower import BranchPlan, hidden_width
 from .module import SpecModule
-from .ops import GATE_FNS
+from .ops import EINOPS_REDUCTION, GATE_FNS, TORCH_REDUCTION
 from .optimize import optimize_graph
 
-__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router"]
+__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router", "FRAMES"]
+
+#: The axis frame a router pools, by the number of spatial dims of its conv.
+FRAMES = {1: ("b", "c", "l"), 2: AXES, 3: ("b", "c", "d", "h", "w")}
 
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """What a router needs to know about its conv."""
+    """What a router needs to know about its conv (``kernel_size`` has one int per spatial dim)."""
 
     in_channels: int
     out_channels: int
-    kernel_size: tuple[int, int]
+    kernel_size: tuple[int, ...]
     groups: int
 
 
@@ -71,7 +80,7 @@ class RouterPlan:
 
 
 def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
-    kh, kw = g.kernel_size
+    positions = math.prod(g.kernel_size)
     identity = spec.init == "identity"
     out: list[HeadPlan] = []
     for name in spec.heads:
@@ -82,12 +91,12 @@ def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
             out.append(HeadPlan("in", g.in_channels, "sigmoid", 1.0 if identity else None))
         elif name == "out" and not (g.groups == g.in_channels == g.out_channels):
             out.append(HeadPlan("out", g.out_channels, "sigmoid", 1.0 if identity else None))
-        elif name == "spatial" and kh * kw > 1:
-            out.append(HeadPlan("spatial", kh * kw, "sigmoid", 1.0 if identity else None))
+        elif name == "spatial" and positions > 1:
+            out.append(HeadPlan("spatial", positions, "sigmoid", 1.0 if identity else None))
     if not out:
         raise SpecError(
             "AttnSpec.heads", spec.heads,
-            f"leave nothing dynamic for this conv (experts={spec.experts}, kernel {kh}x{kw}, "
+            f"leave nothing dynamic for this conv (experts={spec.experts}, kernel {'x'.join(map(str, g.kernel_size))}, "
             f"groups={g.groups})", hint="use experts > 1 or add an 'in' head",
         )
     return tuple(out)
@@ -101,15 +110,33 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     merged = len(spec.pool) if spec.merge == "concat" else 1
     hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
     heads = _heads(spec, geometry)
-    branch = BranchPlan("", spec, AXES, c, merged * c, hidden, None, sum(h.size for h in heads))
+    frame = FRAMES[len(geometry.kernel_size)]
+    branch = BranchPlan("", spec, frame, c, merged * c, hidden, None, sum(h.size for h in heads))
     return RouterPlan(spec, geometry, branch, heads)
+
+
+def _squeeze_nd(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> list[fx.Node]:
+    """The (B, C) descriptors of a 1-D or 3-D conv's input, one per pooling op, over every spatial axis
+    (``squeeze`` emits the 2-D frame's)."""
+    frame, pool = branch.frame, branch.spec.pool
+    out = []
+    for op in pool:
+        name = "squeeze" if len(pool) == 1 else f"squeeze_{op}"
+        if op in EINOPS_REDUCTION:
+            out.append(w.einops(einops.reduce, x, f"{' '.join(frame)} -> b c", EINOPS_REDUCTION[op], name=name,
+                                role="squeeze"))
+        else:
+            fn, kwargs = TORCH_REDUCTION[op]
+            out.append(w.fn(fn, x, **kwargs, dim=tuple(range(2, len(frame))), name=name, role="squeeze"))
+    return out
 
 
 @functools.lru_cache(maxsize=512)
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    z = excite(w, squeeze(w, x, plan.branch), plan.branch)
+    descs = squeeze(w, x, plan.branch) if plan.branch.frame == AXES else _squeeze_nd(w, x, plan.branch)
+    z = excite(w, descs, plan.branch)
     temperature = w.attr("temperature", "temperature")
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     if len(plan.heads) > 1:

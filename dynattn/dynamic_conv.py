@@ -432,19 +432,23 @@ class _DynamicConvNd(nn.Module):
                     training=self.training and torch.is_grad_enabled(), in_positions=self._in_positions(x),
                     spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
 
+    # plain loops, not generators: torch.compile(fullgraph=True) traces these on symbolic sizes
     def _in_positions(self, x: torch.Tensor) -> int:
         """The input's positions: H * W (L; D * H * W) for the input ``x``."""
-        return math.prod(x.shape[2 + i] for i in range(self.dims))
+        n = 1
+        for i in range(self.dims):
+            n = n * x.shape[2 + i]
+        return n
 
     def _out_positions(self, x: torch.Tensor) -> int:
         """The output's positions: H_out * W_out (L_out; D_out * H_out * W_out) for the input ``x``."""
-        sizes = zip(self._padding_totals(), self.kernel_size, self.dilation, self.stride)
-        return math.prod((x.shape[2 + i] + p - d * (k - 1) - 1) // s + 1 for i, (p, k, d, s) in enumerate(sizes))
-
-    def _padding_totals(self) -> tuple[int, ...]:
-        """Both sides' padding of each spatial dim, first dim first."""
         r = self._reversed_padding_repeated_twice  # last dim first: (left, right, top, bottom, front, back)
-        return tuple(r[2 * i] + r[2 * i + 1] for i in reversed(range(self.dims)))
+        n = 1
+        for i in range(self.dims):
+            j = 2 * (self.dims - 1 - i)  # dim i's padding in r
+            k, d, s = self.kernel_size[i], self.dilation[i], self.stride[i]
+            n = n * ((x.shape[2 + i] + r[j] + r[j + 1] - d * (k - 1) - 1) // s + 1)
+        return n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, fx.Proxy):

@@ -281,7 +281,7 @@ def _windows(x: torch.Tensor, ks: list[int], dilation: tuple[int, ...], stride: 
     sizes = _spatial(x, nd)
     outs = [(n - d * (kk - 1) - 1) // st + 1 for n, kk, d, st in zip(sizes, ks, dilation, stride)]
     taps = []
-    for offsets in itertools.product(*(range(kk) for kk in ks)):
+    for offsets in itertools.product(*[range(kk) for kk in ks]):
         window = [slice(off * d, off * d + st * (n - 1) + 1, st)
                   for off, d, st, n in zip(offsets, dilation, stride, outs)]
         taps.append(x[(slice(None), slice(None), *window)])

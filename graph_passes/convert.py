@@ -50,7 +50,8 @@ def _inside_dynattn(name: str, owners: list[str]) -> bool:
 
 def model_dims(model: nn.Module, inputs: tuple | None = None) -> int:
     """The number of spatial dims of ``model``'s feature maps: its first example input's (a 3-, 4- or
-    5-D tensor), else its first ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``'s, else 2."""
+    5-D tensor), else its first conv's (an ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``, or a registered conv
+    with a ``dims`` attribute, as dynattn's dynamic convs have), else 2."""
     for t in inputs or ():
         if isinstance(t, torch.Tensor) and 3 <= t.dim() <= 5:
             return t.dim() - 2
@@ -58,6 +59,8 @@ def model_dims(model: nn.Module, inputs: tuple | None = None) -> int:
         for dims, cls in CONVS.items():
             if isinstance(m, cls):
                 return dims
+        if isinstance(m, leaf_modules("conv")) and getattr(m, "dims", None) in CONVS:
+            return m.dims
     return 2
 
 

@@ -49,8 +49,10 @@ def shape_of(n: fx.Node) -> tuple[int, ...] | None:
 
 
 def is_conv_module(module: object) -> bool:
-    """An ``nn.Conv2d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d)."""
-    return isinstance(module, (nn.Conv2d, *leaf_modules("conv")))
+    """An ``nn.Conv2d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d), but not
+    one whose ``dims`` says it is 1-D or 3-D (DynamicConv1d / DynamicConv3d): their maps are not NCHW."""
+    return isinstance(module, nn.Conv2d) or (isinstance(module, leaf_modules("conv"))
+                                             and getattr(module, "dims", 2) == 2)
 
 # modules whose 4-D output is NCHW
 _NCHW_MODULES = (

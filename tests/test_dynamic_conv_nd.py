@@ -19,6 +19,7 @@ from dynattn import (
     DynamicConv2d,
     DynamicConv3d,
     InputError,
+    ModelError,
     SpecError,
     build,
     leaf_modules,
@@ -427,8 +428,13 @@ def test_insert_attention_upcycles_a_1d_resnet():
     assert "layer2.downsample.0" not in records and "layer2.conv1" in records  # ODConv: shortcuts static
     # CondConv: output stride >= 16 (measured along L on meta tensors), shortcuts static
     assert [s.name for s in list_sites(model, AttnSpec.condconv())] == ["layer4.conv1", "layer4.conv2"]
-    _, records = _converted(model, AttnSpec.condconv(), x, example_inputs=(x,))
+    converted, records = _converted(model, AttnSpec.condconv(), x, example_inputs=(x,))
     assert sorted(records) == ["layer4.conv1", "layer4.conv2"]
+    # a converted model is still 1-D: its remaining plain convs convert, and feature attention says it needs 2-D
+    assert "layer4.conv1" not in [s.name for s in list_sites(converted, AttnSpec.dyconv(), where="conv")]
+    assert "stem.0" in [s.name for s in list_sites(converted, AttnSpec.dyconv(), where="conv")]
+    with pytest.raises(ModelError, match="no 4-D feature maps"):
+        insert_attention(converted, AttnSpec.se())
 
 
 def test_insert_attention_upcycles_r3d_18():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import mixing
 from .builder import build, compile_options
 from .compiler import AttentionModule
-from .dynamic_conv import DynamicConv2d
+from .dynamic_conv import DynamicConv1d, DynamicConv2d, DynamicConv3d
 from .errors import DynattnError, InputError, ModelError, SpecError
 from .interop import SpecLayer
 from .placement import ConvPlacement, conv_placement
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from . import testing
 
 __all__ = [
-    "AttnSpec", "SpecError", "DynattnError", "InputError", "ModelError", "build", "DynamicConv2d", "get_spec",
+    "AttnSpec", "SpecError", "DynattnError", "InputError", "ModelError", "build", "DynamicConv2d", "DynamicConv1d",
+    "DynamicConv3d", "get_spec",
     "list_presets", "as_spec", "is_attention", "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps",
     "parse_spec", "testing", "SpecLayer", "compile_options", "register_leaf_module", "leaf_modules",
     "ConvPlacement", "conv_placement", "mixing",

@@ -2,7 +2,8 @@
 with graph_passes.
 
 - feature targets (channel, spatial, element, composites) -> :func:`dynattn.compiler.build_feature`;
-- the kernel target -> :meth:`dynattn.DynamicConv2d.from_conv` (an upcycled conv).
+- the kernel target -> ``from_conv`` of :class:`dynattn.DynamicConv1d`, ``DynamicConv2d`` or
+  ``DynamicConv3d``, by the rank of the conv given (an upcycled conv).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .compiler import build_feature
-from .dynamic_conv import DynamicConv2d
+from .dynamic_conv import dynamic_conv_class
 from .errors import SpecError
 from .presets import as_spec
 from .spec import AttnSpec
@@ -51,7 +52,7 @@ def build(
     spec: AttnSpec | str,
     channels: int | None = None,
     *,
-    conv: nn.Conv2d | None = None,
+    conv: nn.Conv1d | nn.Conv2d | nn.Conv3d | None = None,
     spatial_dims: int = 2,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -65,7 +66,8 @@ def build(
       ``spatial_dims=1`` or ``3`` builds the same spec for ``(B, C, L)`` or ``(B, C, D, H, W)`` maps
       (``graph_passes.insert_attention`` takes it from each site's feature map);
     - kernel target: ``build(spec, conv=nn.Conv2d(...))`` returns an upcycled
-      :class:`~dynattn.DynamicConv2d`.
+      :class:`~dynattn.DynamicConv2d` (an ``nn.Conv1d`` / ``nn.Conv3d`` gives a
+      :class:`~dynattn.DynamicConv1d` / :class:`~dynattn.DynamicConv3d`).
 
     ``spec`` may be a preset name (``"cbam"``). Every call makes fresh parameters; the
     lowering and the graph are cached on ``(spec, channels, spatial_dims)``. ``optimize=False`` skips the
@@ -76,9 +78,10 @@ def build(
     options = compile_options(compile)
     if spec.kind == "kernel":
         if conv is None:
-            raise SpecError("conv", conv, "a kernel-target spec builds a DynamicConv2d from the conv it replaces",
+            raise SpecError("conv", conv, "a kernel-target spec builds a DynamicConv2d from the conv it replaces "
+                            "(a DynamicConv1d / DynamicConv3d from an nn.Conv1d / nn.Conv3d)",
                             hint="build(spec, conv=nn.Conv2d(...)), or DynamicConv2d(..., spec=spec)")
-        module = DynamicConv2d.from_conv(conv, spec)
+        module = dynamic_conv_class(conv).from_conv(conv, spec)
         if device or dtype:
             module = module.to(device=device, dtype=dtype)
         return apply_compile(module, options)

@@ -14,17 +14,22 @@ import torch.fx
 from .errors import InputError
 from .vocab import LAYOUTS
 
-__all__ = ["check_input"]
+__all__ = ["check_input", "LAYOUTS"]
 
 
 def check_input(x: torch.Tensor, channels: int, module: str, dims: int = 2) -> torch.Tensor:
     """``x`` itself, after checking that it is a feature map with ``dims`` spatial dims and ``channels``
-    channels: (B, C, L), (B, C, H, W) or (B, C, D, H, W)."""
+    channels: (B, C, L) for ``dims=1``, (B, C, H, W) for 2 (the default), (B, C, D, H, W) for 3."""
     if torch.jit.is_tracing():
         return x
     if x.dim() != dims + 2:
-        hint = f"build it with spatial_dims={x.dim() - 2} for this input" if 3 <= x.dim() <= 5 else \
-            "attention goes on the feature maps of a conv net: (B, C, L), (B, C, H, W) or (B, C, D, H, W)"
+        given = x.dim() - 2
+        if not 1 <= given <= 3:
+            hint = "these modules take the feature maps of a conv net: (B, C, L), (B, C, H, W) or (B, C, D, H, W)"
+        elif module.startswith("DynamicConv"):
+            hint = f"a {given}-D map takes DynamicConv{given}d"
+        else:
+            hint = f"build it with spatial_dims={given} for this input"
         raise InputError("input", tuple(x.shape), f"{module} takes a {dims + 2}-D {LAYOUTS[dims]} feature map, "
                          f"got a {x.dim()}-D tensor", hint=hint)
     if x.shape[1] != channels:

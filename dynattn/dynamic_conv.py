@@ -1,12 +1,16 @@
-"""``DynamicConv2d``: a conv whose kernel is mixed per sample from K experts by a compiled router.
+"""``DynamicConv1d`` / ``DynamicConv2d`` / ``DynamicConv3d``: convs whose kernel is mixed per sample
+from K experts by a compiled router.
 
     conv = DynamicConv2d(64, 64, 3, padding=1, spec=AttnSpec.dyconv())
     conv = DynamicConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1), AttnSpec.odconv())  # upcycled
+    conv = DynamicConv3d.from_conv(nn.Conv3d(64, 64, 3, padding=1), "dyconv")           # video
+    conv = DynamicConv1d(32, 32, 5, padding=2, spec="condconv")                           # sequences
 
-It has ``nn.Conv2d``'s constructor and semantics (int or tuple kernel/stride/padding/dilation,
-``padding="same"``/``"valid"``, ``padding_mode``, groups incl. depthwise, bias, rectangular
-kernels; the arguments are checked by ``nn.Conv2d`` itself) and ``forward(x)`` only: the
-routing is computed inside by a router compiled from the spec.
+Each has the constructor and semantics of ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` (int or
+tuple kernel/stride/padding/dilation, ``padding="same"``/``"valid"``, ``padding_mode``, groups
+incl. depthwise, bias, non-cubic kernels; the arguments are checked by the torch conv itself) and
+``forward(x)`` only: the routing is computed inside by a router compiled from the spec. One
+implementation (:class:`_DynamicConvNd`) serves the three ranks.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 import torch.fx as fx
@@ -31,11 +35,11 @@ from .presets import as_spec
 from .registry import register_leaf_module
 from .spec import AttnSpec
 
-__all__ = ["DynamicConv2d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs", "clear_measured_strategies",
-           "CostModel", "COST_MODELS", "cost_model"]
+__all__ = ["DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs",
+           "clear_measured_strategies", "CostModel", "COST_MODELS", "cost_model", "dynamic_conv_class"]
 
 Strategy = Literal["auto", "kernel", "blocked", "output"]
-#: How a DynamicConv2d runs: chosen per call (``auto``), kernel mixing (all B kernels at once, or one
+#: How a dynamic conv runs: chosen per call (``auto``), kernel mixing (all B kernels at once, or one
 #: block of output channels at a time) or output mixing.
 MIXING_STRATEGIES = ("auto", "kernel", "blocked", "output")
 
@@ -96,7 +100,9 @@ def strategy_costs(
     ``training``); ``strategy="auto"`` runs the cheapest (:func:`choose_strategy`).
 
     With W = out * in/groups * kh * kw weights per expert, C = B * H_out * W_out * W the conv's
-    multiply-adds and A the bytes of its input and output maps:
+    multiply-adds and A the bytes of its input and output maps (for a 1-D or 3-D conv,
+    ``kernel_area`` is the product of the kernel's sizes and ``out_positions`` / ``in_positions``
+    the products of the maps' spatial sizes):
 
     - ``kernel``: C and A, plus ``kernel_mix`` multiply-adds per mixed weight (B * W of them):
       writing the B kernels and the grouped conv reading them back (a conv of B groups runs slower
@@ -227,11 +233,325 @@ _NOT_SCRIPTABLE = (
     "specs): use torch.jit.trace(model, example), torch.export.export, or torch.onnx.export, which all keep a "
     "dynamic batch")
 
+_D = TypeVar("_D", bound="_DynamicConvNd")
+
 # set by from_conv: the experts are about to be overwritten with the conv's weight
 _UPCYCLING = contextvars.ContextVar("dynattn_upcycling", default=False)
 
 
-class DynamicConv2d(nn.Module):
+class _DynamicConvNd(nn.Module):
+    """A convolution with ``dims`` spatial dims whose kernel is ``W_b = sum_k a_bk W_k`` for each
+    sample b: the implementation of :class:`DynamicConv1d`, :class:`DynamicConv2d` and
+    :class:`DynamicConv3d`, which set ``dims`` and ``conv_class`` (the torch conv they mirror).
+
+    Args mirror the torch conv's; ``spec`` is a kernel-target :class:`~dynattn.AttnSpec` (or a
+    preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
+    ``"auto"``, ``"kernel"``, ``"blocked"`` or ``"output"`` (see :mod:`dynattn.mixing`).
+
+    ``strategy="auto"`` follows the cost model of :func:`choose_strategy`; with
+    ``DynamicConv2d.benchmark = True`` (like ``torch.backends.cudnn.benchmark``) it instead times
+    the strategies the model does not rule out, once per input shape, mode and layer geometry, and
+    keeps the fastest (shared by every layer of that geometry). The switch is a class attribute:
+    ``DynamicConv3d.benchmark = True`` sets it for the 3-D convs only. Under torch.distributed every
+    rank takes rank 0's choice (a broadcast on the first call of each new shape, so every rank must
+    run it, as DDP's ranks do). Exporting, fx tracing and torch.compile keep the model's rule.
+
+    Attributes: ``weight`` (K * out, in/groups, *kernel_size): the experts stacked along the output
+    axis (of the torch conv's rank, so ``model.to(memory_format=torch.channels_last)`` works in 2-D;
+    ``expert_weights`` is its (K, out, in/groups, *kernel_size) view), ``bias`` (K, out) or None,
+    ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
+    """
+
+    #: Time the strategies once per shape instead of following the cost model (off by default).
+    benchmark: ClassVar[bool] = False
+    #: The number of spatial dims (set by each subclass).
+    dims: ClassVar[int]
+    #: The torch conv this class mirrors, upcycles and takes the checkpoints of.
+    conv_class: ClassVar[type[nn.Module]]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: str | int | tuple[int, ...] = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        spec: AttnSpec | str = "dyconv",
+        strategy: Strategy = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        name, conv_name = type(self).__name__, f"nn.{self.conv_class.__name__}"
+        spec = as_spec(spec)
+        if spec.kind != "kernel":
+            raise SpecError("spec", spec, f"{name} needs a kernel-target spec",
+                            hint="e.g. AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()")
+        if strategy not in MIXING_STRATEGIES:
+            raise SpecError("strategy", strategy, "unknown execution strategy", MIXING_STRATEGIES)
+        # the torch conv checks every argument and derives padding exactly as it would itself
+        try:
+            template = self.conv_class(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                       bias, padding_mode, device="meta")
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise SpecError(name, (in_channels, out_channels, kernel_size), str(exc),
+                            hint=f"the arguments follow {conv_name}") from exc
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = template.kernel_size
+        self.stride, self.padding, self.dilation = template.stride, template.padding, template.dilation
+        self.groups, self.padding_mode = groups, padding_mode
+        self._reversed_padding_repeated_twice = tuple(template._reversed_padding_repeated_twice)
+        self.spec = spec
+        self.strategy = strategy
+        self.experts = spec.experts
+        dd = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(spec.experts * out_channels, in_channels // groups, *self.kernel_size,
+                                               **dd))
+        self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
+        self.router = build_router(
+            spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
+        )
+        if not _UPCYCLING.get():
+            self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    def reset_parameters(self) -> None:
+        """Each expert initialised as the torch conv initialises its weight and bias."""
+        for expert in self.weight.detach().split(self.out_channels):
+            nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv(cls: type[_D], conv: nn.Module, spec: AttnSpec | str = "dyconv", *,
+                  strategy: Strategy = "auto") -> _D:
+        """Upcycle ``conv`` (an ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d``, the class's own rank):
+        every expert starts as its weight and bias, so the output equals the conv's (to float
+        rounding) until training moves the experts apart.
+
+        Softmax mixing weights sum to one, so any routing reproduces the conv. Heads that do
+        not (CondConv's sigmoid, ODConv's sigmoid scalings) start at their neutral value
+        through ``init="identity"``: ``neutral + mix * (gate - neutral)`` with ``mix`` a
+        learnable scalar at 0 (1/K for the mixing weights, 1 for the scalings).
+        """
+        base = cls.conv_class
+        if not isinstance(conv, base) or type(conv).forward is not base.forward:
+            other = dynamic_conv_class(conv) if isinstance(conv, tuple(DYNAMIC_CONVS)) else None
+            raise SpecError("conv", type(conv).__name__,
+                            f"only a plain nn.{base.__name__} (or a subclass with its forward) can be upcycled "
+                            f"exactly by {cls.__name__}",
+                            hint=f"use {other.__name__}.from_conv, or dynattn.build(spec, conv=...)" if other else
+                            "its forward differs (weight standardisation, dynamic padding, ...)")
+        spec = as_spec(spec)
+        if spec.kind != "kernel":
+            raise SpecError("spec", spec, "upcycling needs a kernel-target spec",
+                            hint="e.g. AttnSpec.dyconv()")
+        token = _UPCYCLING.set(True)
+        try:
+            new = cls(
+                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, spec=spec.with_init("identity"),
+                strategy=strategy, device=conv.weight.device, dtype=conv.weight.dtype,
+            )
+        finally:
+            _UPCYCLING.reset(token)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.detach().repeat(new.experts, *(1,) * (cls.dims + 1)))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias.detach().unsqueeze(0).expand_as(new.bias))
+        new.train(conv.training)
+        return new
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A conv's checkpoint loads too: a ``weight`` of the torch conv's shape (and its ``bias``)
+        fills every expert, as ``from_conv`` does, so a model whose convs were converted still
+        loads the original model's checkpoint (``strict=False``: only the routers are missing)."""
+        conv_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        weight = state_dict.get(prefix + "weight")
+        if self.experts > 1 and isinstance(weight, torch.Tensor) and tuple(weight.shape) == conv_shape:
+            state_dict[prefix + "weight"] = weight.repeat(self.experts, *(1,) * (self.dims + 1))
+        bias = state_dict.get(prefix + "bias")
+        if self.bias is not None and isinstance(bias, torch.Tensor) and tuple(bias.shape) == (self.out_channels,):
+            state_dict[prefix + "bias"] = bias.unsqueeze(0).expand_as(self.bias)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    @property
+    def expert_weights(self) -> torch.Tensor:
+        """The experts as (K, out, in/groups, *kernel_size) (a view of ``weight`` when it is contiguous)."""
+        return self.weight.reshape(self.experts, self.out_channels, self.in_channels // self.groups,
+                                   *self.kernel_size)
+
+    # ------------------------------------------------------------------ temperature
+    @property
+    def temperature(self) -> float:
+        return float(self.router.temperature)
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SpecError("temperature", value, "must be a finite number > 0")
+        self.router.temperature.fill_(float(value))
+
+    # ------------------------------------------------------------------ forward
+    def _resolve_strategy(self, x: torch.Tensor) -> tuple[str | None, tuple | None]:
+        """(the strategy for ``x``, None); (None, key) where benchmark mode has yet to time this shape."""
+        if self.strategy in ("kernel", "blocked") and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
+            warnings.warn(f"{type(self).__name__}(strategy={self.strategy!r}) folds the batch into the conv's group "
+                          "count, which an ONNX Conv or a TorchScript trace cannot keep dynamic: tracing output mixing "
+                          "instead (equal values)", stacklevel=2)
+            return "output", None
+        if self.strategy != "auto":
+            return self.strategy, None
+        if (type(self).benchmark and type(x) is torch.Tensor and x.device.type != "meta"
+                and not mixing.is_exporting() and not torch.compiler.is_compiling()):
+            key = self._benchmark_key(x)
+            return _MEASURED.get(key), key
+        return self.chosen_strategy(x), None
+
+    def chosen_strategy(self, x: torch.Tensor) -> str:
+        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
+        if isinstance(x, fx.Proxy) or mixing.is_exporting():
+            return "output"
+        return choose_strategy(**self.strategy_inputs(x), compiling=torch.compiler.is_compiling())
+
+    def strategy_inputs(self, x: torch.Tensor) -> dict:
+        """What :func:`choose_strategy` decides from, for the input ``x``."""
+        experts = self.experts if "kernel" in self.router.heads else 1
+        return dict(in_per_group=self.in_channels // self.groups, kernel_area=math.prod(self.kernel_size),
+                    experts=experts, out_positions=self._out_positions(x), batch=x.shape[0],
+                    out_channels=self.out_channels, groups=self.groups,
+                    training=self.training and torch.is_grad_enabled(), in_positions=self._in_positions(x),
+                    spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
+
+    # plain loops, not generators: torch.compile(fullgraph=True) traces these on symbolic sizes
+    def _in_positions(self, x: torch.Tensor) -> int:
+        """The input's positions: H * W (L; D * H * W) for the input ``x``."""
+        n = 1
+        for i in range(self.dims):
+            n = n * x.shape[2 + i]
+        return n
+
+    def _out_positions(self, x: torch.Tensor) -> int:
+        """The output's positions: H_out * W_out (L_out; D_out * H_out * W_out) for the input ``x``."""
+        r = self._reversed_padding_repeated_twice  # last dim first: (left, right, top, bottom, front, back)
+        n = 1
+        for i in range(self.dims):
+            j = 2 * (self.dims - 1 - i)  # dim i's padding in r
+            k, d, s = self.kernel_size[i], self.dilation[i], self.stride[i]
+            n = n * ((x.shape[2 + i] + r[j] + r[j + 1] - d * (k - 1) - 1) // s + 1)
+        return n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, fx.Proxy):
+            check_input(x, self.in_channels, type(self).__name__, dims=self.dims)
+        strategy, key = self._resolve_strategy(x)
+        gates = dict(zip(self.router.heads, self.router(x)))
+        # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
+        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._kernels_smaller(x)
+        if "in" in gates and not fold:
+            x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
+        padding: str | tuple[int, ...] = self.padding
+        pad_amounts = self._reversed_padding_repeated_twice
+        if self.padding_mode != "zeros":
+            x = F.pad(x, pad_amounts, mode=self.padding_mode)
+            padding, pad_amounts = (0,) * self.dims, (0,) * (2 * self.dims)
+        conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
+        mixed = (self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"))
+        if fold:
+            shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+            return mixing.kernel_mixing(x, shape, *mixed, conv, in_scale=gates.get("in"), fold_out=True)
+        if strategy is None:  # benchmark mode, a shape not timed yet
+            strategy = self._measure(key, x, mixed, conv, pad_amounts)
+        return self._mix(strategy, x, mixed, conv, pad_amounts)
+
+    def _kernels_smaller(self, x: torch.Tensor) -> bool:
+        """Whether one sample's kernel holds fewer values than its input and output maps."""
+        kernel = self.out_channels * (self.in_channels // self.groups) * math.prod(self.kernel_size)
+        return kernel < self.in_channels * self._in_positions(x) + self.out_channels * self._out_positions(x)
+
+    def _mix(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+             pad_amounts: tuple[int, ...]) -> torch.Tensor:
+        shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if strategy == "kernel":
+            return mixing.kernel_mixing(x, shape, *mixed, conv)
+        if strategy == "blocked":
+            return mixing.blocked_kernel_mixing(x, shape, *mixed, conv)
+        return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)
+
+    # ------------------------------------------------------------------ benchmark mode
+    def _benchmark_key(self, x: torch.Tensor) -> tuple:
+        return (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                self.groups, self.padding_mode, self.experts, self.router.heads, tuple(x.shape), x.stride(),
+                x.dtype, x.device, self.training and torch.is_grad_enabled(), torch.get_num_threads())
+
+    def _measure(self, key: tuple, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+                 pad_amounts: tuple[int, ...]) -> str:
+        """Time the strategies the cost model does not rule out, keep the fastest for this shape."""
+        inputs = self.strategy_inputs(x)
+        costs = strategy_costs(**inputs)
+        best = min(costs.values())
+        candidates = [s for s, c in costs.items() if c <= BENCHMARK_PRUNE * best]
+        train = inputs["training"]
+        timings = {}
+        for strategy in candidates:
+            timings[strategy] = _time_strategy(lambda s=strategy: self._timed_call(s, x, mixed, conv, pad_amounts,
+                                                                                   train))
+        choice = min(timings, key=timings.__getitem__)
+        choice = _same_on_every_rank(choice)
+        _MEASURED[key] = choice
+        return choice
+
+    def _timed_call(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
+                    pad_amounts: tuple[int, ...], train: bool) -> None:
+        if not train:
+            with torch.no_grad():
+                self._mix(strategy, x, mixed, conv, pad_amounts)
+            return
+        leaves = [t.detach().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+                  for t in (x, *mixed)]
+        with torch.enable_grad():
+            y = self._mix(strategy, leaves[0], tuple(leaves[1:]), conv, pad_amounts)
+            wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+            if wrt:
+                torch.autograd.grad(y, wrt, torch.ones_like(y))
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise TypeError(_NOT_SCRIPTABLE)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,) * self.dims:
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1,) * self.dims:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"
+
+
+class DynamicConv1d(_DynamicConvNd):
+    """A 1-D convolution (``nn.Conv1d``'s arguments, (B, C, L) maps) whose kernel is
+    ``W_b = sum_k a_bk W_k`` for each sample b; see :class:`DynamicConv2d` for the arguments,
+    strategies and attributes (``weight`` is (K * out, in/groups, k))."""
+
+    dims = 1
+    conv_class = nn.Conv1d
+
+
+class DynamicConv2d(_DynamicConvNd):
     """A 2-D convolution whose kernel is ``W_b = sum_k a_bk W_k`` for each sample b.
 
     Args mirror ``nn.Conv2d``; ``spec`` is a kernel-target :class:`~dynattn.AttnSpec` (or a
@@ -251,269 +571,34 @@ class DynamicConv2d(nn.Module):
     ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
     """
 
-    #: Time the strategies once per shape instead of following the cost model (off by default).
-    benchmark: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, int] = 0,
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        *,
-        spec: AttnSpec | str = "dyconv",
-        strategy: Strategy = "auto",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        spec = as_spec(spec)
-        if spec.kind != "kernel":
-            raise SpecError("spec", spec, "DynamicConv2d needs a kernel-target spec",
-                            hint="e.g. AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()")
-        if strategy not in MIXING_STRATEGIES:
-            raise SpecError("strategy", strategy, "unknown execution strategy", MIXING_STRATEGIES)
-        # nn.Conv2d checks every argument and derives padding exactly as it would itself
-        try:
-            template = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                                 bias, padding_mode, device="meta")
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise SpecError("DynamicConv2d", (in_channels, out_channels, kernel_size), str(exc),
-                            hint="the arguments follow nn.Conv2d") from exc
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = template.kernel_size
-        self.stride, self.padding, self.dilation = template.stride, template.padding, template.dilation
-        self.groups, self.padding_mode = groups, padding_mode
-        self._reversed_padding_repeated_twice = tuple(template._reversed_padding_repeated_twice)
-        self.spec = spec
-        self.strategy = strategy
-        self.experts = spec.experts
-        dd = {"device": device, "dtype": dtype}
-        kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(spec.experts * out_channels, in_channels // groups, kh, kw, **dd))
-        self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
-        self.router = build_router(
-            spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
-        )
-        if not _UPCYCLING.get():
-            self.reset_parameters()
-
-    # ------------------------------------------------------------------ construction
-    def reset_parameters(self) -> None:
-        """Each expert initialised as ``nn.Conv2d`` initialises its weight and bias."""
-        for expert in self.weight.detach().split(self.out_channels):
-            nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight[0].numel()
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, spec: AttnSpec | str = "dyconv", *,
-                  strategy: Strategy = "auto") -> DynamicConv2d:
-        """Upcycle ``conv``: every expert starts as its weight and bias, so the output equals
-        the conv's (to float rounding) until training moves the experts apart.
-
-        Softmax mixing weights sum to one, so any routing reproduces the conv. Heads that do
-        not (CondConv's sigmoid, ODConv's sigmoid scalings) start at their neutral value
-        through ``init="identity"``: ``neutral + mix * (gate - neutral)`` with ``mix`` a
-        learnable scalar at 0 (1/K for the mixing weights, 1 for the scalings).
-        """
-        if not isinstance(conv, nn.Conv2d) or type(conv).forward is not nn.Conv2d.forward:
-            raise SpecError("conv", type(conv).__name__,
-                            "only a plain nn.Conv2d (or a subclass with its forward) can be upcycled exactly",
-                            hint="its forward differs (weight standardisation, dynamic padding, ...)")
-        spec = as_spec(spec)
-        if spec.kind != "kernel":
-            raise SpecError("spec", spec, "upcycling needs a kernel-target spec",
-                            hint="e.g. AttnSpec.dyconv()")
-        token = _UPCYCLING.set(True)
-        try:
-            new = cls(
-                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                conv.groups, conv.bias is not None, conv.padding_mode, spec=spec.with_init("identity"),
-                strategy=strategy, device=conv.weight.device, dtype=conv.weight.dtype,
-            )
-        finally:
-            _UPCYCLING.reset(token)
-        with torch.no_grad():
-            new.weight.copy_(conv.weight.detach().repeat(new.experts, 1, 1, 1))
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias.detach().unsqueeze(0).expand_as(new.bias))
-        new.train(conv.training)
-        return new
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """A conv's checkpoint loads too: a ``weight`` of nn.Conv2d's shape (and its ``bias``)
-        fills every expert, as ``from_conv`` does, so a model whose convs were converted still
-        loads the original model's checkpoint (``strict=False``: only the routers are missing)."""
-        conv_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        weight = state_dict.get(prefix + "weight")
-        if self.experts > 1 and isinstance(weight, torch.Tensor) and tuple(weight.shape) == conv_shape:
-            state_dict[prefix + "weight"] = weight.repeat(self.experts, 1, 1, 1)
-        bias = state_dict.get(prefix + "bias")
-        if self.bias is not None and isinstance(bias, torch.Tensor) and tuple(bias.shape) == (self.out_channels,):
-            state_dict[prefix + "bias"] = bias.unsqueeze(0).expand_as(self.bias)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
-    @property
-    def expert_weights(self) -> torch.Tensor:
-        """The experts as (K, out, in/groups, kh, kw) (a view of ``weight`` when it is contiguous)."""
-        return self.weight.reshape(self.experts, self.out_channels, self.in_channels // self.groups,
-                                   *self.kernel_size)
-
-    # ------------------------------------------------------------------ temperature
-    @property
-    def temperature(self) -> float:
-        return float(self.router.temperature)
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise SpecError("temperature", value, "must be a finite number > 0")
-        self.router.temperature.fill_(float(value))
-
-    # ------------------------------------------------------------------ forward
-    def _resolve_strategy(self, x: torch.Tensor) -> tuple[str | None, tuple | None]:
-        """(the strategy for ``x``, None); (None, key) where benchmark mode has yet to time this shape."""
-        if self.strategy in ("kernel", "blocked") and (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
-            warnings.warn(f"DynamicConv2d(strategy={self.strategy!r}) folds the batch into the conv's group count, "
-                          "which an ONNX Conv or a TorchScript trace cannot keep dynamic: tracing output mixing "
-                          "instead (equal values)", stacklevel=2)
-            return "output", None
-        if self.strategy != "auto":
-            return self.strategy, None
-        if (DynamicConv2d.benchmark and type(x) is torch.Tensor and x.device.type != "meta"
-                and not mixing.is_exporting() and not torch.compiler.is_compiling()):
-            key = self._benchmark_key(x)
-            return _MEASURED.get(key), key
-        return self.chosen_strategy(x), None
-
-    def chosen_strategy(self, x: torch.Tensor) -> str:
-        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
-        if isinstance(x, fx.Proxy) or mixing.is_exporting():
-            return "output"
-        return choose_strategy(**self.strategy_inputs(x), compiling=torch.compiler.is_compiling())
-
-    def strategy_inputs(self, x: torch.Tensor) -> dict:
-        """What :func:`choose_strategy` decides from, for the input ``x``."""
-        h, w = x.shape[2], x.shape[3]
-        kh, kw = self.kernel_size
-        experts = self.experts if "kernel" in self.router.heads else 1
-        return dict(in_per_group=self.in_channels // self.groups, kernel_area=kh * kw, experts=experts,
-                    out_positions=self._out_positions(x), batch=x.shape[0], out_channels=self.out_channels,
-                    groups=self.groups,
-                    training=self.training and torch.is_grad_enabled(), in_positions=h * w,
-                    spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
-
-    def _out_positions(self, x: torch.Tensor) -> int:
-        """H_out * W_out for the input ``x``."""
-        (ph, pw), (kh, kw), (dh, dw), (sh, sw) = self._padding_pair(), self.kernel_size, self.dilation, self.stride
-        oh = (x.shape[2] + ph - dh * (kh - 1) - 1) // sh + 1
-        ow = (x.shape[3] + pw - dw * (kw - 1) - 1) // sw + 1
-        return oh * ow
-
-    def _padding_pair(self) -> tuple[int, int]:
-        r = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
-        return (r[2] + r[3], r[0] + r[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, fx.Proxy):
-            check_input(x, self.in_channels, "DynamicConv2d")
-        strategy, key = self._resolve_strategy(x)
-        gates = dict(zip(self.router.heads, self.router(x)))
-        # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
-        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._kernels_smaller(x)
-        if "in" in gates and not fold:
-            x = x * gates["in"][:, :, None, None]
-        padding: str | tuple[int, int] = self.padding
-        pad_amounts = self._reversed_padding_repeated_twice
-        if self.padding_mode != "zeros":
-            x = F.pad(x, pad_amounts, mode=self.padding_mode)
-            padding, pad_amounts = (0, 0), (0, 0, 0, 0)
-        conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
-        mixed = (self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"))
-        if fold:
-            shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-            return mixing.kernel_mixing(x, shape, *mixed, conv, in_scale=gates.get("in"), fold_out=True)
-        if strategy is None:  # benchmark mode, a shape not timed yet
-            strategy = self._measure(key, x, mixed, conv, pad_amounts)
-        return self._mix(strategy, x, mixed, conv, pad_amounts)
-
-    def _kernels_smaller(self, x: torch.Tensor) -> bool:
-        """Whether one sample's kernel holds fewer values than its input and output maps."""
-        kernel = self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
-        return kernel < self.in_channels * x.shape[2] * x.shape[3] + self.out_channels * self._out_positions(x)
-
-    def _mix(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-             pad_amounts: tuple[int, int, int, int]) -> torch.Tensor:
-        shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        if strategy == "kernel":
-            return mixing.kernel_mixing(x, shape, *mixed, conv)
-        if strategy == "blocked":
-            return mixing.blocked_kernel_mixing(x, shape, *mixed, conv)
-        return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)
-
-    # ------------------------------------------------------------------ benchmark mode
-    def _benchmark_key(self, x: torch.Tensor) -> tuple:
-        return (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
-                self.groups, self.padding_mode, self.experts, self.router.heads, tuple(x.shape), x.stride(),
-                x.dtype, x.device, self.training and torch.is_grad_enabled(), torch.get_num_threads())
-
-    def _measure(self, key: tuple, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-                 pad_amounts: tuple[int, int, int, int]) -> str:
-        """Time the strategies the cost model does not rule out, keep the fastest for this shape."""
-        inputs = self.strategy_inputs(x)
-        costs = strategy_costs(**inputs)
-        best = min(costs.values())
-        candidates = [s for s, c in costs.items() if c <= BENCHMARK_PRUNE * best]
-        train = inputs["training"]
-        timings = {}
-        for strategy in candidates:
-            timings[strategy] = _time_strategy(lambda s=strategy: self._timed_call(s, x, mixed, conv, pad_amounts,
-                                                                                   train))
-        choice = min(timings, key=timings.__getitem__)
-        choice = _same_on_every_rank(choice)
-        _MEASURED[key] = choice
-        return choice
-
-    def _timed_call(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-                    pad_amounts: tuple[int, int, int, int], train: bool) -> None:
-        if not train:
-            with torch.no_grad():
-                self._mix(strategy, x, mixed, conv, pad_amounts)
-            return
-        leaves = [t.detach().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
-                  for t in (x, *mixed)]
-        with torch.enable_grad():
-            y = self._mix(strategy, leaves[0], tuple(leaves[1:]), conv, pad_amounts)
-            wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
-            if wrt:
-                torch.autograd.grad(y, wrt, torch.ones_like(y))
-
-    def __prepare_scriptable__(self) -> DynamicConv2d:
-        raise TypeError(_NOT_SCRIPTABLE)
-
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding!r}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode!r}"
-        return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"
+    dims = 2
+    conv_class = nn.Conv2d
 
 
+class DynamicConv3d(_DynamicConvNd):
+    """A 3-D convolution (``nn.Conv3d``'s arguments, (B, C, D, H, W) maps, e.g. video) whose kernel
+    is ``W_b = sum_k a_bk W_k`` for each sample b; see :class:`DynamicConv2d` for the arguments,
+    strategies and attributes (``weight`` is (K * out, in/groups, kd, kh, kw); ODConv's spatial head
+    scales the kd * kh * kw kernel positions)."""
+
+    dims = 3
+    conv_class = nn.Conv3d
+
+
+#: The dynamic conv of each torch conv class.
+DYNAMIC_CONVS: dict[type[nn.Module], type[_DynamicConvNd]] = {
+    nn.Conv1d: DynamicConv1d, nn.Conv2d: DynamicConv2d, nn.Conv3d: DynamicConv3d}
+
+
+def dynamic_conv_class(conv: nn.Module) -> type[_DynamicConvNd]:
+    """The dynamic conv that upcycles ``conv``: DynamicConv1d / 2d / 3d for an nn.Conv1d / 2d / 3d (or a
+    subclass); DynamicConv2d for anything else (whose ``from_conv`` says what it takes)."""
+    for base, dyn in DYNAMIC_CONVS.items():
+        if isinstance(conv, base):
+            return dyn
+    return DynamicConv2d
+
+
+register_leaf_module(DynamicConv1d, role="conv")  # tracers keep it whole; its output is an NCL map
 register_leaf_module(DynamicConv2d, role="conv")  # tracers keep it whole; its output is an NCHW map
+register_leaf_module(DynamicConv3d, role="conv")  # tracers keep it whole; its output is an NCDHW map

@@ -3,6 +3,8 @@
 With per-sample mixing weights ``a`` (B, K) over expert kernels ``W`` (K, O, I/g, kh, kw)
 and an optional per-sample kernel-position scaling ``s`` (B, kh*kw, ODConv's spatial head),
 the conv of sample b uses ``W_b = s_b * sum_k a_bk W_k`` and bias ``sum_k a_bk bias_k``.
+A 1-D or 3-D conv is the same with a kernel of (k,) or (kd, kh, kw) and maps of (L,) or
+(D, H, W): the rank is read from ``shape`` (``F.conv1d`` / ``conv2d`` / ``conv3d``).
 
 - :func:`kernel_mixing` builds the B kernels and runs one grouped conv over the batch folded
   into channels (``groups = B * g``). Its cost is one conv plus B kernels; its group count
@@ -14,52 +16,74 @@ the conv of sample b uses ``W_b = s_b * sum_k a_bk W_k`` and bias ``sum_k a_bk b
 - :func:`output_mixing` runs one dense conv with K * O outputs and sums the K results with
   the weights ``a``: K times the conv's arithmetic, but no tensor shape or group count tied
   to the batch size (ONNX export with a dynamic batch). With a spatial head the position
-  scaling is applied to the unfolded input (im2col), exact but memory-hungry.
+  scaling is applied to the unfolded input (im2col: ``F.unfold`` in 2-D, strided slices of the
+  padded input in 1-D and 3-D), exact but memory-hungry.
 
 Both take an input already padded for non-zero ``padding_mode``; ``out_scale`` (B, O) is
 ODConv's output-channel attention, applied before the bias as it scales the kernel.
-``shape`` is the weight's (K, O, I/g, kh, kw), passed as ints so that the functions also
-trace with ``torch.fx`` (where the weight is a Proxy).
+``shape`` is the weight's (K, O, I/g, *kernel) (kernel: (k,), (kh, kw) or (kd, kh, kw)), passed
+as ints so that the functions also trace with ``torch.fx`` (where the weight is a Proxy).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConvArgs", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv2d", "is_exporting",
-           "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
+__all__ = ["ConvArgs", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv", "batched_conv2d",
+           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
 
-Padding = str | tuple[int, int]
+Padding = str | tuple[int, ...]
+
+#: The conv of each number of spatial dims.
+CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 class ConvArgs(NamedTuple):
-    """How the conv slides: nn.Conv2d's stride, padding (after any padding_mode pre-pad), dilation, groups."""
+    """How the conv slides: nn.ConvNd's stride, padding (after any padding_mode pre-pad), dilation, groups
+    (stride, padding and dilation with one int per spatial dim)."""
 
-    stride: tuple[int, int]
+    stride: tuple[int, ...]
     padding: Padding
-    dilation: tuple[int, int]
+    dilation: tuple[int, ...]
     groups: int
+
+
+def _spatial(t: torch.Tensor, nd: int) -> list:
+    """The ``nd`` trailing sizes of ``t`` (indexed one by one: an fx Proxy's shape cannot be unpacked)."""
+    return [t.shape[2 + i] for i in range(nd)]
+
+
+def _per_channel(t: torch.Tensor, nd: int) -> torch.Tensor:
+    """A (B, C) tensor broadcastable against (B, C, *spatial) maps."""
+    return t[(slice(None), slice(None)) + (None,) * nd]
 
 
 # ----------------------------------------------------------------------------- the batch-folded conv
 # Under torch.compile, inductor's layout optimisation turns the grouped conv of kernel mixing
 # into channels-last copies of x, of the B per-sample kernels and of the output, slower than the
 # eager call (the DyConv rows of ``python -m dynattn.bench`` measure it). As a custom op the conv
-# stays one opaque call in the layouts eager uses. Exporting keeps the plain conv.
+# stays one opaque call in the layouts eager uses. Exporting keeps the plain conv. One op for every
+# rank: the conv is F.conv1d, conv2d or conv3d by the weight's dims.
 @torch.library.custom_op("dynattn::batched_conv2d", mutates_args=())
-def batched_conv2d(
+def batched_conv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
     dilation: list[int], groups: int,
 ) -> torch.Tensor:
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return CONV_FNS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
 
 
-@batched_conv2d.register_fake
+@batched_conv.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups):
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return CONV_FNS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
+
+
+#: The op's first name, from when it ran 2-D convs only.
+batched_conv2d = batched_conv
 
 
 def _setup(ctx, inputs, output):
@@ -72,13 +96,14 @@ def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.args
     gx, gw, gb = torch.ops.aten.convolution_backward(
-        grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, stride, padding, dilation, False, [0, 0],
+        grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, stride, padding, dilation, False,
+        [0] * len(stride),
         groups, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
     )
     return gx, gw, gb, None, None, None, None
 
 
-batched_conv2d.register_autograd(_backward, setup_context=_setup)
+batched_conv.register_autograd(_backward, setup_context=_setup)
 
 
 def is_exporting() -> bool:
@@ -93,24 +118,24 @@ def is_exporting() -> bool:
     return torch.jit.is_tracing()
 
 
-def _conv(x, w, b, stride, padding, dilation, groups):
+def _conv(nd, x, w, b, stride, padding, dilation, groups):
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling() and not is_exporting() and not isinstance(padding, str):
-        return batched_conv2d(x, w, b, list(stride), list(padding), list(dilation), groups)
-    return F.conv2d(x, w, b, stride, padding, dilation, groups)
+        return batched_conv(x, w, b, list(stride), list(padding), list(dilation), groups)
+    return CONV_FNS[nd](x, w, b, stride, padding, dilation, groups)
 
 
-def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None) -> torch.Tensor:
+def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None, nd: int = 2) -> torch.Tensor:
     if out_scale is not None:
-        y = y * out_scale[:, :, None, None]
+        y = y * _per_channel(out_scale, nd)
     if bias is not None:
-        y = y + bias[:, :, None, None]
+        y = y + _per_channel(bias, nd)
     return y
 
 
 def kernel_mixing(
     x: torch.Tensor,
-    shape: tuple[int, int, int, int, int],
+    shape: tuple[int, ...],
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     a: torch.Tensor | None,
@@ -123,31 +148,34 @@ def kernel_mixing(
     """``in_scale`` (B, in_channels), the input-channel scaling x * in_scale, and ``fold_out`` (the
     output-channel scaling ``out_scale``) go into the B kernels instead of the feature maps: equal,
     and cheaper where the maps hold more values than the kernels (large maps, few channels)."""
-    k, o, i_g, kh, kw = shape
+    k, o, i_g, *ks = shape
+    nd = len(ks)
+    ones = (1,) * nd
     b = x.shape[0]
     if a is None:  # one expert: the kernel varies only through s
-        w = weight[0].unsqueeze(0).expand(b, o, i_g, kh, kw)
+        w = weight[0].unsqueeze(0).expand(b, o, i_g, *ks)
         mixed_bias = None if bias is None else bias[0].unsqueeze(0).expand(b, o)
     else:
-        w = torch.mm(a, weight.reshape(k, -1)).view(b, o, i_g, kh, kw)
+        w = torch.mm(a, weight.reshape(k, -1)).view(b, o, i_g, *ks)
         mixed_bias = None if bias is None else torch.mm(a, bias)
     if s is not None:
-        w = w * s.view(b, 1, 1, kh, kw)
+        w = w * s.view(b, 1, 1, *ks)
     if in_scale is not None:
         g = conv.groups
-        w = (w.view(b, g, o // g, i_g, kh, kw) * in_scale.view(b, g, 1, i_g, 1, 1)).view(b, o, i_g, kh, kw)
+        w = (w.view(b, g, o // g, i_g, *ks) * in_scale.view(b, g, 1, i_g, *ones)).view(b, o, i_g, *ks)
     if fold_out and out_scale is not None:
-        w = w * out_scale.view(b, o, 1, 1, 1)
+        w = w * out_scale.view(b, o, 1, *ones)
         out_scale = None
     fused_bias = mixed_bias is not None and out_scale is None
     y = _conv(
-        x.reshape(1, -1, x.shape[2], x.shape[3]),
-        w.reshape(b * o, i_g, kh, kw),
+        nd,
+        x.reshape(1, -1, *_spatial(x, nd)),
+        w.reshape(b * o, i_g, *ks),
         mixed_bias.reshape(-1) if fused_bias else None,
         conv.stride, conv.padding, conv.dilation, conv.groups * b,
     )
-    y = y.view(b, o, y.shape[2], y.shape[3])
-    return y if fused_bias else _finish(y, mixed_bias, out_scale)
+    y = y.view(b, o, *_spatial(y, nd))
+    return y if fused_bias else _finish(y, mixed_bias, out_scale, nd)
 
 
 #: Bytes of the B mixed kernels of one block in :func:`blocked_kernel_mixing`: about what the
@@ -157,12 +185,12 @@ BLOCK_BYTES = 2 * 2**20
 MIN_BLOCK_CHANNELS = 16
 
 
-def block_channels(batch: int, shape: tuple[int, int, int, int, int], groups: int, itemsize: int = 4) -> int:
+def block_channels(batch: int, shape: tuple[int, ...], groups: int, itemsize: int = 4) -> int:
     """Output channels per block of :func:`blocked_kernel_mixing`: whose B mixed kernels take about
     ``BLOCK_BYTES``, at least ``MIN_BLOCK_CHANNELS`` (or all), and whole conv groups when grouped."""
-    _, o, i_g, kh, kw = shape
+    _, o, i_g, *ks = shape
     o_g = o // groups
-    per_channel = max(1, batch * i_g * kh * kw * itemsize)
+    per_channel = max(1, batch * i_g * math.prod(ks) * itemsize)
     n = max(BLOCK_BYTES // per_channel, MIN_BLOCK_CHANNELS, 1)
     if groups > 1:  # whole groups
         n = max(1, n // o_g) * o_g
@@ -173,7 +201,7 @@ def block_channels(batch: int, shape: tuple[int, int, int, int, int], groups: in
 
 def blocked_kernel_mixing(
     x: torch.Tensor,
-    shape: tuple[int, int, int, int, int],
+    shape: tuple[int, ...],
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     a: torch.Tensor | None,
@@ -184,8 +212,9 @@ def blocked_kernel_mixing(
     """Kernel mixing one block of output channels at a time (whole conv groups per block), so
     that each block's B mixed kernels are read by the conv while they are still in cache. With a
     symbolic batch size (torch.export, dynamic shapes) it is kernel mixing: the blocks depend on B."""
-    k, o, i_g, kh, kw = shape
-    b, h, w_ = x.shape[0], x.shape[2], x.shape[3]
+    k, o, i_g, *ks = shape
+    nd = len(ks)
+    b, sizes = x.shape[0], _spatial(x, nd)
     groups = conv.groups
     if not isinstance(b, int):  # a symbolic batch (export, dynamic shapes): blocks would guard on it
         return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv)
@@ -193,7 +222,7 @@ def blocked_kernel_mixing(
     if step >= o:
         return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv)
     o_g = o // groups
-    experts = weight.reshape(k, o, i_g, kh, kw)
+    experts = weight.reshape(k, o, i_g, *ks)
     mixed_bias = None
     if bias is not None:
         mixed_bias = bias[0].unsqueeze(0).expand(b, o) if a is None else torch.mm(a, bias)
@@ -206,73 +235,98 @@ def blocked_kernel_mixing(
     for block, xb, bb in zip(experts.split(step, dim=1), xs, biases):
         n = block.shape[1]
         if a is None:
-            wb = block[0].unsqueeze(0).expand(b, n, i_g, kh, kw)
+            wb = block[0].unsqueeze(0).expand(b, n, i_g, *ks)
         else:
-            wb = torch.mm(a, block.reshape(k, -1)).view(b, n, i_g, kh, kw)
+            wb = torch.mm(a, block.reshape(k, -1)).view(b, n, i_g, *ks)
         if s is not None:
-            wb = wb * s.view(b, 1, 1, kh, kw)
+            wb = wb * s.view(b, 1, 1, *ks)
         g_blk = 1 if groups == 1 else n // o_g
         y = _conv(
-            xb.reshape(1, -1, h, w_),
-            wb.reshape(b * n, i_g, kh, kw),
+            nd,
+            xb.reshape(1, -1, *sizes),
+            wb.reshape(b * n, i_g, *ks),
             None if bb is None else bb.reshape(-1),
             conv.stride, conv.padding, conv.dilation, g_blk * b,
         )
-        outs.append(y.view(b, n, y.shape[2], y.shape[3]))
+        outs.append(y.view(b, n, *_spatial(y, nd)))
     y = torch.cat(outs, 1)
-    return y if fused_bias else _finish(y, mixed_bias, out_scale)
+    return y if fused_bias else _finish(y, mixed_bias, out_scale, nd)
 
 
 def _grouped_expert_weight(weight: torch.Tensor, shape: tuple[int, ...], groups: int) -> torch.Tensor:
-    """(K, O, I/g, kh, kw) -> (g * K * O/g, I/g, kh, kw): each conv group holds its outputs of every expert."""
-    k, o, i_g, kh, kw = shape
+    """(K, O, I/g, *kernel) -> (g * K * O/g, I/g, *kernel): each conv group holds its outputs of every expert."""
+    k, o, i_g, *ks = shape
     if groups == 1:
-        return weight.reshape(k * o, i_g, kh, kw)
-    return weight.reshape(k, groups, o // groups, i_g, kh, kw).transpose(0, 1).reshape(k * o, i_g, kh, kw)
+        return weight.reshape(k * o, i_g, *ks)
+    return weight.reshape(k, groups, o // groups, i_g, *ks).transpose(0, 1).reshape(k * o, i_g, *ks)
 
 
-def _mix(y: torch.Tensor, a: torch.Tensor | None, k: int, o: int, groups: int) -> torch.Tensor:
-    """(B, g * K * O/g, H, W) outputs of every expert -> (B, O, H, W) weighted by a (B, K)."""
+def _mix(y: torch.Tensor, a: torch.Tensor | None, k: int, o: int, groups: int, nd: int = 2) -> torch.Tensor:
+    """(B, g * K * O/g, *spatial) outputs of every expert -> (B, O, *spatial) weighted by a (B, K)."""
     if a is None:
         return y
-    b, h, w = y.shape[0], y.shape[2], y.shape[3]
+    b, sizes = y.shape[0], _spatial(y, nd)
     if groups == 1:
         mixed = torch.bmm(a.unsqueeze(1), y.reshape(b, k, -1))
     else:
         mixed = torch.einsum("bgkr,bk->bgr", y.reshape(b, groups, k, -1), a)
-    return mixed.reshape(b, o, h, w)
+    return mixed.reshape(b, o, *sizes)
+
+
+def _windows(x: torch.Tensor, ks: list[int], dilation: tuple[int, ...], stride: tuple[int, ...]
+             ) -> tuple[torch.Tensor, list]:
+    """im2col of an already padded (B, C, *spatial) map of any rank, from strided slices:
+    ((B, C, prod(ks), L) with the kernel positions in row-major order, the output sizes)."""
+    nd = len(ks)
+    sizes = _spatial(x, nd)
+    outs = [(n - d * (kk - 1) - 1) // st + 1 for n, kk, d, st in zip(sizes, ks, dilation, stride)]
+    taps = []
+    for offsets in itertools.product(*[range(kk) for kk in ks]):
+        window = [slice(off * d, off * d + st * (n - 1) + 1, st)
+                  for off, d, st, n in zip(offsets, dilation, stride, outs)]
+        taps.append(x[(slice(None), slice(None), *window)])
+    cols = torch.stack(taps, 2)  # (B, C, P, *outs)
+    return cols.reshape(x.shape[0], x.shape[1], len(taps), -1), outs
 
 
 def output_mixing(
     x: torch.Tensor,
-    shape: tuple[int, int, int, int, int],
+    shape: tuple[int, ...],
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     a: torch.Tensor | None,
     s: torch.Tensor | None,
     out_scale: torch.Tensor | None,
     conv: ConvArgs,
-    pad_amounts: tuple[int, int, int, int],
+    pad_amounts: tuple[int, ...],
 ) -> torch.Tensor:
+    """``pad_amounts`` is ``F.pad``'s (last dim first) zero padding, applied to x before the im2col of a
+    spatial head (where the conv's ``padding`` would not reach it)."""
     stride, padding, dilation, groups = conv
-    k, o, i_g, kh, kw = shape
+    k, o, i_g, *ks = shape
+    nd = len(ks)
     if a is None:
         weight, k = weight[:1], 1
-        shape = (1, o, i_g, kh, kw)
+        shape = (1, o, i_g, *ks)
     mixed_bias = None
     if bias is not None:
         mixed_bias = bias[0].expand(x.shape[0], o) if a is None else torch.mm(a, bias)
     if s is None:
-        y = F.conv2d(x, _grouped_expert_weight(weight, shape, groups), None, stride, padding, dilation, groups)
-        return _finish(_mix(y, a, k, o, groups), mixed_bias, out_scale)
+        y = CONV_FNS[nd](x, _grouped_expert_weight(weight, shape, groups), None, stride, padding, dilation, groups)
+        return _finish(_mix(y, a, k, o, groups, nd), mixed_bias, out_scale, nd)
     # per-sample kernel-position scaling: scale the unfolded input, then one matmul per group
     if any(pad_amounts):
         x = F.pad(x, pad_amounts)
-    b, c, h, w_ = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    cols = F.unfold(x, (kh, kw), dilation=dilation, stride=stride)  # (B, C*kh*kw, L)
-    oh = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (w_ - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    cols = (cols.view(b, c, kh * kw, -1) * s.view(b, 1, kh * kw, 1)).view(b, groups, -1, oh * ow)
+    b, c = x.shape[0], x.shape[1]
+    positions = math.prod(ks)
+    if nd == 2:
+        h, w_ = x.shape[2], x.shape[3]
+        kh, kw = ks
+        cols = F.unfold(x, (kh, kw), dilation=dilation, stride=stride)  # (B, C*kh*kw, L)
+        outs = [(h - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (w_ - dilation[1] * (kw - 1) - 1) // stride[1] + 1]
+    else:
+        cols, outs = _windows(x, ks, dilation, stride)  # (B, C, P, L)
+    cols = (cols.view(b, c, positions, -1) * s.view(b, 1, positions, 1)).view(b, groups, c // groups * positions, -1)
     wg = _grouped_expert_weight(weight, shape, groups).view(groups, k * o // groups, -1)
-    y = torch.einsum("gor,bgrl->bgol", wg, cols).reshape(b, k * o, oh, ow)
-    return _finish(_mix(y, a, k, o, groups), mixed_bias, out_scale)
+    y = torch.einsum("gor,bgrl->bgol", wg, cols).reshape(b, k * o, *outs)
+    return _finish(_mix(y, a, k, o, groups, nd), mixed_bias, out_scale, nd)

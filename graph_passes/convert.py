@@ -1,4 +1,9 @@
-"""The kernel target: replace selected ``nn.Conv2d`` modules by upcycled ``DynamicConv2d``s.
+"""The kernel target: replace selected ``nn.Conv2d`` modules by upcycled ``DynamicConv2d``s
+(``nn.Conv1d`` / ``nn.Conv3d`` by ``DynamicConv1d`` / ``DynamicConv3d`` in a 1-D or 3-D model).
+
+The model's rank is that of its example input (a (B, C, L), (B, C, H, W) or (B, C, D, H, W)
+tensor), else that of its first conv; only plain convs of that rank are converted (a 2-D model's
+``nn.Conv1d``s, such as ECA's gate, stay as they are).
 
 No tracing is needed: the convs are found by name. With ``where=None`` the spec's own placement
 (``dynattn.conv_placement``: its paper's and official code's models) decides which stay static;
@@ -12,6 +17,7 @@ the moment it is replaced (see ``DynamicConv2d.from_conv``), and its state_dict 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -22,37 +28,65 @@ from torch import nn
 from dynattn import AttnSpec, ConvPlacement, ModelError, SpecError, build, conv_placement, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
-from .shapes import _swapped_state, is_conv_module
+from .shapes import _swapped_state
 from .sites import _glob, _regex
 from .trace import untouched
 
-__all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_parts", "SHORTCUT_NAMES"]
+__all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_parts", "model_dims", "SHORTCUT_NAMES"]
 
 #: Module names of projection shortcuts (torchvision's and timm's ResNet, RegNet, ByobNet).
 SHORTCUT_NAMES = frozenset({"downsample", "shortcut", "proj", "skip"})
+
+
+#: The torch conv of each number of spatial dims.
+CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+#: Default probe sizes (spatial) of a model with 1 or 3 spatial dims (2-D: timm's input size or 224 x 224).
+PROBE_SIZES: dict[int, tuple[int, ...]] = {1: (224,), 3: (16, 112, 112)}
 
 
 def _inside_dynattn(name: str, owners: list[str]) -> bool:
     return any(name == o or name.startswith(o + ".") for o in owners)
 
 
-def convertible_convs(model: nn.Module) -> tuple[list[tuple[str, nn.Conv2d]], list[tuple[str, str]]]:
-    """(plain convs by name, [(name, class) of Conv2d subclasses whose forward differs])."""
+def model_dims(model: nn.Module, inputs: tuple | None = None) -> int:
+    """The number of spatial dims of ``model``'s feature maps: its first example input's (a 3-, 4- or
+    5-D tensor), else its first conv's (an ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``, or a registered conv
+    with a ``dims`` attribute, as dynattn's dynamic convs have), else 2."""
+    for t in inputs or ():
+        if isinstance(t, torch.Tensor) and 3 <= t.dim() <= 5:
+            return t.dim() - 2
+    for m in model.modules():
+        for dims, cls in CONVS.items():
+            if isinstance(m, cls):
+                return dims
+        if isinstance(m, leaf_modules("conv")) and getattr(m, "dims", None) in CONVS:
+            return m.dims
+    return 2
+
+
+def _is_conv(module: object, dims: int) -> bool:
+    """A conv of ``dims`` spatial dims (or a subclass), or a module registered with ``role="conv"``."""
+    return isinstance(module, (CONVS[dims], *leaf_modules("conv")))
+
+
+def convertible_convs(model: nn.Module, dims: int = 2) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
+    """(plain convs of ``dims`` spatial dims by name, [(name, class) of their subclasses whose forward differs])."""
+    base = CONVS[dims]
     owners = [n for n, m in model.named_modules() if isinstance(m, leaf_modules())]
     plain, skipped = [], []
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Conv2d) or _inside_dynattn(name, owners):
+        if not isinstance(m, base) or _inside_dynattn(name, owners):
             continue
-        if type(m).forward is nn.Conv2d.forward:
+        if type(m).forward is base.forward:
             plain.append((name, m))
         else:
             skipped.append((name, type(m).__name__))
     return plain, skipped
 
 
-def _select(convs: list[tuple[str, nn.Conv2d]], where: Any) -> list[tuple[str, nn.Conv2d]]:
+def _select(convs: list[tuple[str, nn.Module]], where: Any, dims: int = 2) -> list[tuple[str, nn.Module]]:
     items = list(where) if isinstance(where, (list, tuple)) else [where]
-    chosen: dict[str, nn.Conv2d] = {}
+    chosen: dict[str, nn.Module] = {}
     for item in items:
         if item is None:
             found = convs
@@ -73,7 +107,7 @@ def _select(convs: list[tuple[str, nn.Conv2d]], where: Any) -> list[tuple[str, n
             raise SpecError("where", item, "is not a selector", ("'conv'", "a glob", "'re:<regex>'",
                             "a callable (node, module) -> bool", "a list of these"))
         if not found:
-            raise SpecError("where", item, "matches no plain nn.Conv2d",
+            raise SpecError("where", item, f"matches no plain nn.{CONVS[dims].__name__}",
                             hint="graph_passes.list_sites(model, spec) lists the convs that can be replaced")
         for n, m in found:
             chosen.setdefault(n, m)
@@ -89,11 +123,12 @@ def _convs_under(path: str, names: Sequence[str]) -> list[str]:
 STEM_MAX_CONVS = 3
 
 
-def _stem_and_head(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(the stem's convs, the head's conv). The stem is the first part of the model holding convs,
-    descending into a part that holds them all or more than a stem's few (a detector's backbone);
-    the head is the last part holding convs at the stem's level, when that is one 1x1 conv."""
-    names = [n for n, m in model.named_modules() if is_conv_module(m)]
+def _stem_and_head(model: nn.Module, dims: int = 2) -> tuple[list[str], list[str]]:
+    """(the stem's convs, the head's conv). The stem is the first part of the model holding convs
+    (of ``dims`` spatial dims), descending into a part that holds them all or more than a stem's few
+    (a detector's backbone); the head is the last part holding convs at the stem's level, when that
+    is one 1x1 conv."""
+    names = [n for n, m in model.named_modules() if _is_conv(m, dims)]
     path, module = "", model
     while True:
         holding = []
@@ -109,31 +144,33 @@ def _stem_and_head(model: nn.Module) -> tuple[list[str], list[str]]:
             path, module = first[0], first[1]
             continue
         head = last[2] if len(last[2]) == 1 and last is not first else []
-        if head and tuple(getattr(model.get_submodule(head[0]), "kernel_size", ())) != (1, 1):
+        kernel = tuple(getattr(model.get_submodule(head[0]), "kernel_size", ())) if head else ()
+        if head and (not kernel or any(k != 1 for k in kernel)):
             head = []  # a head is a 1x1 conv (VGG's last 3x3 conv is the body's)
         return first[2], head
 
 
-def _is_shortcut(name: str, conv: nn.Conv2d) -> bool:
-    return tuple(conv.kernel_size) == (1, 1) and any(part in SHORTCUT_NAMES for part in name.split(".")[:-1])
+def _is_shortcut(name: str, conv: nn.Module) -> bool:
+    return all(k == 1 for k in conv.kernel_size) and any(part in SHORTCUT_NAMES for part in name.split(".")[:-1])
 
 
-def _probe_input(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: tuple | None) -> tuple:
+def _probe_input(model: nn.Module, inputs: tuple | None, dims: int = 2) -> tuple:
     if inputs is not None:
         return tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
-    first = next(m for m in model.modules() if is_conv_module(m))
+    first = next(m for m in model.modules() if _is_conv(m, dims))
     cfg = getattr(model, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     hw = tuple(size[1:]) if isinstance(size, (tuple, list)) and len(size) == 3 else (224, 224)
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    return (torch.empty(2, first.in_channels, *hw, device="meta", dtype=dtype),)
+    return (torch.empty(2, first.in_channels, *(hw if dims == 2 else PROBE_SIZES[dims]), device="meta", dtype=dtype),)
 
 
-def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: tuple | None
+def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, dims: int = 2
                  ) -> tuple[dict[str, tuple[int, bool]], str | None]:
     """({conv: (output stride, runs on a 1x1 map)}, None) from one forward pass on meta tensors,
-    or ({}, why) when the model's forward does not run on them."""
+    or ({}, why) when the model's forward does not run on them. The output stride is measured on
+    the height (the length of a 1-D map)."""
     seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def record(name):
@@ -142,7 +179,7 @@ def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: t
                 seen[name] = (tuple(args[0].shape[2:]), tuple(output.shape[2:]))
         return hook
 
-    probe = _probe_input(model, convs, inputs)
+    probe = _probe_input(model, inputs, dims)
     handles = [m.register_forward_hook(record(n)) for n, m in convs]
     try:
         with untouched(model), _swapped_state(model, lambda t: t.to("meta")), torch.no_grad(), \
@@ -154,20 +191,21 @@ def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], inputs: t
     finally:
         for h in handles:
             h.remove()
-    image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == 4), None)
-    height = image.shape[2] if image is not None else None
+    axis = -2 if dims > 1 else -1  # H of (H, W) and (D, H, W); L
+    image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == dims + 2), None)
+    height = image.shape[axis] if image is not None else None
     out = {}
     for name, (in_hw, out_hw) in seen.items():
-        stride = max(1, round(height / out_hw[0])) if height and out_hw and out_hw[0] else 1
-        out[name] = (stride, len(in_hw) == 2 and in_hw[0] * in_hw[1] == 1)
+        stride = max(1, round(height / out_hw[axis])) if height and out_hw and out_hw[axis] else 1
+        out[name] = (stride, len(in_hw) == dims and math.prod(in_hw) == 1)
     return out, None
 
 
-def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.Conv2d]],
-                    inputs: tuple | None = None) -> dict[str, str]:
+def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.Module]],
+                    inputs: tuple | None = None, dims: int = 2) -> dict[str, str]:
     """{conv name: why it stays static} under the spec's default placement (convs not named convert)."""
     placement: ConvPlacement = conv_placement(spec)
-    stem, head = _stem_and_head(model)
+    stem, head = _stem_and_head(model, dims)
     static: dict[str, str] = {}
     for name, conv in convs:
         if not placement.stem and name in stem:
@@ -176,7 +214,7 @@ def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.
             static[name] = "head"
         elif not placement.shortcuts and _is_shortcut(name, conv):
             static[name] = "projection shortcut"
-    shapes, failure = _conv_shapes(model, convs, inputs)
+    shapes, failure = _conv_shapes(model, convs, inputs, dims)
     if failure is not None:
         if placement.min_stride > 1:
             raise ModelError("model", type(model).__name__,
@@ -199,23 +237,25 @@ def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.
 
 
 def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any, inputs: tuple | None = None
-                    ) -> list[tuple[str, nn.Conv2d]]:
-    convs, skipped = convertible_convs(model)
+                    ) -> list[tuple[str, nn.Module]]:
+    dims = model_dims(model, inputs)
+    convs, skipped = convertible_convs(model, dims)
+    conv = CONVS[dims].__name__  # Conv2d
     if skipped:
         names = ", ".join(f"{n} ({cls})" for n, cls in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
-        warnings.warn(f"skipping {len(skipped)} Conv2d subclass(es) whose forward differs from nn.Conv2d's, "
-                      f"which an upcycled DynamicConv2d would not reproduce: {names}", stacklevel=3)
+        warnings.warn(f"skipping {len(skipped)} {conv} subclass(es) whose forward differs from nn.{conv}'s, "
+                      f"which an upcycled Dynamic{conv} would not reproduce: {names}", stacklevel=3)
     if not convs:
         raise ModelError("model", type(model).__name__,
-                        "has no plain nn.Conv2d to replace with a DynamicConv2d"
-                        + (f" ({len(skipped)} Conv2d subclasses were skipped)" if skipped else ""),
+                        f"has no plain nn.{conv} to replace with a Dynamic{conv}"
+                        + (f" ({len(skipped)} {conv} subclasses were skipped)" if skipped else ""),
                         hint="a kernel-target spec converts convs; use a feature target to insert attention")
     if where is not None:
-        return _select(convs, where)
+        return _select(convs, where, dims)
     placement = conv_placement(spec)
     if placement == conv_placement(AttnSpec(target="kernel")):  # every conv: nothing to find out
         return convs
-    static = placement_parts(model, spec, convs, inputs)
+    static = placement_parts(model, spec, convs, inputs, dims)
     chosen = [(n, m) for n, m in convs if n not in static]
     if not chosen:
         raise ModelError("model", type(model).__name__,

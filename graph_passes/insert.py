@@ -133,7 +133,8 @@ def insert_attention(
 
     - ``spec``: an AttnSpec or preset name, or a list of them to chain at each site.
       A kernel-target spec replaces the selected ``nn.Conv2d``s with upcycled
-      ``DynamicConv2d``s instead (default ``where``: the spec's own placement,
+      ``DynamicConv2d``s instead (``nn.Conv1d`` / ``nn.Conv3d`` with ``DynamicConv1d`` /
+      ``DynamicConv3d`` in a 1-D / 3-D model; default ``where``: the spec's own placement,
       ``dynattn.conv_placement(spec)``; ``"conv"``: every plain conv).
     - ``where``: see :mod:`graph_passes.sites`; ``None`` is ``"residual"`` when the model
       has residual adds, else ``"stage"``.

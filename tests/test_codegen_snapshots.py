@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dynattn import AttnSpec, DynamicConv2d, build
+from dynattn import AttnSpec, DynamicConv1d, DynamicConv2d, DynamicConv3d, build
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -64,12 +64,13 @@ ROUTERS = {
 }
 CASES.update(ROUTERS)
 CASES.update(RANKS)
+CASES.update({"router_odconv_1d": (AttnSpec.odconv(), 1), "router_dyconv_3d": (AttnSpec.dyconv(), 3)})
 
 
 def render(case: AttnSpec | tuple[AttnSpec, int]) -> str:
     spec, dims = case if isinstance(case, tuple) else (case, 2)
-    if spec.kind == "kernel":  # the router of a 64 -> 64, 3x3 dynamic conv
-        module = DynamicConv2d(64, 64, 3, padding=1, spec=spec).router
+    if spec.kind == "kernel":  # the router of a 64 -> 64, 3x3 dynamic conv (3 or 3x3x3 on other ranks)
+        module = {1: DynamicConv1d, 2: DynamicConv2d, 3: DynamicConv3d}[dims](64, 64, 3, padding=1, spec=spec).router
     else:
         module = build(spec, channels=64, spatial_dims=dims)
     return f"# {type(module).__name__}: {spec!r}\n{module.code.strip()}\n"

@@ -2,12 +2,16 @@
 
     python -m dynattn.bench.dynconv                       # K=4, B=32, 64->64, 3x3, 28x28
     python -m dynattn.bench.dynconv --batch 8 --size 56 --memory-batch 256
+    python -m dynattn.bench.dynconv --rank 3 --batch 4 --depth 8 --size 28 --variants static,dyconv:auto --compiled
+    python -m dynattn.bench.dynconv --rank 1 --size 784   # DynamicConv1d against nn.Conv1d
 
 Prints a markdown table: median time of inference and of a training step (forward +
-backward) as a ratio to the static ``nn.Conv2d`` of the same shape, and the peak tensor
-memory one step allocates at ``--memory-batch`` (the input itself not counted). timm's CondConv2d runs with
-its usual router (sigmoid of a linear layer on the average-pooled input, as in timm's
-CondConvResidual); it needs ``pip install timm``.
+backward) as a ratio to the static conv (``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` by
+``--rank``) of the same shape, and the peak tensor memory one step allocates at ``--memory-batch``
+(the input itself not counted). ``--compiled`` adds each variant under ``torch.compile(fullgraph=True)``
+to the same interleaved run (a ``+compiled`` row, its ratio to the compiled static conv; memory not
+measured). timm's CondConv2d runs with its usual router (sigmoid of a linear layer on the
+average-pooled input, as in timm's CondConvResidual); it needs ``pip install timm`` and ``--rank 2``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from ..dynamic_conv import DynamicConv2d
+from ..dynamic_conv import DynamicConv1d, DynamicConv2d, DynamicConv3d
 from ..spec import AttnSpec
 from .handwritten import CondConvWithRouter
 from .timing import (
@@ -35,14 +39,20 @@ VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:blocked", "dyconv:
             "timm_condconv")
 
 
-def make(variant: str, cin: int, cout: int, experts: int) -> nn.Module:
+#: The static conv and the dynamic conv of each ``--rank``.
+CONVS = {1: (nn.Conv1d, DynamicConv1d), 2: (nn.Conv2d, DynamicConv2d), 3: (nn.Conv3d, DynamicConv3d)}
+COMPILED = "+compiled"
+
+
+def make(variant: str, cin: int, cout: int, experts: int, rank: int = 2) -> nn.Module:
+    static, dynamic = CONVS[rank]
     if variant == "static":
-        return nn.Conv2d(cin, cout, 3, padding=1)
+        return static(cin, cout, 3, padding=1)
     if variant == "timm_condconv":
         return CondConvWithRouter(cin, cout, experts)
     preset, strategy = variant.split(":")
     spec = getattr(AttnSpec, preset)(experts=experts)
-    return DynamicConv2d(cin, cout, 3, padding=1, spec=spec, strategy=strategy)
+    return dynamic(cin, cout, 3, padding=1, spec=spec, strategy=strategy)
 
 
 def _step(module: nn.Module, x: torch.Tensor, train: bool):
@@ -59,10 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--channels", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--size", type=int, default=28, help="H = W (rank 2, 3), or L (rank 1)")
+    p.add_argument("--rank", type=int, choices=(1, 2, 3), default=2, help="spatial dims: Conv1d, Conv2d or Conv3d")
+    p.add_argument("--depth", type=int, default=8, help="D of a --rank 3 input (B, C, D, size, size)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time every variant under torch.compile(fullgraph=True), in the same run")
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--memory-batch", type=int, default=256)
+    p.add_argument("--memory-batch", type=int, default=None, help="default 256 (rank 1, 2), 16 (rank 3); 0: skip")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -74,41 +88,58 @@ def main(argv: list[str] | None = None) -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     allocator = allocator_line(args)
     variants = args.variants.split(",")
+    if args.rank != 2 and "timm_condconv" in variants:
+        variants = [v for v in variants if v != "timm_condconv"]
+        print("timm's CondConv2d is 2-D: skipping timm_condconv", file=sys.stderr)
     try:
         import timm  # noqa: F401
     except ImportError:
         variants = [v for v in variants if v != "timm_condconv"]
         print("timm is not installed: skipping timm_condconv", file=sys.stderr)
+    if "static" not in variants:
+        variants.insert(0, "static")  # the ratios' denominator
+    memory_batch = args.memory_batch if args.memory_batch is not None else 16 if args.rank == 3 else 256
 
     torch.manual_seed(0)
     c, k = args.channels, args.experts
-    x = torch.randn(args.batch, c, args.size, args.size)
-    modules = {v: make(v, c, c, k) for v in variants}
+    spatial = {1: (args.size,), 2: (args.size, args.size), 3: (args.depth, args.size, args.size)}[args.rank]
+    x = torch.randn(args.batch, c, *spatial)
+    modules = {v: make(v, c, c, k, args.rank) for v in variants}
+    timed: dict[str, nn.Module] = dict(modules)
+    if args.compiled:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        timed.update({v + COMPILED: torch.compile(m, fullgraph=True) for v, m in modules.items()})
     rows = {}
     for train in (False, True):
         for m in modules.values():
             m.train(train)
         xi = x.requires_grad_(False)
-        rows[train] = interleaved_medians({v: _step(m, xi, train) for v, m in modules.items()},
+        rows[train] = interleaved_medians({v: _step(m, xi, train) for v, m in timed.items()},
                                           repeats=args.repeats, clock=clock)
     memory = {}
-    big = torch.randn(args.memory_batch, c, args.size, args.size)
-    for train in (False, True):
-        for v, m in modules.items():
-            m.train(train)
-            memory[(v, train)] = peak_allocated_mb(_step(m, big, train))
-    del big
+    if memory_batch:
+        big = torch.randn(memory_batch, c, *spatial)
+        for train in (False, True):
+            for v, m in modules.items():
+                m.train(train)
+                memory[(v, train)] = peak_allocated_mb(_step(m, big, train))
+        del big
 
-    print(f"dynamic conv K={k}, B={args.batch}, {c}->{c}, 3x3, {args.size}x{args.size}; "
+    shape = "x".join(map(str, spatial))
+    kernel = "x".join(["3"] * args.rank)
+    print(f"dynamic conv ({CONVS[args.rank][1].__name__}) K={k}, B={args.batch}, {c}->{c}, {kernel}, {shape}; "
           f"medians of {args.repeats} interleaved runs ({args.clock} clock); {machine_summary()}; {allocator}")
-    print(f"memory: peak tensor memory one step allocates at B={args.memory_batch} (input excluded)\n")
+    print(f"memory: peak tensor memory one step allocates at B={memory_batch} (input excluded)"
+          + ("; a +compiled row's ratio is to the compiled static conv" if args.compiled else "") + "\n")
     print("| variant | inference ms | vs static | train step ms | vs static | peak MB infer | peak MB train |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    s_inf, s_train = rows[False]["static"], rows[True]["static"]
-    for v in variants:
+    for v in timed:
+        base = "static" + COMPILED if v.endswith(COMPILED) else "static"
         inf, tr = rows[False][v], rows[True][v]
+        s_inf, s_train = rows[False][base], rows[True][base]
+        mem = [f"{memory[(v, t)]:.0f}" if (v, t) in memory else "-" for t in (False, True)]
         print(f"| {v} | {inf * 1e3:.2f} | {inf / s_inf:.2f}x | {tr * 1e3:.2f} | {tr / s_train:.2f}x "
-              f"| {memory[(v, False)]:.0f} | {memory[(v, True)]:.0f} |")
+              f"| {mem[0]} | {mem[1]} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ split by head after the temperature:
 
 - ``kernel``: K mixing weights over the expert kernels (the spec's gate: softmax or sigmoid);
 - ``in`` / ``out``: sigmoid attentions over input / output channels (ODConv's alpha_c, alpha_f);
-- ``spatial``: a sigmoid attention over the kh * kw kernel positions (ODConv's alpha_s).
+- ``spatial``: a sigmoid attention over the kernel positions (kh * kw; k or kd * kh * kw for a 1-D
+  or 3-D conv: ODConv's alpha_s).
+
+The router pools over every spatial axis of its conv's input: (B, C, L), (B, C, H, W) or
+(B, C, D, H, W), by the rank of the conv's kernel.
 
 Heads that cannot matter for the conv are dropped, as ODConv's code does: ``kernel`` with one
 expert, ``spatial`` for a 1x1 kernel, ``out`` for a depthwise conv with as many outputs as
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +46,7 @@ __all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_rout
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """What a router needs to know about its conv."""
+    """What a router needs to know about its conv (``kernel_size`` has one int per spatial dim)."""
 
     in_channels: int
     out_channels: int
@@ -72,9 +77,7 @@ class RouterPlan:
 
 
 def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
-    positions = 1
-    for k in g.kernel_size:
-        positions *= k
+    positions = math.prod(g.kernel_size)
     identity = spec.init == "identity"
     out: list[HeadPlan] = []
     for name in spec.heads:
@@ -114,7 +117,7 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    z = excite(w, squeeze(w, x, plan.branch), plan.branch)
+    z = excite(w, squeeze(w, x, plan.branch), plan.branch)  # pooled over every spatial axis of the conv's input
     temperature = w.attr("temperature", "temperature")
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     if len(plan.heads) > 1:

@@ -419,8 +419,8 @@ class StripMLP(nn.Module):
         if self.bn is not None:
             y = self.bn(bn_guard(y, self.training))
         parts = torch.split(self.act(y), [f.shape[2] for f in flat], dim=2)
-        return tuple(getattr(self, f"fc_{axis}")(part).view_as(strip)
-                     for axis, part, strip in zip(self.axes, parts, strips))
+        # indexed, not iterated: a host model traced with torch.fx sees ``parts`` as one Proxy
+        return tuple(getattr(self, f"fc_{axis}")(parts[i]).view_as(strips[i]) for i, axis in enumerate(self.axes))
 
 
 class GroupNorm1(nn.GroupNorm):

@@ -1,6 +1,5 @@
 """DynamicConv2d: nn.Conv2d semantics, exact upcycling, three equal strategies, references."""
 
-import contextlib
 import copy
 import pickle
 
@@ -9,28 +8,17 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build, mixing
+from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build
 from dynattn.compiler.router import ConvGeometry
 from dynattn.dynamic_conv import COST_MODELS, choose_strategy, clear_measured_strategies, cost_model, strategy_costs
+from tests.blocks import small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")
 
 
-@contextlib.contextmanager
-def small_blocks(channels=5):
-    """Blocked mixing in blocks of ``channels`` output channels (one group where grouped), so that the
-    small test convs run as several blocks, the last one narrower."""
-    saved = mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS
-    mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = 1, channels
-    try:
-        yield
-    finally:
-        mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = saved
-
-
 @pytest.fixture
 def blocks():
-    with small_blocks():
+    with small_blocks(5):
         yield
 
 # (name, nn.Conv2d kwargs with in/out channels)

@@ -2,7 +2,6 @@
 reference, exact upcycling, ODConv's heads over k or kd*kh*kw positions, build's dispatch, ONNX with a
 dynamic batch, and graph_passes converting 1-D and 3-D models."""
 
-import contextlib
 import warnings
 
 import pytest
@@ -27,6 +26,7 @@ from dynattn import (
 )
 from dynattn.dynamic_conv import choose_strategy
 from graph_passes import insert_attention, list_sites, report
+from tests.blocks import small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")
 CLASSES = {1: (DynamicConv1d, nn.Conv1d), 3: (DynamicConv3d, nn.Conv3d)}
@@ -52,17 +52,6 @@ CONFIGS = {
     "circular": dict(in_channels=4, out_channels=6, kernel_size=3, padding=2, padding_mode="circular"),
     "replicate": dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, padding_mode="replicate"),
 }
-
-
-@contextlib.contextmanager
-def small_blocks(channels=2):
-    """Blocked mixing in blocks of ``channels`` output channels, so that the small convs run as several."""
-    saved = mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS
-    mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = 1, channels
-    try:
-        yield
-    finally:
-        mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = saved
 
 
 def _x(dims, batch=3, channels=4, seed=0, dtype=torch.float32):
@@ -114,7 +103,7 @@ def _compare_with_reference(dyn, x, train):
     for strategy in STRATEGIES:
         dyn.strategy = strategy
         xi = x.clone().requires_grad_(train)
-        with small_blocks():
+        with small_blocks(2):
             got = dyn(xi)
             grads = torch.autograd.grad(got, [xi, *params], grad_out) if train else ()
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=lambda m, s=strategy: f"{s}: {m}")
@@ -202,7 +191,7 @@ def test_upcycled_equals_the_conv_and_loads_its_checkpoint(dims, spec):
             for strategy in STRATEGIES:
                 dyn = cls.from_conv(conv, spec, strategy=strategy)
                 assert type(dyn) is cls and dyn.training == train
-                with small_blocks():
+                with small_blocks(2):
                     torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=0)
         # a checkpoint of the plain conv fills every expert; only the router's keys are missing
         fresh = cls(**CONFIGS[config], spec=AttnSpec.dyconv())

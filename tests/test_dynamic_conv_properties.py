@@ -1,25 +1,14 @@
 """Hypothesis over conv configurations and kernel-target specs."""
 
-import contextlib
 
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn
 
-from dynattn import DynamicConv2d, SpecError, mixing
+from dynattn import DynamicConv2d, SpecError
 from dynattn.testing import specs
-
-
-@contextlib.contextmanager
-def blocks_of(channels):
-    """Blocked mixing in blocks of ``channels`` output channels (whole groups where grouped)."""
-    saved = mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS
-    mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = 1, channels
-    try:
-        yield
-    finally:
-        mixing.BLOCK_BYTES, mixing.MIN_BLOCK_CHANNELS = saved
+from tests.blocks import small_blocks
 
 
 @st.composite
@@ -65,7 +54,7 @@ def test_strategies_agree_and_shapes_follow_conv2d(cfg, spec, batch, seed, train
     x = torch.randn(batch, cfg["in_channels"], 9, 8, dtype=torch.float64, requires_grad=train)
     expected_shape = nn.Conv2d(**cfg)(x.detach().float()).shape
     results = {}
-    with blocks_of(block):
+    with small_blocks(block):
         for strategy in ("kernel", "blocked", "output"):
             dyn.strategy = strategy
             out = dyn(x)
@@ -92,5 +81,5 @@ def test_upcycling_reproduces_any_conv(cfg, spec, seed, train, strategy):
         assume("leave nothing dynamic" not in str(err))
         raise
     x = torch.randn(2, cfg["in_channels"], 9, 8, dtype=torch.float64)
-    with blocks_of(2):
+    with small_blocks(2):
         torch.testing.assert_close(dyn(x), conv(x), atol=1e-10, rtol=1e-10)

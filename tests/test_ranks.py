@@ -31,7 +31,7 @@ from tests.reference.nd import CBAMNd, CoordAttNd, FcaNd, GAMNd, TripletNd
 from tests.reference.se import SEReference
 from tests.reference.simam import SimAMReference
 from tests.reference.srm import SRMReference
-from tests.weights import copy_weights, randomize_norms, randomize_parameters
+from tests.weights import assert_equivalent
 
 SHAPES = {1: (13,), 2: (11, 7), 3: (5, 7, 6)}
 TOL = 1e-5
@@ -41,25 +41,8 @@ FEATURE_PRESETS = [name for name in PRESETS if get_spec(name).kind == "feature"]
 def _check(ours, ref, mapping, channels, dims, *, view=None, randomize=False, shape=None):
     """``ours`` (built for ``dims``) equals ``ref`` after copying weights, in train and eval mode, and
     BatchNorm running statistics move alike. ``view`` maps the map to the layout ``ref`` takes."""
-    torch.manual_seed(channels + dims)
-    if randomize:
-        randomize_parameters(ref)
-    randomize_norms(ref)
-    copy_weights(ours, ref, mapping)
-    for train in (True, False):
-        ours.train(train)
-        ref.train(train)
-        for _ in range(2):
-            x = torch.randn(3, channels, *(shape or SHAPES[dims])) * 2
-            expected = ref(x) if view is None else ref(view(x)).view_as(x)
-            got = ours(x)
-            assert got.shape == x.shape
-            torch.testing.assert_close(got, expected, atol=TOL, rtol=0)
-    ours_state = ours.state_dict()
-    for key, value in ref.state_dict().items():
-        if "running" in key:
-            prefix = next(s for s in mapping if key.startswith(s))
-            torch.testing.assert_close(ours_state[mapping[prefix] + key[len(prefix):]], value, atol=TOL, rtol=0)
+    assert_equivalent(ours, ref, mapping, (3, channels, *(shape or SHAPES[dims])), seed=channels + dims,
+                      randomize=randomize, view=view, tol=TOL)
 
 
 # ------------------------------------------------------------------ MONAI's ChannelSELayer

@@ -22,7 +22,7 @@ from tests.reference.se import SEReference
 from tests.reference.simam import SimAMReference
 from tests.reference.srm import SRMReference
 from tests.reference.triplet import TripletReference
-from tests.weights import copy_weights, randomize_norms, randomize_parameters
+from tests.weights import assert_equivalent
 
 CHANNELS = (33, 64, 96, 256)
 TOL = 1e-5
@@ -31,25 +31,8 @@ TOL = 1e-5
 def _check(ours, ref, mapping, channels, steps=2, shape=(11, 7), randomize=False):
     """``randomize=True`` also draws every parameter of the reference at random first (for references
     whose layers start at zero or one)."""
-    torch.manual_seed(channels)
-    if randomize:
-        randomize_parameters(ref)
-    randomize_norms(ref)
-    copy_weights(ours, ref, mapping)
-    for train in (True, False):
-        ours.train(train)
-        ref.train(train)
-        for _ in range(steps):
-            x = torch.randn(3, channels, *shape) * 2
-            expected, got = ref(x), ours(x)
-            assert got.shape == x.shape
-            torch.testing.assert_close(got, expected, atol=TOL, rtol=0)
-    # the train-mode forwards updated the running statistics the same way
-    ours_state = ours.state_dict()
-    for key, value in ref.state_dict().items():
-        if "running" in key:
-            prefix = next(s for s in mapping if key.startswith(s))
-            torch.testing.assert_close(ours_state[mapping[prefix] + key[len(prefix):]], value, atol=TOL, rtol=0)
+    assert_equivalent(ours, ref, mapping, (3, channels, *shape), seed=channels, steps=steps, randomize=randomize,
+                      tol=TOL)
 
 
 @pytest.mark.parametrize("channels", CHANNELS)

@@ -53,3 +53,30 @@ def randomize_parameters(*modules: nn.Module, seed: int = 0) -> None:
                     p.copy_(torch.randn(p.shape, generator=g) * (p[0].numel() ** -0.5))
                 else:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def assert_equivalent(ours: nn.Module, ref: nn.Module, mapping: dict[str, str], input_shape: tuple[int, ...], *,
+                      seed: int, steps: int = 2, randomize: bool = False, view=None, tol: float = 1e-5) -> None:
+    """``ours`` equals ``ref`` after copying its weights by ``mapping`` (with every BatchNorm given non-trivial
+    statistics, and with ``randomize`` every parameter drawn at random first), on ``steps`` inputs of
+    ``input_shape`` in train and then eval mode; the train-mode forwards update the running statistics alike.
+    ``view`` maps an input to the layout ``ref`` takes (its output is viewed back as the input)."""
+    torch.manual_seed(seed)
+    if randomize:
+        randomize_parameters(ref)
+    randomize_norms(ref)
+    copy_weights(ours, ref, mapping)
+    for train in (True, False):
+        ours.train(train)
+        ref.train(train)
+        for _ in range(steps):
+            x = torch.randn(*input_shape) * 2
+            expected = ref(x) if view is None else ref(view(x)).view_as(x)
+            got = ours(x)
+            assert got.shape == x.shape
+            torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+    ours_state = ours.state_dict()
+    for key, value in ref.state_dict().items():
+        if "running" in key:
+            prefix = next(s for s in mapping if key.startswith(s))
+            torch.testing.assert_close(ours_state[mapping[prefix] + key[len(prefix):]], value, atol=tol, rtol=0)

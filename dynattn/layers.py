@@ -26,7 +26,10 @@ __all__ = [
 
 def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
     """``x`` itself; in training mode, first a clear error where BatchNorm would have a single
-    value per channel (a batch of 1 through an MLP, a 1x1 map with a batch of 1)."""
+    value per channel (a batch of 1 through an MLP, a 1x1 map with a batch of 1). A host model
+    traced with torch.fx records it as one call (given a Proxy, it records itself)."""
+    if isinstance(x, torch.fx.Proxy):
+        return x.tracer.create_proxy("call_function", bn_guard, (x, training), {})
     if training and x.numel() // max(x.shape[1], 1) <= 1:
         raise InputError(
             "input", tuple(x.shape),
@@ -35,10 +38,6 @@ def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
             "or use norm=None",
         )
     return x
-
-
-# a host model traced with torch.fx records the guard as one call instead of tracing its shape check
-torch.fx.wrap("bn_guard")
 
 
 def _act(name: str) -> nn.Module:

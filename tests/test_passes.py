@@ -2,13 +2,12 @@
 
 import copy
 
-import einops
 import torch
 import torch.fx as fx
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dynattn import AttnSpec, DynamicConv2d, build
+from dynattn import AttnSpec, DynamicConv2d, build, einops
 from dynattn.compiler import build_feature, emit_graph, lower
 from dynattn.compiler.optimize import batch_shared_excitation, eliminate_common_subexpressions
 from dynattn.testing import specs

@@ -3,9 +3,8 @@
 The graph is built node by node (einops does not accept fx Proxies, so nothing is
 traced). Nodes are named after their role (``squeeze``, ``excite``, ``gate``,
 ``scale``), prefixed by the stage they belong to, so ``print(module.code)`` reads like
-the paper. einops calls carry ``meta["is_wrapped"]``: fx then writes ``wrap(...)`` into
-the generated code, and a host model that contains the module traces through it,
-recording each einops call as one node.
+the paper. The einops calls are :mod:`dynattn.einops`'s: a host model that contains the
+module traces through it, recording each einops call as one node.
 
 The graph depends only on the plan and is cached; the modules it calls (fresh parameters
 for every build) are made by :mod:`dynattn.compiler.instantiate`.
@@ -16,14 +15,14 @@ from __future__ import annotations
 import functools
 import operator
 
-import einops
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from .. import einops
 from ..checks import check_input
 from ..spec import AttnSpec
-from ..vocab import FUSE_NEUTRAL, MODULE_POOLS
+from ..vocab import AXES_BY_DIMS, FUSE_NEUTRAL, MODULE_POOLS
 from . import ops
 from .graph_writer import BATCHABLE, GraphWriter, join
 from .lower import BranchPlan, GroupPlan, Plan, StagePlan
@@ -240,10 +239,12 @@ def _group_gate(w: GraphWriter, x: fx.Node, group: GroupPlan) -> fx.Node:
     return _mix(w, gate, spec, p, p) if spec.init == "identity" else gate
 
 
-def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str) -> fx.Node:
-    """x * w, x * (1 + w) or x + w; x * w_1 * w_2 ... for a gate given as its factors (one per strip)."""
+def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str, dims: int = 2
+          ) -> fx.Node:
+    """x * w, x * (1 + w) or x + w; x * w_1 * w_2 ... for a gate given as its factors (one per strip,
+    in the order of the map's ``dims`` spatial axes)."""
     if isinstance(gate, list):
-        axes = ("h",) if len(gate) == 2 else ("d", "h")
+        axes = AXES_BY_DIMS[dims][2:]
         for i, factor in enumerate(gate):
             last = i == len(gate) - 1
             x = w.fn(operator.mul, x, factor, name=join(prefix, "scale" if last else f"scale_{axes[i]}"),
@@ -264,15 +265,14 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
     w = GraphWriter()
     x = w.graph.placeholder("x")
     dims = {} if plan.dims == 2 else {"dims": plan.dims}  # 2-D code reads as it always has
-    check = w.fn(check_input, x, channels=plan.channels, module=plan.class_name, **dims, name="check_input")
-    check.meta["is_wrapped"] = True  # one call when a host model is traced; evaluated away by torch.compile
+    w.fn(check_input, x, channels=plan.channels, module=plan.class_name, **dims, name="check_input")
     y = x
     for stage in plan.stages:
         if isinstance(stage, GroupPlan):
             y = _fuse(w, y, _group_gate(w, y, stage), stage.spec.fuse, stage.name)
         else:
             fuse = stage.branches[0].spec.fuse
-            y = _fuse(w, y, _stage_gate(w, y, stage, factors=fuse == "mul"), fuse, stage.name)
+            y = _fuse(w, y, _stage_gate(w, y, stage, factors=fuse == "mul"), fuse, stage.name, plan.dims)
     w.graph.output(y)
     w.graph.lint()
     if optimize:

@@ -33,9 +33,8 @@ class GraphWriter:
         return self._node("call_function", target, args, kwargs, name, role)
 
     def einops(self, target: Any, *args: Any, name: str, role: str | None = None) -> fx.Node:
-        node = self._node("call_function", target, args, None, name, role)
-        node.meta["is_wrapped"] = True  # recorded as a leaf call when a host model is traced
-        return node
+        # dynattn.einops's functions: recorded as one call each when a host model is traced
+        return self._node("call_function", target, args, None, name, role)
 
     def module(self, target: str, *args: Any, name: str, role: str | None = None) -> fx.Node:
         return self._node("call_module", target, args, None, name, role)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-import einops
 import torch
 import torch.fx as fx
 
+from .. import einops
 from .graph_writer import BATCHABLE, ROLE
 
 __all__ = ["optimize_graph", "batch_shared_excitation", "eliminate_common_subexpressions", "PURE_FUNCTIONS"]
@@ -129,7 +129,6 @@ def batch_shared_excitation(graph: fx.Graph) -> int:
             total = graph.create_node("call_function", einops.reduce,
                                       (batched, "(pool b) ... -> b ...", "sum"), {"pool": len(calls)},
                                       name=f"{prefix}_summed")
-            total.meta["is_wrapped"] = True
         total.meta[ROLE] = root.meta.get(ROLE)
         root.replace_all_uses_with(total)
         for node in [*adds, *reversed(calls)]:  # root first: users before what they use

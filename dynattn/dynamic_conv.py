@@ -55,6 +55,8 @@ class CostModel:
     blocked_share: float  #: blocked mixing: the share of that extra cost left when a block stays in cache
     block_conv: float  #: blocked mixing: the convs of narrow blocks, relative to one conv of all channels
     expert_bytes_per_s: float  #: output mixing: reading (and reordering) the K expert kernels, bytes per second
+    #: kernel mixing's extra cost per mixed weight of a pointwise conv (a batched matmul, no conv of B groups)
+    pointwise_mix: tuple[float, float]
     call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
     cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
 
@@ -63,11 +65,11 @@ class CostModel:
 #: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
 COST_MODELS: dict[int, CostModel] = {
     1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=2.0,
-                 expert_bytes_per_s=2e9),
+                 expert_bytes_per_s=2e9, pointwise_mix=(20.0, 100.0)),
     # refitted on a quiet machine (wall clock, --threads 2, 258 cells): worst regret 68% -> 46% eval, 54% -> 24%
     # training, 127/129 cells within 10% in each mode; the rest is one layer (a 1x1 stride-2 shortcut at 8x8)
     2: CostModel(macs_per_s=3.8e11, bytes_per_s=5e9, kernel_mix=(10.0, 90.0), blocked_share=0.9, block_conv=2.1,
-                 expert_bytes_per_s=3.5e9),
+                 expert_bytes_per_s=3.5e9, pointwise_mix=(10.0, 90.0)),
 }
 
 
@@ -96,6 +98,7 @@ def strategy_costs(
     spatial_head: bool = False,
     itemsize: int = 4,
     in_positions: int | None = None,
+    pointwise: bool = False,
     model: CostModel | None = None,
 ) -> dict[str, float]:
     """Modelled seconds of each strategy for one call (forward, or forward and backward when
@@ -109,6 +112,8 @@ def strategy_costs(
     - ``kernel``: C and A, plus ``kernel_mix`` multiply-adds per mixed weight (B * W of them):
       writing the B kernels and the grouped conv reading them back (a conv of B groups runs slower
       than a dense one) dominate on small maps, where each weight serves only H_out * W_out positions;
+      a ``pointwise`` conv (1 x 1, one group, no padding) runs as a batched matmul instead, whose
+      extra cost per mixed weight is ``pointwise_mix``;
     - ``blocked``: ``block_conv`` x C (narrow convs) and A, plus ``blocked_share`` of kernel mixing's
       extra cost when a block's B kernels stay in cache (all of it when not), plus three calls per
       block; with one block it is kernel mixing and not listed;
@@ -121,11 +126,12 @@ def strategy_costs(
     """
     return {name: fs / 1e15 for name, fs in _costs_fs(
         in_per_group, out_channels, kernel_area, experts, out_positions, batch, groups=groups, training=training,
-        spatial_head=spatial_head, itemsize=itemsize, in_positions=in_positions, model=model).items()}
+        spatial_head=spatial_head, itemsize=itemsize, in_positions=in_positions, pointwise=pointwise,
+        model=model).items()}
 
 
 def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, batch, *, groups, training,
-              spatial_head, itemsize, in_positions, model, blocked=True) -> dict[str, int]:
+              spatial_head, itemsize, in_positions, model, pointwise=False, blocked=True) -> dict[str, int]:
     """:func:`strategy_costs` in whole femtoseconds. Integer arithmetic on purpose: under
     ``torch.compile(dynamic=True)`` the sizes are symbolic, and comparing symbolic ints installs a guard
     that holds for every batch size with the same choice, where symbolic floats are specialised (one
@@ -138,7 +144,8 @@ def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, b
     conv = batch * out_positions * w * mac
     maps = batch * (in_per_group * groups * in_positions + out_channels * out_positions) * itemsize * byte
     compute, extra = (3, 2) if training else (1, 1)
-    mix_per_weight = round(m.kernel_mix[0] if batch == 1 else m.kernel_mix[1])
+    per_weight = m.pointwise_mix if pointwise else m.kernel_mix
+    mix_per_weight = round(per_weight[0] if batch == 1 else per_weight[1])
     kernel_extra = mix_per_weight * batch * w * mac
     costs = {"kernel": compute * conv + extra * (maps + kernel_extra + 3 * call)}
     shape = (experts, out_channels, in_per_group, kernel_area, 1)
@@ -172,6 +179,7 @@ def choose_strategy(
     compiling: bool = False,
     itemsize: int = 4,
     in_positions: int | None = None,
+    pointwise: bool = False,
     model: CostModel | None = None,
 ) -> str:
     """The rule behind ``strategy="auto"``: ``output`` when exporting or fx tracing (no group count
@@ -188,7 +196,7 @@ def choose_strategy(
     out_channels = in_per_group * groups if out_channels is None else out_channels
     costs = _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, batch, groups=groups,
                       training=training, spatial_head=spatial_head, itemsize=itemsize,
-                      in_positions=in_positions, model=model,
+                      in_positions=in_positions, pointwise=pointwise, model=model,
                       blocked=not compiling)  # blocked mixing's block count depends on B: a graph per batch size
     best = "kernel"
     for name, cost in costs.items():  # not min(key=...): torch.compile guards on each comparison of symbolic sizes
@@ -432,7 +440,13 @@ class _DynamicConvNd(nn.Module):
                     experts=experts, out_positions=self._out_positions(x), batch=x.shape[0],
                     out_channels=self.out_channels, groups=self.groups,
                     training=self.training and torch.is_grad_enabled(), in_positions=self._in_positions(x),
-                    spatial_head="spatial" in self.router.heads, itemsize=x.element_size())
+                    spatial_head="spatial" in self.router.heads, itemsize=x.element_size(),
+                    pointwise=self._pointwise())
+
+    def _pointwise(self) -> bool:
+        """Whether kernel mixing runs this conv as a batched matmul (see :func:`mixing.kernel_mixing`)."""
+        return (self.groups == 1 and all(k == 1 for k in self.kernel_size)
+                and not any(self._reversed_padding_repeated_twice))
 
     # plain loops, not generators: torch.compile(fullgraph=True) traces these on symbolic sizes
     def _in_positions(self, x: torch.Tensor) -> int:

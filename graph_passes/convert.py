@@ -28,7 +28,8 @@ from torch import nn
 from dynattn import AttnSpec, ConvPlacement, ModelError, SpecError, build, conv_placement, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
-from .shapes import _swapped_state
+from .shapes import CONVS as _CONV_CLASSES
+from .shapes import DEFAULT_SIZES_BY_DIMS, _swapped_state
 from .sites import _glob, _regex
 from .trace import untouched
 
@@ -38,10 +39,11 @@ __all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_p
 SHORTCUT_NAMES = frozenset({"downsample", "shortcut", "proj", "skip"})
 
 
-#: The torch conv of each number of spatial dims.
-CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-#: Default probe sizes (spatial) of a model with 1 or 3 spatial dims (2-D: timm's input size or 224 x 224).
-PROBE_SIZES: dict[int, tuple[int, ...]] = {1: (224,), 3: (16, 112, 112)}
+#: The torch conv of each number of spatial dims (shapes.CONVS, by rank).
+CONVS: dict[int, type[nn.Module]] = dict(enumerate(_CONV_CLASSES, start=1))
+#: Probe sizes (spatial) of a model without example inputs: the first size feature attention's
+#: insertion tries (shapes.DEFAULT_SIZES_BY_DIMS); a 2-D model takes timm's input size first.
+PROBE_SIZES: dict[int, tuple[int, ...]] = {dims: sizes[0] for dims, sizes in DEFAULT_SIZES_BY_DIMS.items()}
 
 
 def _inside_dynattn(name: str, owners: list[str]) -> bool:
@@ -160,7 +162,7 @@ def _probe_input(model: nn.Module, inputs: tuple | None, dims: int = 2) -> tuple
     first = next(m for m in model.modules() if _is_conv(m, dims))
     cfg = getattr(model, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
-    hw = tuple(size[1:]) if isinstance(size, (tuple, list)) and len(size) == 3 else (224, 224)
+    hw = tuple(size[1:]) if isinstance(size, (tuple, list)) and len(size) == 3 else PROBE_SIZES[2]
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     return (torch.empty(2, first.in_channels, *(hw if dims == 2 else PROBE_SIZES[dims]), device="meta", dtype=dtype),)

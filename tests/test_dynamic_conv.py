@@ -27,6 +27,10 @@ CONFIGS = {
     "stride2": dict(in_channels=16, out_channels=24, kernel_size=3, stride=2, padding=1),
     "dilation2": dict(in_channels=16, out_channels=24, kernel_size=3, dilation=2, padding=2),
     "1x1": dict(in_channels=16, out_channels=24, kernel_size=1),
+    # pointwise convs run as a batched matmul of the strided input (mixing._pointwise)
+    "1x1_stride2_odd": dict(in_channels=16, out_channels=23, kernel_size=1, stride=2),
+    "1x1_stride3_same_no_bias": dict(in_channels=16, out_channels=24, kernel_size=(1, 1), stride=(3, 1), bias=False),
+    "1x1_padded": dict(in_channels=16, out_channels=24, kernel_size=1, padding=1),
     "depthwise": dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, groups=16),
     "groups4": dict(in_channels=16, out_channels=24, kernel_size=3, padding=1, groups=4),
     "rectangular": dict(in_channels=16, out_channels=24, kernel_size=(3, 5), padding=(1, 2)),

@@ -44,6 +44,7 @@ CONFIGS = {
     "k3": dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
     "stride2_dilation2": dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, dilation=2, padding=2),
     "k1_no_bias": dict(in_channels=4, out_channels=6, kernel_size=1, bias=False),
+    "k1_stride2": dict(in_channels=4, out_channels=6, kernel_size=1, stride=2),  # a batched matmul (mixing._pointwise)
     "groups2": dict(in_channels=4, out_channels=6, kernel_size=3, padding=1, groups=2),
     "depthwise": dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, groups=4),
     "same_even": dict(in_channels=4, out_channels=6, kernel_size=2, padding="same"),

@@ -2,7 +2,8 @@
 
 The router is compiled like a feature attention (the same pooling, merging and excitation
 code), but its excitation ends in one linear layer whose outputs are every head's logits,
-split by head after the temperature:
+divided by the temperature, gated once per run of neighbouring heads with the same gate (ODConv's
+in, out and spatial sigmoids are one call) and split by head:
 
 - ``kernel``: K mixing weights over the expert kernels (the spec's gate: softmax or sigmoid);
 - ``in`` / ``out``: sigmoid attentions over input / output channels (ODConv's alpha_c, alpha_f);
@@ -113,6 +114,20 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     return RouterPlan(spec, geometry, branch, heads)
 
 
+def _runs(heads: tuple[HeadPlan, ...]) -> list[tuple[HeadPlan, ...]]:
+    """The heads in runs that share one gate call: neighbours with the same elementwise gate and the
+    same neutral value (ODConv's in, out and spatial sigmoids); a softmax head stands alone."""
+    runs: list[list[HeadPlan]] = []
+    for head in heads:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and head.gate not in ("softmax", "identity") and head.gate == last.gate
+                and head.neutral == last.neutral):
+            runs[-1].append(head)
+        else:
+            runs.append([head])
+    return [tuple(run) for run in runs]
+
+
 @functools.lru_cache(maxsize=512)
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
@@ -120,26 +135,41 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     z = excite(w, squeeze(w, x, plan.branch), plan.branch)  # pooled over every spatial axis of the conv's input
     temperature = w.attr("temperature", "temperature")
     logits = w.fn(operator.truediv, z, temperature, name="logits")
-    if len(plan.heads) > 1:
-        parts = w.fn(torch.split, logits, [h.size for h in plan.heads], 1, name="head_logits")
-        per_head = [w.fn(operator.getitem, parts, i, name=f"{h.name}_logits") for i, h in enumerate(plan.heads)]
+    # one gate call per run of heads with the same gate: fewer ops per layer (what a batch of 1 pays for)
+    runs = _runs(plan.heads)
+    names = ["_".join(h.name for h in run) for run in runs]
+    if len(runs) > 1:
+        parts = w.fn(torch.split, logits, [sum(h.size for h in run) for run in runs], 1, name="head_logits")
+        per_run = [w.fn(operator.getitem, parts, i, name=f"{name}_logits") for i, name in enumerate(names)]
     else:
-        per_head = [logits]
+        per_run = [logits]
     gates = []
-    for head, node in zip(plan.heads, per_head):
-        name = join(head.name, "gate")
+    for run, name, node in zip(runs, names, per_run):
+        head = run[0]
+        last = len(run) == 1  # the run's gate is the head's gate
+        role = "gate" if last else None
         if head.gate == "softmax":
-            gate = w.fn(torch.softmax, node, -1, name=name, role="gate")
+            gate = w.fn(torch.softmax, node, -1, name=join(name, "gate"), role=role)
         elif head.gate == "identity":
             gate = node
         else:
-            gate = w.fn(GATE_FNS[head.gate], node, name=name, role="gate")
-        if head.neutral is not None:  # neutral + mix * (gate - neutral)
-            mix = w.attr(f"{head.name}_mix", f"{head.name}_mix")
-            delta = w.fn(operator.sub, gate, head.neutral, name=join(head.name, "gate_delta"))
-            scaled = w.fn(operator.mul, mix, delta, name=join(head.name, "gate_delta_mixed"))
-            gate = w.fn(operator.add, head.neutral, scaled, name=join(head.name, "gate_mixed"), role="gate")
-        gates.append(gate)
+            gate = w.fn(GATE_FNS[head.gate], node, name=join(name, "gate"), role=role)
+        if head.neutral is not None:  # neutral + mix * (gate - neutral), one mix per head
+            if last:
+                mix = w.attr(f"{head.name}_mix", f"{head.name}_mix")
+            else:  # each head's scalar over its outputs
+                mixes = [w.method("expand", w.attr(f"{h.name}_mix", f"{h.name}_mix"), h.size,
+                                  name=f"{h.name}_mix_per_output") for h in run]
+                mix = w.fn(torch.cat, mixes, name=f"{name}_mix")
+            delta = w.fn(operator.sub, gate, head.neutral, name=join(name, "gate_delta"))
+            scaled = w.fn(operator.mul, mix, delta, name=join(name, "gate_delta_mixed"))
+            gate = w.fn(operator.add, head.neutral, scaled, name=join(name, "gate_mixed"), role=role)
+        if last:
+            gates.append(gate)
+            continue
+        split = w.fn(torch.split, gate, [h.size for h in run], 1, name=f"{name}_gates")
+        gates.extend(w.fn(operator.getitem, split, i, name=join(h.name, "gate"), role="gate")
+                     for i, h in enumerate(run))
     w.graph.output(tuple(gates))
     w.graph.lint()
     return optimize_graph(w.graph)

@@ -57,6 +57,8 @@ class CostModel:
     expert_bytes_per_s: float  #: output mixing: reading (and reordering) the K expert kernels, bytes per second
     #: kernel mixing's extra cost per mixed weight of a pointwise conv (a batched matmul, no conv of B groups)
     pointwise_mix: tuple[float, float]
+    #: blocked mixing of a pointwise conv: the matmuls of narrow blocks, relative to one of all channels
+    pointwise_block: float
     call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
     cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
 
@@ -65,11 +67,11 @@ class CostModel:
 #: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
 COST_MODELS: dict[int, CostModel] = {
     1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=2.0,
-                 expert_bytes_per_s=2e9, pointwise_mix=(20.0, 100.0)),
+                 expert_bytes_per_s=2e9, pointwise_mix=(20.0, 20.0), pointwise_block=1.2),
     # refitted on a quiet machine (wall clock, --threads 2, 258 cells): worst regret 68% -> 46% eval, 54% -> 24%
     # training, 127/129 cells within 10% in each mode; the rest is one layer (a 1x1 stride-2 shortcut at 8x8)
     2: CostModel(macs_per_s=3.8e11, bytes_per_s=5e9, kernel_mix=(10.0, 90.0), blocked_share=0.9, block_conv=2.1,
-                 expert_bytes_per_s=3.5e9, pointwise_mix=(10.0, 90.0)),
+                 expert_bytes_per_s=3.5e9, pointwise_mix=(10.0, 20.0), pointwise_block=1.2),
 }
 
 
@@ -113,7 +115,8 @@ def strategy_costs(
       writing the B kernels and the grouped conv reading them back (a conv of B groups runs slower
       than a dense one) dominate on small maps, where each weight serves only H_out * W_out positions;
       a ``pointwise`` conv (1 x 1, one group, no padding) runs as a batched matmul instead, whose
-      extra cost per mixed weight is ``pointwise_mix``;
+      extra cost per mixed weight is ``pointwise_mix`` (and blocked mixing's narrow blocks cost
+      ``pointwise_block``, not ``block_conv``);
     - ``blocked``: ``block_conv`` x C (narrow convs) and A, plus ``blocked_share`` of kernel mixing's
       extra cost when a block's B kernels stay in cache (all of it when not), plus three calls per
       block; with one block it is kernel mixing and not listed;
@@ -154,7 +157,8 @@ def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, b
     if blocks > 1:
         block_bytes = batch * step * in_per_group * kernel_area * itemsize
         share = round(100 * m.blocked_share) if block_bytes <= m.cache_bytes else 100  # percent
-        costs["blocked"] = (compute * conv * round(100 * m.block_conv) // 100
+        narrow = m.pointwise_block if pointwise else m.block_conv
+        costs["blocked"] = (compute * conv * round(100 * narrow) // 100
                             + extra * (maps + share * kernel_extra // 100 + 3 * blocks * call))
     outputs = 2 * experts * batch * out_channels * out_positions * itemsize * byte
     if spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input

@@ -23,8 +23,7 @@ def _fresh_dynamo():
 
 
 def _no_graph_breaks(module, x):
-    explained = torch._dynamo.explain(module)(x)
-    assert explained.graph_break_count == 0, explained.break_reasons
+    # fullgraph=True raises at the first graph break, with its reason (one dynamo trace, no inductor)
     compiled = torch.compile(module, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x), module(x))
 

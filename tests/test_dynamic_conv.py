@@ -307,6 +307,16 @@ def test_auto_strategy_follows_the_cost_model():
     # two threads (measured: 512 -> 512 3x3 @4x4, B=32: kernel 186 ms, blocked 257, output 271): the two cores
     # share the grouped conv well, so kernel mixing holds down to 4x4 maps
     assert pick(512, 3, 4 * 4, 32) == "kernel" and pick(512, 3, 4 * 4, 8) == "kernel"
+    # pointwise convs run kernel mixing as a batched matmul (no conv of B groups): kernel mixing wins at both
+    # thread counts, down to ResNet-18's 256->512 1x1 stride-2 shortcut at 8x8 (measured at B=32, 1 thread:
+    # kernel 16.5 ms, blocked 16.7, output 22.9), which the 1-thread conv model sends to output mixing
+    for model in (one, two):
+        assert pick(256, 1, 4 * 4, 32, model, out_channels=512, in_positions=64, pointwise=True) == "kernel"
+        assert pick(1024, 1, 14 * 14, 32, model, out_channels=256, pointwise=True) == "kernel"
+    assert pick(256, 1, 4 * 4, 32, one, out_channels=512, in_positions=64) == "output"
+    assert DynamicConv2d(8, 16, 1, stride=2).strategy_inputs(torch.zeros(2, 8, 6, 6))["pointwise"]
+    assert not any(DynamicConv2d(8, 16, k, padding=p, groups=g).strategy_inputs(torch.zeros(2, 8, 6, 6))["pointwise"]
+                   for k, p, g in ((3, 1, 1), (1, 1, 1), (1, 0, 2)))
     assert cost_model(1) is one and cost_model(2) is two and cost_model(16) is COST_MODELS[max(COST_MODELS)]
     costs = strategy_costs(256, 256, 9, 4, 64, 8)
     assert set(costs) == {"kernel", "blocked", "output"} and all(c > 0 for c in costs.values())

@@ -29,14 +29,14 @@ BATCHES = (1, 3, 17)  # sizes the exports never saw (they are made at batch 2)
 LEGACY_ONNX_UNSUPPORTED = {"ela", "srm"}
 
 
-def _check_export(module, x_shape, tmp_path, tol=1e-5, legacy=True):
+def _check_export(module, x_shape, tmp_path, tol=1e-5, legacy=True, onnx=True):
     module.eval()
     x = torch.randn(2, *x_shape)
     ep = torch.export.export(module, (x,), dynamic_shapes=_dynamic(x))
     sessions = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for dynamo in (True, False) if legacy else (True,):
+        for dynamo in ((True, False) if legacy else (True,)) if onnx else ():
             path = tmp_path / f"model_{dynamo}.onnx"
             if dynamo:
                 torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],
@@ -84,7 +84,10 @@ def test_flavors_export(name, tmp_path):
 @pytest.mark.parametrize("strategy", ["auto", "kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])
 def test_dynamic_conv_exports_in_each_strategy(name, strategy, tmp_path):
-    _check_export(DynamicConv2d(33, 24, 3, padding=1, spec=get_spec(name), strategy=strategy), (33, 9, 7), tmp_path)
+    # ONNX and jit.trace run output mixing whatever the strategy (the next test): their files are
+    # checked once, with "auto"; torch.export keeps each strategy
+    _check_export(DynamicConv2d(33, 24, 3, padding=1, spec=get_spec(name), strategy=strategy), (33, 9, 7), tmp_path,
+                  onnx=strategy == "auto")
 
 
 def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):

@@ -11,7 +11,9 @@ settings.register_profile("dev", max_examples=100, **_common)
 settings.register_profile("deep", max_examples=2000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# two threads per test process, or the cores shared out among pytest-xdist's workers (-n)
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 
 def pytest_addoption(parser):

@@ -33,7 +33,7 @@ def test_readme_starts_with_the_two_setup_commands():
     first = README.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
     assert len(first) == 2
     assert first[0].endswith("examples/quickstart.py") and "pip install -e ." in first[0]
-    assert first[1].endswith("python -m pytest") and '".[test]"' in first[1]
+    assert first[1].endswith("python -m pytest -n 2") and '".[test]"' in first[1]
     assert README.index("```bash") < README.index("\n## ")  # before any section
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 

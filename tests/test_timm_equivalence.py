@@ -78,7 +78,8 @@ def _check(ref, spec, channels, shapes=((7, 12), (12, 7))):
         for shape in shapes:
             x = torch.randn(4, channels, *shape) * 3
             expected, got = ref(x), ours(x)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+            # float32 rounding: the summation order follows the thread count (1 per pytest-xdist worker)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1.3e-6)
             worst = max(worst, (got - expected).abs().max().item())
     for (name, a), (_, b) in zip(sorted(ref.named_buffers()), sorted(ours.named_buffers())):
         torch.testing.assert_close(a.float(), b.float(), atol=1e-5, rtol=0, msg=name)

@@ -187,6 +187,34 @@ def test_any_spec_builds_per_rank(spec, dims, channels, seed):
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
+def _window_means(x, extent):
+    """Gather-excite's gather from its definition: the mean of each window of 2e - 1 positions, stride e,
+    starting e - 1 before the map, over the positions inside the map (every axis)."""
+    k, s, p = 2 * extent - 1, extent, extent - 1
+    ranges = [[range(max(0, o * s - p), min(n, o * s - p + k)) for o in range((n + 2 * p - k) // s + 1)]
+              for n in x.shape[2:]]
+    out = torch.empty(*x.shape[:2], *(len(r) for r in ranges), dtype=x.dtype)
+    for i, rd in enumerate(ranges[0]):
+        for j, rh in enumerate(ranges[1]):
+            for m, rw in enumerate(ranges[2]):
+                out[:, :, i, j, m] = x[:, :, rd][:, :, :, rh][:, :, :, :, rw].mean((2, 3, 4))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 6), (9, 11, 10)])
+def test_gather_over_an_extent_on_3d_maps_smaller_than_the_window(shape):
+    """ATen's avg_pool3d refuses a map smaller than its kernel even where the padding covers it; the gather
+    takes any map (drawn by test_any_spec_builds_per_rank: extent 4, a 5 x 7 x 6 map) and is the window mean."""
+    from dynattn.compiler.ops import window_mean3d
+
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    for extent in (2, 4):
+        k = 2 * extent - 1
+        torch.testing.assert_close(window_mean3d(x, k, extent, extent - 1), _window_means(x, extent))
+    module = build(AttnSpec(target="channel", pool=["avg"], excite="linear", extent=4), channels=3, spatial_dims=3)
+    assert module(x.float()).shape == x.shape
+
+
 # ------------------------------------------------------------------ errors, code, copies
 def test_wrong_rank_input_names_the_layout_and_the_fix():
     module = build(AttnSpec.cbam(), channels=32, spatial_dims=3)

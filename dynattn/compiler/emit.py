@@ -62,7 +62,7 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) ->
     return w.einops(einops.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
 
 
-_AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d}
 _MAX_POOLS = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}
 
 
@@ -70,6 +70,8 @@ def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, rank: int, na
     """Gather-excite's gather: windows of 2e - 1, stride e, padded by e - 1 (padding not counted),
     along every spatial axis."""
     window = dict(kernel_size=2 * extent - 1, stride=extent, padding=extent - 1)
+    if op == "avg" and rank == 3:  # avg_pool3d refuses maps smaller than the window, padding or not
+        return w.fn(ops.window_mean3d, x, **window, name=name, role="squeeze")
     if op == "avg":
         return w.fn(_AVG_POOLS[rank], x, **window, count_include_pad=False, name=name, role="squeeze")
     return w.fn(_MAX_POOLS[rank], x, **window, name=name, role="squeeze")

@@ -14,7 +14,7 @@ from ..vocab import AXES, AXES_BY_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
-    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like", "window_mean3d",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -104,3 +104,14 @@ def broadcast_pattern(target: str, frame: tuple[str, ...]) -> str | None:
     present = set(src.split()) - {"1"}
     dst = " ".join(a if a in present else "1" for a in axes_of(frame))
     return None if src == dst else f"{src} -> {dst}"
+
+
+def window_mean3d(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+    """``F.avg_pool3d(x, kernel_size, stride, padding, count_include_pad=False)``, also on maps smaller than
+    the window: ATen's avg_pool3d refuses an input smaller than its kernel even where the padding covers it
+    (avg_pool1d and avg_pool2d take it). The zeros are padded here and each window's sum is divided by the
+    number of its positions inside the map."""
+    pad = (padding,) * 6
+    total = F.avg_pool3d(F.pad(x, pad), kernel_size, stride)
+    inside = F.avg_pool3d(F.pad(torch.ones_like(x[:, :1]), pad), kernel_size, stride)
+    return total / inside

@@ -445,12 +445,12 @@ class _DynamicConvNd(nn.Module):
                     out_channels=self.out_channels, groups=self.groups,
                     training=self.training and torch.is_grad_enabled(), in_positions=self._in_positions(x),
                     spatial_head="spatial" in self.router.heads, itemsize=x.element_size(),
-                    pointwise=self._pointwise())
+                    pointwise=mixing.is_pointwise(self.kernel_size, self._conv_args()))
 
-    def _pointwise(self) -> bool:
-        """Whether kernel mixing runs this conv as a batched matmul (see :func:`mixing.kernel_mixing`)."""
-        return (self.groups == 1 and all(k == 1 for k in self.kernel_size)
-                and not any(self._reversed_padding_repeated_twice))
+    def _conv_args(self) -> mixing.ConvArgs:
+        """How the conv slides, with the padding it is given: none after a non-zeros padding_mode's pre-pad."""
+        padding = self.padding if self.padding_mode == "zeros" else (0,) * self.dims
+        return mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
 
     # plain loops, not generators: torch.compile(fullgraph=True) traces these on symbolic sizes
     def _in_positions(self, x: torch.Tensor) -> int:
@@ -479,12 +479,11 @@ class _DynamicConvNd(nn.Module):
         fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._kernels_smaller(x)
         if "in" in gates and not fold:
             x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
-        padding: str | tuple[int, ...] = self.padding
         pad_amounts = self._reversed_padding_repeated_twice
         if self.padding_mode != "zeros":
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
-            padding, pad_amounts = (0,) * self.dims, (0,) * (2 * self.dims)
-        conv = mixing.ConvArgs(self.stride, padding, self.dilation, self.groups)
+            pad_amounts = (0,) * (2 * self.dims)
+        conv = self._conv_args()
         mixed = (self.expert_weights, self.bias, gates.get("kernel"), gates.get("spatial"), gates.get("out"))
         if fold:
             shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)

@@ -35,8 +35,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConvArgs", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv", "batched_conv2d",
-           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
+__all__ = ["ConvArgs", "is_pointwise", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv",
+           "batched_conv2d", "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
 
 Padding = str | tuple[int, ...]
 
@@ -126,6 +126,16 @@ def _conv(nd, x, w, b, stride, padding, dilation, groups):
     return CONV_FNS[nd](x, w, b, stride, padding, dilation, groups)
 
 
+def is_pointwise(kernel_size: tuple[int, ...] | list[int], conv: ConvArgs) -> bool:
+    """Whether kernel mixing runs the conv as a batched matmul: a 1 x 1 kernel, one group, no padding
+    (``conv.padding`` as the conv gets it, after any padding_mode pre-pad)."""
+    if conv.groups != 1 or any(k != 1 for k in kernel_size):
+        return False
+    if isinstance(conv.padding, str):
+        return conv.padding in ("valid", "same")  # both mean no padding for a 1 x 1 kernel
+    return not any(conv.padding)
+
+
 def _pointwise(x: torch.Tensor, ks: list[int], conv: ConvArgs) -> tuple[torch.Tensor, list] | None:
     """For a pointwise conv (a 1 x 1 kernel, one group, no padding): the input as (B, I, L) at the
     positions the conv reads (every ``stride``-th), and the output's sizes; else None.
@@ -133,13 +143,7 @@ def _pointwise(x: torch.Tensor, ks: list[int], conv: ConvArgs) -> tuple[torch.Te
     Such a conv of per-sample kernels is a batched matmul, (B, O, I) @ (B, I, L): measured 1.3-2.7x
     faster on CPU than the conv of B groups it equals (fewer threads' worth of tiny per-group convs,
     and a strided 1 x 1 conv skips the subsampling copy's reorder)."""
-    if conv.groups != 1 or any(k != 1 for k in ks):
-        return None
-    padding = conv.padding
-    if isinstance(padding, str):
-        if padding not in ("valid", "same"):  # both mean no padding for a 1 x 1 kernel
-            return None
-    elif any(p != 0 for p in padding):
+    if not is_pointwise(ks, conv):
         return None
     nd = len(ks)
     if any(st != 1 for st in conv.stride):

@@ -34,9 +34,10 @@ def _check_export(module, x_shape, tmp_path, tol=1e-5, legacy=True, onnx=True):
     x = torch.randn(2, *x_shape)
     ep = torch.export.export(module, (x,), dynamic_shapes=_dynamic(x))
     sessions = {}
+    exporters = () if not onnx else (True, False) if legacy else (True,)  # dynamo=True / False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for dynamo in ((True, False) if legacy else (True,)) if onnx else ():
+        for dynamo in exporters:
             path = tmp_path / f"model_{dynamo}.onnx"
             if dynamo:
                 torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"],

@@ -146,8 +146,8 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     gates = []
     for run, name, node in zip(runs, names, per_run):
         head = run[0]
-        last = len(run) == 1  # the run's gate is the head's gate
-        role = "gate" if last else None
+        single = len(run) == 1  # the run's gate is the head's gate
+        role = "gate" if single else None
         if head.gate == "softmax":
             gate = w.fn(torch.softmax, node, -1, name=join(name, "gate"), role=role)
         elif head.gate == "identity":
@@ -155,7 +155,7 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
         else:
             gate = w.fn(GATE_FNS[head.gate], node, name=join(name, "gate"), role=role)
         if head.neutral is not None:  # neutral + mix * (gate - neutral), one mix per head
-            if last:
+            if single:
                 mix = w.attr(f"{head.name}_mix", f"{head.name}_mix")
             else:  # each head's scalar over its outputs
                 mixes = [w.method("expand", w.attr(f"{h.name}_mix", f"{h.name}_mix"), h.size,
@@ -164,7 +164,7 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
             delta = w.fn(operator.sub, gate, head.neutral, name=join(name, "gate_delta"))
             scaled = w.fn(operator.mul, mix, delta, name=join(name, "gate_delta_mixed"))
             gate = w.fn(operator.add, head.neutral, scaled, name=join(name, "gate_mixed"), role=role)
-        if last:
+        if single:
             gates.append(gate)
             continue
         split = w.fn(torch.split, gate, [h.size for h in run], 1, name=f"{name}_gates")

@@ -2,7 +2,7 @@
 
 The check is Python on sizes only (no tensor op), so ``torch.compile(fullgraph=True)`` and
 ``torch.export`` evaluate it while tracing and keep no trace of it in the compiled graph, a host
-model traced with ``torch.fx`` records it as one call (given a Proxy, it records itself), and
+model traced with ``torch.fx`` records it as one call (:func:`~dynattn.leaf_calls.leaf_call`), and
 ``torch.jit.trace`` skips it (sizes are tensors there).
 """
 
@@ -12,17 +12,16 @@ import torch
 import torch.fx
 
 from .errors import InputError
+from .leaf_calls import leaf_call
 from .vocab import LAYOUTS
 
 __all__ = ["check_input", "LAYOUTS"]
 
 
+@leaf_call
 def check_input(x: torch.Tensor, channels: int, module: str, dims: int = 2) -> torch.Tensor:
     """``x`` itself, after checking that it is a feature map with ``dims`` spatial dims and ``channels``
     channels: (B, C, L) for ``dims=1``, (B, C, H, W) for 2 (the default), (B, C, D, H, W) for 3."""
-    if isinstance(x, torch.fx.Proxy):  # a host model traced by torch.fx: one call in its graph
-        kwargs = {"channels": channels, "module": module} | ({} if dims == 2 else {"dims": dims})
-        return x.tracer.create_proxy("call_function", check_input, (x,), kwargs)
     if torch.jit.is_tracing():
         return x
     if x.dim() != dims + 2:

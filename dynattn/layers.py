@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
 from .errors import InputError
+from .leaf_calls import leaf_call
 from .mixing import is_exporting
 from .vocab import ACTS, DCT_FREQUENCIES
 
@@ -24,12 +24,11 @@ __all__ = [
 ]
 
 
+@leaf_call
 def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
     """``x`` itself; in training mode, first a clear error where BatchNorm would have a single
     value per channel (a batch of 1 through an MLP, a 1x1 map with a batch of 1). A host model
-    traced with torch.fx records it as one call (given a Proxy, it records itself)."""
-    if isinstance(x, torch.fx.Proxy):
-        return x.tracer.create_proxy("call_function", bn_guard, (x, training), {})
+    traced with torch.fx records it as one call (:func:`~dynattn.leaf_calls.leaf_call`)."""
     if training and x.numel() // max(x.shape[1], 1) <= 1:
         raise InputError(
             "input", tuple(x.shape),

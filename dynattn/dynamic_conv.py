@@ -19,8 +19,9 @@ import contextvars
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.fx as fx
@@ -213,6 +214,8 @@ def choose_strategy(
 BENCHMARK_PRUNE = 3.0
 #: Benchmark mode: calls timed per strategy (after one warm-up); the fastest call counts.
 BENCHMARK_CALLS = 3
+#: Shapes a layer keeps its cost-model choice for before forgetting them all (inputs of ever-changing size).
+_MEMO_SIZE = 64
 # benchmark mode's choices, by layer geometry, input shape and mode (see DynamicConv2d.benchmark)
 _MEASURED: dict[tuple, str] = {}
 
@@ -435,7 +438,26 @@ class _DynamicConvNd(nn.Module):
         """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
         if isinstance(x, fx.Proxy) or mixing.is_exporting():
             return "output"
-        return choose_strategy(**self.strategy_inputs(x), compiling=torch.compiler.is_compiling())
+        if torch.compiler.is_compiling():
+            return choose_strategy(**self.strategy_inputs(x), compiling=True)
+        # eager: the choice for this input shape and mode is kept (about 50 us of Python per call, which a
+        # batch of 1 notices); the key holds everything the choice reads that can change between calls
+        key = ("strategy", x.shape, x.dtype, self.training and torch.is_grad_enabled(), cost_model(),
+               self.stride, self.padding, self.dilation, self.padding_mode)
+        return self._memo(key, lambda: choose_strategy(**self.strategy_inputs(x)))
+
+    def _memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """A per-layer memo of what eager calls derive from the input's shape alone (not state: not in the
+        state_dict; a few shapes per layer in practice, cleared past ``_MEMO_SIZE``)."""
+        memo = self.__dict__.get("_shape_memo")
+        if memo is None:  # also a layer unpickled from before the memo
+            memo = self.__dict__["_shape_memo"] = {}
+        value = memo.get(key)
+        if value is None:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            value = memo[key] = compute()
+        return value
 
     def strategy_inputs(self, x: torch.Tensor) -> dict:
         """What :func:`choose_strategy` decides from, for the input ``x``."""
@@ -476,7 +498,9 @@ class _DynamicConvNd(nn.Module):
         strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
-        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._kernels_smaller(x)
+        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and (
+            self._kernels_smaller(x) if torch.compiler.is_compiling() or isinstance(x, fx.Proxy)
+            else self._memo(("fold", x.shape), lambda: self._kernels_smaller(x)))
         if "in" in gates and not fold:
             x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
         pad_amounts = self._reversed_padding_repeated_twice

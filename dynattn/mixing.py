@@ -196,7 +196,10 @@ def kernel_mixing(
         w = w * s.view(b, 1, 1, *ks)
     if in_scale is not None:
         g = conv.groups
-        w = (w.view(b, g, o // g, i_g, *ks) * in_scale.view(b, g, 1, i_g, *ones)).view(b, o, i_g, *ks)
+        if g == 1 or g == o:  # one group, or one output per group (depthwise): a broadcast, no regrouping views
+            w = w * in_scale.view(b, 1 if g == 1 else o, i_g, *ones)
+        else:
+            w = (w.view(b, g, o // g, i_g, *ks) * in_scale.view(b, g, 1, i_g, *ones)).view(b, o, i_g, *ks)
     if fold_out and out_scale is not None:
         w = w * out_scale.view(b, o, 1, *ones)
         out_scale = None

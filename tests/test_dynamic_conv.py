@@ -1,6 +1,7 @@
 """DynamicConv2d: nn.Conv2d semantics, exact upcycling, three equal strategies, references."""
 
 import copy
+import dataclasses
 import pickle
 
 import pytest
@@ -264,6 +265,48 @@ def test_upcycled_experts_move_apart_under_training():
     assert spread > 1e-4 and dyn.router.kernel_mix.abs() > 0
 
 
+@pytest.mark.parametrize("spec", [AttnSpec.odconv(), AttnSpec.condconv()], ids=["odconv", "condconv"])
+def test_identity_heads_blend_their_gate_with_the_neutral_value(spec):
+    """Each identity-initialised sigmoid head's gate is neutral + mix * (gate - neutral) (ODConv's in, out and
+    spatial heads, CondConv's kernel head; a softmax head is not blended), written out here from the router's
+    own layers: in float64, under bfloat16 autocast (a gate of lower precision than the mixes) and in each
+    mix's gradient."""
+    conv = nn.Conv2d(12, 20, 3, padding=1)
+    dyn = DynamicConv2d.from_conv(conv, spec).double()
+    _randomize(dyn)
+    router = dyn.router
+    x = _x(c=12).double()
+    sizes = {"kernel": dyn.experts, "in": 12, "out": 20, "spatial": 9}
+
+    def raw_gates(x):
+        z = router.excite(x.mean((2, 3))) / router.temperature
+        logits = z.split([sizes[h] for h in router.heads], 1)
+        return {h: torch.softmax(zh, -1) if h == "kernel" and spec.gate == "softmax" else torch.sigmoid(zh)
+                for h, zh in zip(router.heads, logits)}
+
+    def neutral(name):
+        return None if name == "kernel" and spec.gate == "softmax" else 1.0 / dyn.experts if name == "kernel" else 1.0
+
+    def expected(x):
+        return [g if neutral(h) is None else neutral(h) + getattr(router, f"{h}_mix") * (g - neutral(h))
+                for h, g in raw_gates(x).items()]
+
+    assert router.heads == tuple(h for h in spec.heads if h in sizes)
+    for got, want in zip(router(x), expected(x)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    low = copy.deepcopy(dyn).float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        gates = low.router(x.float())
+    for got, want in zip(gates, expected(x)):
+        torch.testing.assert_close(got.double(), want, rtol=0.02, atol=0.02)
+    router.zero_grad()
+    sum(g.sum() for g in router(x)).backward()
+    for h, g in raw_gates(x).items():
+        if neutral(h) is not None:
+            torch.testing.assert_close(getattr(router, f"{h}_mix").grad, (g - neutral(h)).sum().detach())
+    assert not any(k.endswith("_neutral") for k in dyn.state_dict())  # a constant, not state
+
+
 def test_batch_of_one_in_training():
     for spec in (AttnSpec.dyconv(), AttnSpec.condconv(), AttnSpec.odconv()):
         dyn = DynamicConv2d(8, 8, 3, padding=1, spec=spec).train()
@@ -327,6 +370,43 @@ def test_auto_strategy_follows_the_cost_model():
     assert dyn.chosen_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
     reflect = DynamicConv2d(16, 16, 3, padding=1, padding_mode="reflect")
     assert reflect.strategy_inputs(torch.zeros(2, 16, 9, 7))["out_positions"] == 63  # padding counted once
+
+
+def test_auto_choice_is_kept_per_shape_and_follows_what_it_reads(monkeypatch):
+    """Eager calls keep the cost model's choice per input shape and mode (no Python cost model per call) and
+    see every change it depends on: the batch, the mode, the thread count's constants, the layer's stride."""
+    from dynattn import dynamic_conv
+
+    calls = []
+    original = dynamic_conv.choose_strategy
+
+    def spy(**inputs):
+        calls.append(inputs)
+        return original(**inputs)
+
+    monkeypatch.setattr(dynamic_conv, "choose_strategy", spy)
+    dyn = DynamicConv2d(16, 24, 3, padding=1, spec=AttnSpec.odconv())
+    x = torch.randn(2, 16, 9, 7)
+    for _ in range(3):
+        dyn(x)
+    assert len(calls) == 1
+    dyn(torch.randn(3, 16, 9, 7))
+    dyn.eval()(x)
+    with torch.no_grad():
+        dyn.train()(x)  # training without gradients costs as inference: the eval entry
+    assert len(calls) == 3 and [c["batch"] for c in calls] == [2, 3, 2] and calls[0]["training"]
+    before = dyn.chosen_strategy(x)
+    costly_kernels = dataclasses.replace(cost_model(), kernel_mix=(1e6, 1e6), pointwise_mix=(1e6, 1e6))
+    monkeypatch.setitem(COST_MODELS, max(t for t in COST_MODELS if t <= torch.get_num_threads()), costly_kernels)
+    assert before == "kernel" and dyn.chosen_strategy(x) == "output" == original(**dyn.strategy_inputs(x))
+    dyn.stride = (2, 2)
+    dyn.chosen_strategy(x)
+    assert calls[-1]["out_positions"] == 5 * 4
+    for h in range(1, 100):  # inputs of ever-changing size: the memo stays small
+        dyn.chosen_strategy(torch.zeros(1, 16, h, 3))
+    assert len(dyn._shape_memo) <= dynamic_conv._MEMO_SIZE
+    assert "_shape_memo" not in str(dyn.state_dict().keys())
+    torch.testing.assert_close(pickle.loads(pickle.dumps(dyn))(x), dyn(x))
 
 
 def test_benchmark_mode_times_each_shape_once_and_keeps_the_fastest(monkeypatch, blocks):

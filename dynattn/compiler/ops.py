@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..leaf_calls import leaf_call
 from ..vocab import AXES, AXES_BY_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
-    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like", "window_mean3d",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like", "window_mean3d", "blend",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -115,3 +116,14 @@ def window_mean3d(x: torch.Tensor, kernel_size: int, stride: int, padding: int) 
     total = F.avg_pool3d(F.pad(x, pad), kernel_size, stride)
     inside = F.avg_pool3d(F.pad(torch.ones_like(x[:, :1]), pad), kernel_size, stride)
     return total / inside
+
+
+@leaf_call
+def blend(gate: torch.Tensor, mix: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+    """``neutral + mix * (gate - neutral)``: an identity-initialised head's gate, its neutral value while the
+    learnt ``mix`` (a 0-dim parameter) is 0. One ``torch.lerp`` (a router runs one per head per layer, which is
+    what a batch of 1 pays for; the three ops it replaces cost twice as much), in the gate's dtype as the
+    arithmetic would give it (under autocast the gate may be lower precision than the parameter)."""
+    if mix.dtype != gate.dtype:
+        mix, neutral = mix.to(gate.dtype), neutral.to(gate.dtype)
+    return torch.lerp(neutral, gate, mix)

@@ -39,7 +39,7 @@ from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
 from .lower import BranchPlan, hidden_width
 from .module import SpecModule
-from .ops import GATE_FNS
+from .ops import GATE_FNS, blend
 from .optimize import optimize_graph
 
 __all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router"]
@@ -128,6 +128,11 @@ def _runs(heads: tuple[HeadPlan, ...]) -> list[tuple[HeadPlan, ...]]:
     return [tuple(run) for run in runs]
 
 
+def _neutral_buffer(run_name: str) -> str:
+    """The buffer holding the neutral value of a run of blended heads (``torch.lerp`` takes it as a tensor)."""
+    return f"{run_name}_neutral"
+
+
 @functools.lru_cache(maxsize=512)
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
@@ -139,7 +144,7 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     runs = _runs(plan.heads)
     names = ["_".join(h.name for h in run) for run in runs]
     if len(runs) > 1:
-        parts = w.fn(torch.split, logits, [sum(h.size for h in run) for run in runs], 1, name="head_logits")
+        parts = w.fn(torch.split_with_sizes, logits, [sum(h.size for h in run) for run in runs], 1, name="head_logits")
         per_run = [w.fn(operator.getitem, parts, i, name=f"{name}_logits") for i, name in enumerate(names)]
     else:
         per_run = [logits]
@@ -147,29 +152,25 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     for run, name, node in zip(runs, names, per_run):
         head = run[0]
         single = len(run) == 1  # the run's gate is the head's gate
-        role = "gate" if single else None
+        blended = head.neutral is not None
+        role = "gate" if single and not blended else None
         if head.gate == "softmax":
             gate = w.fn(torch.softmax, node, -1, name=join(name, "gate"), role=role)
         elif head.gate == "identity":
             gate = node
         else:
             gate = w.fn(GATE_FNS[head.gate], node, name=join(name, "gate"), role=role)
-        if head.neutral is not None:  # neutral + mix * (gate - neutral), one mix per head
-            if single:
-                mix = w.attr(f"{head.name}_mix", f"{head.name}_mix")
-            else:  # each head's scalar over its outputs
-                mixes = [w.method("expand", w.attr(f"{h.name}_mix", f"{h.name}_mix"), h.size,
-                                  name=f"{h.name}_mix_per_output") for h in run]
-                mix = w.fn(torch.cat, mixes, name=f"{name}_mix")
-            delta = w.fn(operator.sub, gate, head.neutral, name=join(name, "gate_delta"))
-            scaled = w.fn(operator.mul, mix, delta, name=join(name, "gate_delta_mixed"))
-            gate = w.fn(operator.add, head.neutral, scaled, name=join(name, "gate_mixed"), role=role)
         if single:
-            gates.append(gate)
-            continue
-        split = w.fn(torch.split, gate, [h.size for h in run], 1, name=f"{name}_gates")
-        gates.extend(w.fn(operator.getitem, split, i, name=join(h.name, "gate"), role="gate")
-                     for i, h in enumerate(run))
+            per_head = [gate]
+        else:
+            split = w.fn(torch.split_with_sizes, gate, [h.size for h in run], 1, name=f"{name}_gates")
+            per_head = [w.fn(operator.getitem, split, i, name=join(h.name, "unmixed" if blended else "gate"),
+                             role=None if blended else "gate") for i, h in enumerate(run)]
+        if blended:  # neutral + mix * (gate - neutral), one mix per head: one lerp each
+            neutral = w.attr(_neutral_buffer(name), _neutral_buffer(name))
+            per_head = [w.fn(blend, g, w.attr(f"{h.name}_mix", f"{h.name}_mix"), neutral,
+                             name=join(h.name, "gate"), role="gate") for g, h in zip(per_head, run)]
+        gates.extend(per_head)
     w.graph.output(tuple(gates))
     w.graph.lint()
     return optimize_graph(w.graph)
@@ -195,6 +196,10 @@ def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:
     for head in plan.heads:
         if head.neutral is not None:
             root.register_parameter(f"{head.name}_mix", nn.Parameter(torch.zeros((), **dd)))
+    for run in _runs(plan.heads):
+        if run[0].neutral is not None:  # a constant, not state: kept out of the state_dict
+            name = _neutral_buffer("_".join(h.name for h in run))
+            root.register_buffer(name, torch.tensor(run[0].neutral, **dd), persistent=False)
     return root
 
 

@@ -67,7 +67,10 @@ class CostModel:
 #: Fitted on this project's CPU (AMD EPYC, 2 cores, fp32; ``python -m dynattn.bench.strategies --threads 1
 #: --clock cpu`` and ``--threads 2``) at 1 and 2 threads; more threads use the last.
 COST_MODELS: dict[int, CostModel] = {
-    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 100.0), blocked_share=0.75, block_conv=2.0,
+    # kernel_mix at B > 1 refitted on a fresh 1-thread run of the 126 non-pointwise cells (CPU clock): 100 -> 45,
+    # worst regret 59% eval / 63% training -> 0% / 0% (every cell in 30..60 gives 0%; 70 and above send 3x3
+    # convs on 4x4-8x8 maps at B=8-32 to blocked or output mixing, which ran 25-60% slower than kernel mixing)
+    1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 45.0), blocked_share=0.75, block_conv=2.0,
                  expert_bytes_per_s=2e9, pointwise_mix=(20.0, 20.0), pointwise_block=1.2),
     # refitted on a quiet machine (wall clock, --threads 2, 258 cells): worst regret 68% -> 46% eval, 54% -> 24%
     # training, 127/129 cells within 10% in each mode; the rest is one layer (a 1x1 stride-2 shortcut at 8x8)
@@ -265,7 +268,8 @@ class _DynamicConvNd(nn.Module):
     preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
     ``"auto"``, ``"kernel"``, ``"blocked"`` or ``"output"`` (see :mod:`dynattn.mixing`).
 
-    ``strategy="auto"`` follows the cost model of :func:`choose_strategy`; with
+    ``strategy="auto"`` follows the cost model of :func:`choose_strategy` (in eager mode each layer
+    evaluates it once per input shape and mode and keeps the answer); with
     ``DynamicConv2d.benchmark = True`` (like ``torch.backends.cudnn.benchmark``) it instead times
     the strategies the model does not rule out, once per input shape, mode and layer geometry, and
     keeps the fastest (shared by every layer of that geometry). The switch is a class attribute:
@@ -601,7 +605,8 @@ class DynamicConv2d(_DynamicConvNd):
     preset name such as ``"dyconv"``) that the router is compiled from; ``strategy`` is
     ``"auto"``, ``"kernel"``, ``"blocked"`` or ``"output"`` (see :mod:`dynattn.mixing`).
 
-    ``strategy="auto"`` follows the cost model of :func:`choose_strategy`; with
+    ``strategy="auto"`` follows the cost model of :func:`choose_strategy` (in eager mode each layer
+    evaluates it once per input shape and mode and keeps the answer); with
     ``DynamicConv2d.benchmark = True`` (like ``torch.backends.cudnn.benchmark``) it instead times
     the strategies the model does not rule out, once per input shape, mode and layer geometry, and
     keeps the fastest (shared by every layer of that geometry). Under torch.distributed every rank

@@ -343,20 +343,24 @@ def test_auto_strategy_follows_the_cost_model():
         assert pick(256, 3, 8 * 8, 32, model, spatial_head=True) == "kernel"  # ODConv's im2col copy costs on maps
         assert pick(512, 3, 2 * 2, 1, model) == "kernel"  # batch 1: one kernel, written once
         assert pick(64, 3, 28 * 28, 32, model, tracing=True) == "output"
-    # one thread: the arithmetic is slower against memory; on tiny maps with a large batch K dense convs beat B
-    # kernels, and blocks of kernels that stay in cache pay off
-    assert pick(512, 3, 4 * 4, 32, one) == "output" and pick(512, 3, 4 * 4, 32, one, spatial_head=True) == "output"
-    assert pick(512, 3, 4 * 4, 8, one) == "blocked"
+    # one thread (measured, CPU clock, 512 -> 512 3x3 @4x4: kernel 60 ms, blocked 84, output 101 at B=8; kernel
+    # 245, blocked 332, output 390 at B=32): kernel mixing holds down to 4x4 maps; on 2x2 maps with a large batch
+    # K dense convs beat B kernels, and at B=8 blocks of kernels that stay in cache pay off
+    assert pick(512, 3, 4 * 4, 32, one) == "kernel" and pick(512, 3, 4 * 4, 8, one) == "kernel"
+    assert pick(512, 3, 2 * 2, 32, one) == "output" and pick(512, 3, 2 * 2, 32, one, spatial_head=True) == "output"
+    assert pick(512, 3, 2 * 2, 8, one) == "blocked"
     # two threads (measured: 512 -> 512 3x3 @4x4, B=32: kernel 186 ms, blocked 257, output 271): the two cores
     # share the grouped conv well, so kernel mixing holds down to 4x4 maps
     assert pick(512, 3, 4 * 4, 32) == "kernel" and pick(512, 3, 4 * 4, 8) == "kernel"
     # pointwise convs run kernel mixing as a batched matmul (no conv of B groups): kernel mixing wins at both
     # thread counts, down to ResNet-18's 256->512 1x1 stride-2 shortcut at 8x8 (measured at B=32, 1 thread:
-    # kernel 16.5 ms, blocked 16.7, output 22.9), which the 1-thread conv model sends to output mixing
+    # kernel 16.5 ms, blocked 16.7, output 22.9); a matmul's kernel mixing is costed below a conv of B groups'
     for model in (one, two):
         assert pick(256, 1, 4 * 4, 32, model, out_channels=512, in_positions=64, pointwise=True) == "kernel"
         assert pick(1024, 1, 14 * 14, 32, model, out_channels=256, pointwise=True) == "kernel"
-    assert pick(256, 1, 4 * 4, 32, one, out_channels=512, in_positions=64) == "output"
+        as_matmul, as_conv = (strategy_costs(256, 512, 1, 4, 16, 32, in_positions=64, pointwise=p, model=model)
+                              for p in (True, False))
+        assert as_matmul["kernel"] < as_conv["kernel"] and as_matmul["output"] == as_conv["output"]
     assert DynamicConv2d(8, 16, 1, stride=2).strategy_inputs(torch.zeros(2, 8, 6, 6))["pointwise"]
     assert not any(DynamicConv2d(8, 16, k, padding=p, groups=g).strategy_inputs(torch.zeros(2, 8, 6, 6))["pointwise"]
                    for k, p, g in ((3, 1, 1), (1, 1, 1), (1, 0, 2)))

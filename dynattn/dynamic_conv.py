@@ -504,7 +504,8 @@ class _DynamicConvNd(nn.Module):
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
         fold = strategy == "kernel" and ("in" in gates or "out" in gates) and (
             self._kernels_smaller(x) if torch.compiler.is_compiling() or isinstance(x, fx.Proxy)
-            else self._memo(("fold", x.shape), lambda: self._kernels_smaller(x)))
+            else self._memo(("fold", x.shape, self.stride, self.padding, self.dilation),
+                            lambda: self._kernels_smaller(x)))
         if "in" in gates and not fold:
             x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
         pad_amounts = self._reversed_padding_repeated_twice

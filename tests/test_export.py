@@ -91,6 +91,20 @@ def test_dynamic_conv_exports_in_each_strategy(name, strategy, tmp_path):
                   onnx=strategy == "auto")
 
 
+@pytest.mark.parametrize("name", ["condconv", "odconv"])
+def test_upcycled_dynamic_conv_exports(name, tmp_path):
+    """Upcycled heads blend their gate with the neutral value (one torch.lerp per head, the neutral value a
+    non-persistent buffer): moved off their initial 0, every exporter keeps the blend."""
+    torch.manual_seed(0)
+    dyn = DynamicConv2d.from_conv(torch.nn.Conv2d(33, 24, 3, padding=1), get_spec(name))
+    mixes = [p for n, p in dyn.router.named_parameters() if n.endswith("_mix")]
+    assert mixes
+    with torch.no_grad():
+        for i, p in enumerate(mixes):
+            p.fill_(0.3 + 0.2 * i)
+    _check_export(dyn, (33, 9, 7), tmp_path)
+
+
 def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):
     conv = DynamicConv2d(8, 8, 3, padding=1, spec="dyconv", strategy="kernel").eval()
     x = torch.randn(2, 8, 6, 6)

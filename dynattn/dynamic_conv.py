@@ -448,11 +448,14 @@ class _DynamicConvNd(nn.Module):
         # batch of 1 notices); the key holds everything the choice reads that can change between calls
         key = ("strategy", x.shape, x.dtype, self.training and torch.is_grad_enabled(), cost_model(),
                self.stride, self.padding, self.dilation, self.padding_mode)
-        return self._memo(key, lambda: choose_strategy(**self.strategy_inputs(x)))
+        return self._memo(x, key, lambda: choose_strategy(**self.strategy_inputs(x)))
 
-    def _memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        """A per-layer memo of what eager calls derive from the input's shape alone (not state: not in the
-        state_dict; a few shapes per layer in practice, cleared past ``_MEMO_SIZE``)."""
+    def _memo(self, x: torch.Tensor, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()``, which derives from the input's shape alone: kept per ``key`` in eager calls (a per-layer
+        memo, not state: not in the state_dict; a few shapes per layer in practice, cleared past ``_MEMO_SIZE``),
+        evaluated each time where the sizes are symbolic (fx tracing, torch.compile, export)."""
+        if isinstance(x, fx.Proxy) or torch.compiler.is_compiling():
+            return compute()
         memo = self.__dict__.get("_shape_memo")
         if memo is None:  # also a layer unpickled from before the memo
             memo = self.__dict__["_shape_memo"] = {}
@@ -502,10 +505,8 @@ class _DynamicConvNd(nn.Module):
         strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
-        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and (
-            self._kernels_smaller(x) if torch.compiler.is_compiling() or isinstance(x, fx.Proxy)
-            else self._memo(("fold", x.shape, self.stride, self.padding, self.dilation),
-                            lambda: self._kernels_smaller(x)))
+        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._memo(
+            x, ("fold", x.shape, self.stride, self.padding, self.dilation), lambda: self._kernels_smaller(x))
         if "in" in gates and not fold:
             x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
         pad_amounts = self._reversed_padding_repeated_twice

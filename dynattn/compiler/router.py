@@ -128,9 +128,14 @@ def _runs(heads: tuple[HeadPlan, ...]) -> list[tuple[HeadPlan, ...]]:
     return [tuple(run) for run in runs]
 
 
-def _neutral_buffer(run_name: str) -> str:
+def _run_name(run: tuple[HeadPlan, ...]) -> str:
+    """A run of heads' name in the graph: its heads' names joined (``in_out_spatial``)."""
+    return "_".join(h.name for h in run)
+
+
+def _neutral_buffer(run: tuple[HeadPlan, ...]) -> str:
     """The buffer holding the neutral value of a run of blended heads (``torch.lerp`` takes it as a tensor)."""
-    return f"{run_name}_neutral"
+    return f"{_run_name(run)}_neutral"
 
 
 @functools.lru_cache(maxsize=512)
@@ -142,7 +147,7 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     # one gate call per run of heads with the same gate: fewer ops per layer (what a batch of 1 pays for)
     runs = _runs(plan.heads)
-    names = ["_".join(h.name for h in run) for run in runs]
+    names = [_run_name(run) for run in runs]
     if len(runs) > 1:
         parts = w.fn(torch.split_with_sizes, logits, [sum(h.size for h in run) for run in runs], 1, name="head_logits")
         per_run = [w.fn(operator.getitem, parts, i, name=f"{name}_logits") for i, name in enumerate(names)]
@@ -167,7 +172,7 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
             per_head = [w.fn(operator.getitem, split, i, name=join(h.name, "unmixed" if blended else "gate"),
                              role=None if blended else "gate") for i, h in enumerate(run)]
         if blended:  # neutral + mix * (gate - neutral), one mix per head: one lerp each
-            neutral = w.attr(_neutral_buffer(name), _neutral_buffer(name))
+            neutral = w.attr(_neutral_buffer(run), _neutral_buffer(run))
             per_head = [w.fn(blend, g, w.attr(f"{h.name}_mix", f"{h.name}_mix"), neutral,
                              name=join(h.name, "gate"), role="gate") for g, h in zip(per_head, run)]
         gates.extend(per_head)
@@ -198,8 +203,7 @@ def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:
             root.register_parameter(f"{head.name}_mix", nn.Parameter(torch.zeros((), **dd)))
     for run in _runs(plan.heads):
         if run[0].neutral is not None:  # a constant, not state: kept out of the state_dict
-            name = _neutral_buffer("_".join(h.name for h in run))
-            root.register_buffer(name, torch.tensor(run[0].neutral, **dd), persistent=False)
+            root.register_buffer(_neutral_buffer(run), torch.tensor(run[0].neutral, **dd), persistent=False)
     return root
 
 

@@ -37,6 +37,7 @@ from .registry import register_leaf_module
 from .spec import AttnSpec
 
 __all__ = ["DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs",
+           "choose_columns",
            "clear_measured_strategies", "CostModel", "COST_MODELS", "cost_model", "dynamic_conv_class"]
 
 Strategy = Literal["auto", "kernel", "blocked", "output"]
@@ -60,6 +61,9 @@ class CostModel:
     pointwise_mix: tuple[float, float]
     #: blocked mixing of a pointwise conv: the matmuls of narrow blocks, relative to one of all channels
     pointwise_block: float
+    #: kernel mixing of a conv of one group as a matmul with the input's im2col columns (``columns`` in
+    #: :func:`mixing.kernel_mixing`): writing and reading the columns, in multiply-adds per column value
+    im2col: float = 60.0
     call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
     cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
 
@@ -71,11 +75,11 @@ COST_MODELS: dict[int, CostModel] = {
     # worst regret 59% eval / 63% training -> 0% / 0% (every cell in 30..60 gives 0%; 70 and above send 3x3
     # convs on 4x4-8x8 maps at B=8-32 to blocked or output mixing, which ran 25-60% slower than kernel mixing)
     1: CostModel(macs_per_s=5.3e10, bytes_per_s=2e10, kernel_mix=(20.0, 45.0), blocked_share=0.75, block_conv=2.0,
-                 expert_bytes_per_s=2e9, pointwise_mix=(20.0, 20.0), pointwise_block=1.2),
+                 expert_bytes_per_s=2e9, pointwise_mix=(20.0, 20.0), pointwise_block=1.2, im2col=60.0),
     # refitted on a quiet machine (wall clock, --threads 2, 258 cells): worst regret 68% -> 46% eval, 54% -> 24%
     # training, 127/129 cells within 10% in each mode; the rest is one layer (a 1x1 stride-2 shortcut at 8x8)
     2: CostModel(macs_per_s=3.8e11, bytes_per_s=5e9, kernel_mix=(10.0, 90.0), blocked_share=0.9, block_conv=2.1,
-                 expert_bytes_per_s=3.5e9, pointwise_mix=(10.0, 20.0), pointwise_block=1.2),
+                 expert_bytes_per_s=3.5e9, pointwise_mix=(10.0, 20.0), pointwise_block=1.2, im2col=175.0),
 }
 
 
@@ -151,9 +155,8 @@ def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, b
     conv = batch * out_positions * w * mac
     maps = batch * (in_per_group * groups * in_positions + out_channels * out_positions) * itemsize * byte
     compute, extra = (3, 2) if training else (1, 1)
-    per_weight = m.pointwise_mix if pointwise else m.kernel_mix
-    mix_per_weight = round(per_weight[0] if batch == 1 else per_weight[1])
-    kernel_extra = mix_per_weight * batch * w * mac
+    kernel_extra, _ = _kernel_form(m, w, in_per_group, kernel_area, out_positions, batch, groups=groups,
+                                   spatial_head=spatial_head, itemsize=itemsize, pointwise=pointwise)
     costs = {"kernel": compute * conv + extra * (maps + kernel_extra + 3 * call)}
     shape = (experts, out_channels, in_per_group, kernel_area, 1)
     step = mixing.block_channels(batch, shape, groups, itemsize) if blocked else out_channels
@@ -170,6 +173,53 @@ def _costs_fs(in_per_group, out_channels, kernel_area, experts, out_positions, b
     experts_read = experts * w * itemsize * round(1e15 / m.expert_bytes_per_s)
     costs["output"] = compute * experts * conv + extra * (maps + outputs + experts_read + 3 * call)
     return costs
+
+
+def _kernel_form(m: CostModel, w, in_per_group, kernel_area, out_positions, batch, *, groups, spatial_head, itemsize,
+                 pointwise) -> tuple[int, bool]:
+    """Kernel mixing's extra cost in femtoseconds beyond the conv and the maps (mixing the B kernels, the conv or
+    matmul reading them; with a spatial head, scaling them), and whether the columns form is the cheaper."""
+    mac, byte = round(1e15 / m.macs_per_s), round(1e15 / m.bytes_per_s)
+    per_weight = m.pointwise_mix if pointwise else m.kernel_mix
+    extra = round(per_weight[0] if batch == 1 else per_weight[1]) * batch * w * mac
+    if spatial_head and not pointwise:  # the kernel-position scaling: one more pass over the B kernels
+        extra += 2 * batch * w * itemsize * byte
+    if pointwise or groups != 1:
+        return extra, False
+    as_matmul = round(m.pointwise_mix[0] if batch == 1 else m.pointwise_mix[1]) * batch * w * mac
+    columns = as_matmul + round(m.im2col) * batch * in_per_group * kernel_area * out_positions * mac
+    if columns < extra:
+        return columns, True
+    return extra, False
+
+
+def choose_columns(
+    in_per_group: int,
+    kernel_area: int,
+    experts: int,
+    out_positions: int,
+    batch: int,
+    *,
+    out_channels: int | None = None,
+    groups: int = 1,
+    training: bool = False,
+    spatial_head: bool = False,
+    itemsize: int = 4,
+    in_positions: int | None = None,
+    pointwise: bool = False,
+    model: CostModel | None = None,
+) -> bool:
+    """Whether kernel and blocked mixing run a conv of one group as a batched matmul with the input's im2col
+    columns (``columns=True`` in :func:`mixing.kernel_mixing`) rather than as a conv of B groups: when the columns
+    (B * in * kh * kw * H_out * W_out values, ``im2col`` each) cost less than the conv of B groups reading and
+    reordering the B kernels (``kernel_mix`` against ``pointwise_mix`` per mixed weight), that is on small maps;
+    with a spatial head the columns also take the kernel-position scaling. Same arguments as
+    :func:`choose_strategy`; a pointwise or grouped conv: False."""
+    m = cost_model() if model is None else model
+    out_channels = in_per_group * groups if out_channels is None else out_channels
+    w = out_channels * in_per_group * kernel_area
+    return _kernel_form(m, w, in_per_group, kernel_area, out_positions, batch, groups=groups,
+                        spatial_head=spatial_head, itemsize=itemsize, pointwise=pointwise)[1]
 
 
 def choose_strategy(
@@ -504,8 +554,9 @@ class _DynamicConvNd(nn.Module):
             check_input(x, self.in_channels, type(self).__name__, dims=self.dims)
         strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
+        columns = strategy != "output" and self._columns(x)  # kernel and blocked mixing's form (benchmark mode: both)
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
-        fold = strategy == "kernel" and ("in" in gates or "out" in gates) and self._memo(
+        fold = strategy == "kernel" and not columns and ("in" in gates or "out" in gates) and self._memo(
             x, ("fold", x.shape, self.stride, self.padding, self.dilation), lambda: self._kernels_smaller(x))
         if "in" in gates and not fold:
             x = x * gates["in"][(slice(None), slice(None)) + (None,) * self.dims]
@@ -519,8 +570,16 @@ class _DynamicConvNd(nn.Module):
             shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
             return mixing.kernel_mixing(x, shape, *mixed, conv, in_scale=gates.get("in"), fold_out=True)
         if strategy is None:  # benchmark mode, a shape not timed yet
-            strategy = self._measure(key, x, mixed, conv, pad_amounts)
-        return self._mix(strategy, x, mixed, conv, pad_amounts)
+            strategy = self._measure(key, x, mixed, conv, pad_amounts, columns)
+        return self._mix(strategy, x, mixed, conv, pad_amounts, columns)
+
+    def _columns(self, x: torch.Tensor) -> bool:
+        """Whether kernel and blocked mixing run as a matmul with the input's im2col columns (see
+        :func:`choose_columns`); a conv of B groups where the sizes are an fx tracer's proxies."""
+        if isinstance(x, fx.Proxy) or self.groups != 1:
+            return False
+        key = ("columns", x.shape, x.dtype, cost_model(), self.stride, self.padding, self.dilation, self.padding_mode)
+        return self._memo(x, key, lambda: choose_columns(**self.strategy_inputs(x)))
 
     def _kernels_smaller(self, x: torch.Tensor) -> bool:
         """Whether one sample's kernel holds fewer values than its input and output maps."""
@@ -528,12 +587,12 @@ class _DynamicConvNd(nn.Module):
         return kernel < self.in_channels * self._in_positions(x) + self.out_channels * self._out_positions(x)
 
     def _mix(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-             pad_amounts: tuple[int, ...]) -> torch.Tensor:
+             pad_amounts: tuple[int, ...], columns: bool = False) -> torch.Tensor:
         shape = (self.experts, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         if strategy == "kernel":
-            return mixing.kernel_mixing(x, shape, *mixed, conv)
+            return mixing.kernel_mixing(x, shape, *mixed, conv, columns=columns, pad_amounts=pad_amounts)
         if strategy == "blocked":
-            return mixing.blocked_kernel_mixing(x, shape, *mixed, conv)
+            return mixing.blocked_kernel_mixing(x, shape, *mixed, conv, columns=columns, pad_amounts=pad_amounts)
         return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)
 
     # ------------------------------------------------------------------ benchmark mode
@@ -543,7 +602,7 @@ class _DynamicConvNd(nn.Module):
                 x.dtype, x.device, self.training and torch.is_grad_enabled(), torch.get_num_threads())
 
     def _measure(self, key: tuple, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-                 pad_amounts: tuple[int, ...]) -> str:
+                 pad_amounts: tuple[int, ...], columns: bool = False) -> str:
         """Time the strategies the cost model does not rule out, keep the fastest for this shape."""
         inputs = self.strategy_inputs(x)
         costs = strategy_costs(**inputs)
@@ -553,22 +612,22 @@ class _DynamicConvNd(nn.Module):
         timings = {}
         for strategy in candidates:
             timings[strategy] = _time_strategy(lambda s=strategy: self._timed_call(s, x, mixed, conv, pad_amounts,
-                                                                                   train))
+                                                                                   train, columns))
         choice = min(timings, key=timings.__getitem__)
         choice = _same_on_every_rank(choice)
         _MEASURED[key] = choice
         return choice
 
     def _timed_call(self, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
-                    pad_amounts: tuple[int, ...], train: bool) -> None:
+                    pad_amounts: tuple[int, ...], train: bool, columns: bool = False) -> None:
         if not train:
             with torch.no_grad():
-                self._mix(strategy, x, mixed, conv, pad_amounts)
+                self._mix(strategy, x, mixed, conv, pad_amounts, columns)
             return
         leaves = [t.detach().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
                   for t in (x, *mixed)]
         with torch.enable_grad():
-            y = self._mix(strategy, leaves[0], tuple(leaves[1:]), conv, pad_amounts)
+            y = self._mix(strategy, leaves[0], tuple(leaves[1:]), conv, pad_amounts, columns)
             wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
             if wrt:
                 torch.autograd.grad(y, wrt, torch.ones_like(y))

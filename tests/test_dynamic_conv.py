@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import itertools
 import pickle
 
 import pytest
@@ -9,12 +10,27 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build
+from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build, mixing
 from dynattn.compiler.router import ConvGeometry
-from dynattn.dynamic_conv import COST_MODELS, choose_strategy, clear_measured_strategies, cost_model, strategy_costs
-from tests.blocks import small_blocks
+from dynattn.dynamic_conv import (
+    COST_MODELS,
+    choose_columns,
+    choose_strategy,
+    clear_measured_strategies,
+    cost_model,
+    strategy_costs,
+)
+from tests.blocks import columns_form, small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")
+# and kernel and blocked mixing in their columns form (a conv of one group as im2col and a batched matmul)
+RUNS = (*STRATEGIES, "kernel-columns", "blocked-columns")
+
+
+def _run(name):
+    """(the strategy, a context forcing the form of kernel mixing: call it for each use) of a RUNS entry."""
+    strategy, _, form = name.partition("-")
+    return strategy, lambda: columns_form(form == "columns")
 
 
 @pytest.fixture
@@ -70,10 +86,12 @@ def test_upcycled_equals_the_conv(config, spec, train, blocks):
     conv = nn.Conv2d(**CONFIGS[config]).train(train)
     x = _x()
     expected = conv(x)
-    for strategy in STRATEGIES:
+    for name in RUNS:
+        strategy, form = _run(name)
         dyn = DynamicConv2d.from_conv(conv, SPECS[spec], strategy=strategy)
         assert dyn.training == train
-        torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=0)
+        with form():
+            torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
     via_build = build(SPECS[spec], conv=conv)
     assert isinstance(via_build, DynamicConv2d)
     torch.testing.assert_close(via_build(x), expected, atol=1e-5, rtol=0)
@@ -102,14 +120,15 @@ def test_strategies_have_equal_training_gradients(config, spec, blocks):
     x = _x().double()
     g = torch.randn_like(dyn(x))
     results = {}
-    for strategy in STRATEGIES:
-        dyn.strategy = strategy
+    for name in RUNS:
+        dyn.strategy, form = _run(name)
         xi = x.clone().requires_grad_()
-        out = dyn(xi)
-        grads = torch.autograd.grad(out, [xi, *dyn.parameters()], g)
-        results[strategy] = (out, grads)
+        with form():
+            out = dyn(xi)
+            grads = torch.autograd.grad(out, [xi, *dyn.parameters()], g)
+        results[name] = (out, grads)
     out, grads = results["kernel"]
-    for strategy in ("blocked", "output"):
+    for strategy in RUNS[1:]:
         torch.testing.assert_close(results[strategy][0], out, atol=1e-10, rtol=1e-10)
         for (name, _), got, want in zip([("x", None), *dyn.named_parameters()], results[strategy][1], grads):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=f"{strategy}: d/d{name}")
@@ -161,10 +180,11 @@ def test_condconv_router_is_timms_routing_fn():
 
 
 @pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "1x1"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_matches_the_dyconv_formula(config, strategy, blocks):
+@pytest.mark.parametrize("run", RUNS)
+def test_matches_the_dyconv_formula(config, run, blocks):
     from tests.reference.dyconv import DyConvReference
 
+    strategy, form = _run(run)
     cfg = dict(CONFIGS[config])
     k = cfg["kernel_size"] if isinstance(cfg["kernel_size"], tuple) else (cfg["kernel_size"],) * 2
     dyn = DynamicConv2d(**cfg, spec=AttnSpec.dyconv(), strategy=strategy)
@@ -182,7 +202,8 @@ def test_matches_the_dyconv_formula(config, strategy, blocks):
     for train in (True, False):
         dyn.train(train)
         ref.train(train)
-        torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
+        with form():
+            torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
 def _copy_odconv(dyn: DynamicConv2d, ref, norm: bool):
@@ -203,11 +224,12 @@ def _copy_odconv(dyn: DynamicConv2d, ref, norm: bool):
 
 
 @pytest.mark.parametrize("config", ["3x3", "stride2", "groups4", "rectangular", "same", "dilation2"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("run", RUNS)
 @pytest.mark.parametrize("variant", ["official_no_bias", "with_bias", "bn"])
-def test_matches_the_odconv_formula(config, strategy, variant, blocks):
+def test_matches_the_odconv_formula(config, run, variant, blocks):
     from tests.reference.odconv import ODConvReference
 
+    strategy, form = _run(run)
     cfg = dict(CONFIGS[config])
     bias = variant == "with_bias"
     norm = variant == "bn"
@@ -234,7 +256,8 @@ def test_matches_the_odconv_formula(config, strategy, variant, blocks):
     for train in (True, False):
         dyn.train(train)
         ref.train(train)
-        torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
+        with form():
+            torch.testing.assert_close(dyn(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -330,6 +353,41 @@ def test_temperature_is_a_buffer_and_sharpens_or_flattens_the_routing():
         dyn.temperature = -1
 
 
+def test_kernel_mixing_takes_the_columns_form_on_small_maps(monkeypatch):
+    one = COST_MODELS[1]
+    # measured at 1 thread (CPU clock, B=8, eval; conv of B groups vs columns form): 512 -> 512 3x3 @4x4 99 vs
+    # 64 ms, 256 -> 512 3x3 s2 @8 -> 4 46 vs 23 ms, 512 -> 512 @7x7 161 vs 136 ms; 64 -> 64 @32x32 21 vs 40 ms
+    assert choose_columns(512, 9, 4, 4 * 4, 8, model=one)
+    assert choose_columns(256, 9, 4, 4 * 4, 8, out_channels=512, in_positions=64, model=one)
+    assert choose_columns(512, 9, 4, 7 * 7, 32, training=True, model=one)
+    assert not choose_columns(64, 9, 4, 32 * 32, 8, model=one)
+    assert not choose_columns(256, 9, 4, 14 * 14, 8, model=one)
+    # a batch of one is one dense conv; grouped and pointwise convs keep their own forms
+    assert not choose_columns(512, 9, 4, 4 * 4, 1, model=one)
+    assert not choose_columns(1, 9, 4, 4 * 4, 8, groups=512, out_channels=512, model=one)
+    assert not choose_columns(512, 1, 4, 4 * 4, 8, pointwise=True, model=one)
+    # ODConv's spatial head scales the B kernels of the conv form (one more pass over them), the columns otherwise
+    large, small = (strategy_costs(64, 64, 9, 4, 56 * 56, 8, spatial_head=h, model=one)["kernel"] for h in (1, 0))
+    assert large > small
+    # the layer runs the form the model chose, per input shape
+    forms = []
+    real = mixing.kernel_mixing
+
+    def spy(*args, **kwargs):
+        forms.append(kwargs.get("columns", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mixing, "kernel_mixing", spy)
+    monkeypatch.setitem(COST_MODELS, 1, one)
+    monkeypatch.setitem(COST_MODELS, 2, one)
+    dyn = DynamicConv2d(512, 512, 3, padding=1, spec="dyconv", strategy="kernel").eval()
+    with torch.no_grad():
+        dyn(torch.randn(8, 512, 4, 4))
+        dyn(torch.randn(1, 512, 4, 4))
+        DynamicConv2d(64, 64, 3, padding=1, spec="odconv", strategy="kernel").eval()(torch.randn(8, 64, 32, 32))
+    assert forms == [True, False, False]
+
+
 def test_auto_strategy_follows_the_cost_model():
     two, one = COST_MODELS[2], COST_MODELS[1]
 
@@ -343,15 +401,13 @@ def test_auto_strategy_follows_the_cost_model():
         assert pick(256, 3, 8 * 8, 32, model, spatial_head=True) == "kernel"  # ODConv's im2col copy costs on maps
         assert pick(512, 3, 2 * 2, 1, model) == "kernel"  # batch 1: one kernel, written once
         assert pick(64, 3, 28 * 28, 32, model, tracing=True) == "output"
-    # one thread (measured, CPU clock, 512 -> 512 3x3 @4x4: kernel 60 ms, blocked 84, output 101 at B=8; kernel
-    # 245, blocked 332, output 390 at B=32): kernel mixing holds down to 4x4 maps; on 2x2 maps with a large batch
-    # K dense convs beat B kernels, and at B=8 blocks of kernels that stay in cache pay off
-    assert pick(512, 3, 4 * 4, 32, one) == "kernel" and pick(512, 3, 4 * 4, 8, one) == "kernel"
-    assert pick(512, 3, 2 * 2, 32, one) == "output" and pick(512, 3, 2 * 2, 32, one, spatial_head=True) == "output"
-    assert pick(512, 3, 2 * 2, 8, one) == "blocked"
-    # two threads (measured: 512 -> 512 3x3 @4x4, B=32: kernel 186 ms, blocked 257, output 271): the two cores
-    # share the grouped conv well, so kernel mixing holds down to 4x4 maps
-    assert pick(512, 3, 4 * 4, 32) == "kernel" and pick(512, 3, 4 * 4, 8) == "kernel"
+    # small maps: kernel mixing in its columns form (im2col and a batched matmul; measured, 512 -> 512 3x3, eval,
+    # steady allocator: 1 thread, CPU clock, @4x4 kernel 52 ms, blocked 59, output 108 at B=8, 214 / 277 / 414 at
+    # B=32; @2x2 44 / 49 / 62 at B=8, 167 / 181 / 171 at B=32; 2 threads @4x4 B=32 144 / 175 / 200 ms)
+    for model, positions, batch in itertools.product((one, two), (2 * 2, 4 * 4), (8, 32)):
+        if model is one or positions == 4 * 4:
+            assert pick(512, 3, positions, batch, model) == "kernel"
+        assert choose_columns(512, 9, 4, positions, batch, model=model)
     # pointwise convs run kernel mixing as a batched matmul (no conv of B groups): kernel mixing wins at both
     # thread counts, down to ResNet-18's 256->512 1x1 stride-2 shortcut at 8x8 (measured at B=32, 1 thread:
     # kernel 16.5 ms, blocked 16.7, output 22.9); a matmul's kernel mixing is costed below a conv of B groups'
@@ -370,7 +426,8 @@ def test_auto_strategy_follows_the_cost_model():
     assert set(strategy_costs(64, 64, 9, 4, 3136, 8)) == {"kernel", "output"}  # one block: blocked is kernel
     dyn = DynamicConv2d(128, 128, 3, padding=1)
     assert dyn.strategy_inputs(torch.zeros(8, 128, 16, 16))["out_positions"] == 256
-    assert dyn.chosen_strategy(torch.zeros(32, 128, 2, 2)) == "output"
+    tiny = torch.zeros(32, 128, 2, 2)
+    assert dyn.chosen_strategy(tiny) == choose_strategy(**dyn.strategy_inputs(tiny))
     assert dyn.chosen_strategy(torch.zeros(2, 128, 56, 56)) == "kernel"
     reflect = DynamicConv2d(16, 16, 3, padding=1, padding_mode="reflect")
     assert reflect.strategy_inputs(torch.zeros(2, 16, 9, 7))["out_positions"] == 63  # padding counted once

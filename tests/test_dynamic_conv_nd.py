@@ -26,9 +26,11 @@ from dynattn import (
 )
 from dynattn.dynamic_conv import choose_strategy
 from graph_passes import insert_attention, list_sites, report
-from tests.blocks import small_blocks
+from tests.blocks import columns_form, small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")
+# each strategy, and kernel and blocked mixing also in their columns form (im2col and a batched matmul)
+RUNS = [(s, False) for s in STRATEGIES] + [("kernel", True), ("blocked", True)]
 CLASSES = {1: (DynamicConv1d, nn.Conv1d), 3: (DynamicConv3d, nn.Conv3d)}
 SIZES = {1: (13,), 3: (5, 6, 4)}  # spatial sizes of the test inputs
 
@@ -101,16 +103,17 @@ def _compare_with_reference(dyn, x, train):
     want = reference(dyn, xr)
     grad_out = torch.randn_like(want)
     want_grads = torch.autograd.grad(want, [xr, *params], grad_out) if train else ()
-    for strategy in STRATEGIES:
+    for strategy, columns in RUNS:
         dyn.strategy = strategy
         xi = x.clone().requires_grad_(train)
-        with small_blocks(2):
+        with small_blocks(2), columns_form(columns):
             got = dyn(xi)
             grads = torch.autograd.grad(got, [xi, *params], grad_out) if train else ()
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=lambda m, s=strategy: f"{s}: {m}")
+        run = f"{strategy}{' (columns)' if columns else ''}"
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=lambda m, s=run: f"{s}: {m}")
         for name, a, b in zip(["x", *(n for n, _ in dyn.named_parameters())], grads, want_grads):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10,
-                                       msg=lambda m, s=strategy, n=name: f"{s} d/d{n}: {m}")
+                                       msg=lambda m, s=run, n=name: f"{s} d/d{n}: {m}")
 
 
 @pytest.mark.parametrize("spec", ["dyconv", "odconv", "avg_max_lse"])

@@ -90,9 +90,9 @@ def test_dynamic_conv_applies_channel_heads_to_features(monkeypatch):
     seen = {}
     original = mixing.kernel_mixing
 
-    def spy(xs, shape, weight, bias, a, s, out_scale, *rest):
+    def spy(xs, shape, weight, bias, a, s, out_scale, *rest, **kwargs):
         seen.update(x=xs, a=a, s=s, out_scale=out_scale)
-        return original(xs, shape, weight, bias, a, s, out_scale, *rest)
+        return original(xs, shape, weight, bias, a, s, out_scale, *rest, **kwargs)
 
     monkeypatch.setattr(mixing, "kernel_mixing", spy)
     dyn(x)

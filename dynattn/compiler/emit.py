@@ -150,13 +150,13 @@ def _activate(w: GraphWriter, z: fx.Node, spec: AttnSpec, owner: str, prefix: st
 
 def _mix(w: GraphWriter, gate: fx.Node, spec: AttnSpec, owner: str, prefix: str) -> fx.Node:
     """An identity-initialised gate: ``n + mix * (gate - n)``, exactly the neutral value ``n`` of the
-    spec's fuse (1 for x * w, 0 for x * (1 + w) and x + w) while ``mix == 0``."""
+    spec's fuse (1 for x * w, 0 for x * (1 + w) and x + w) while ``mix == 0``. With n = 1 that is
+    ``(1 - mix) + mix * gate``: one pass over the gate (``torch.addcmul``), the rest on the scalar mix."""
     mix = w.attr(f"{owner}.mix" if owner else "mix", join(prefix, "mix"))
     if FUSE_NEUTRAL[spec.fuse] == 0.0:
         return w.fn(operator.mul, mix, gate, name=join(prefix, "gate_mixed"), role="gate")
-    delta = w.fn(operator.sub, gate, 1, name=join(prefix, "gate_delta"))
-    scaled = w.fn(operator.mul, mix, delta, name=join(prefix, "gate_delta_mixed"))
-    return w.fn(operator.add, 1, scaled, name=join(prefix, "gate_mixed"), role="gate")
+    keep = w.fn(operator.sub, 1, mix, name=join(prefix, "gate_keep"))
+    return w.fn(torch.addcmul, keep, mix, gate, name=join(prefix, "gate_mixed"), role="gate")
 
 
 def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:

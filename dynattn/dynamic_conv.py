@@ -576,8 +576,8 @@ class _DynamicConvNd(nn.Module):
     def _columns(self, x: torch.Tensor) -> bool:
         """Whether kernel and blocked mixing run as a matmul with the input's im2col columns (see
         :func:`choose_columns`); a conv of B groups where the sizes are an fx tracer's proxies."""
-        if isinstance(x, fx.Proxy) or self.groups != 1:
-            return False
+        if isinstance(x, fx.Proxy) or self.groups != 1 or math.prod(self.kernel_size) == 1:
+            return False  # a 1 x 1 kernel of one group runs as a matmul of its own (mixing._pointwise)
         key = ("columns", x.shape, x.dtype, cost_model(), self.stride, self.padding, self.dilation, self.padding_mode)
         return self._memo(x, key, lambda: choose_columns(**self.strategy_inputs(x)))
 

@@ -292,6 +292,8 @@ def _scale_columns(cols: torch.Tensor, a: torch.Tensor | None, s: torch.Tensor |
     """Columns (B, I, P, L) or (B, I, L) with the input-channel scaling ``in_scale`` (B, I) and the kernel-position
     scaling ``s`` (B, P) applied, as (B, I*P, L); where the kernel has one position, ``s`` (B, 1) scales the mix
     weights ``a`` instead (the mixed bias is computed from the unscaled ``a`` before). Returns (a, s, columns)."""
+    if s is None and in_scale is None and cols.dim() == 3:  # a pointwise conv's columns, nothing to scale
+        return a, s, cols
     if s is not None and positions == 1:
         a = s if a is None else a * s  # (B, K) * (B, 1): sum_k (s_b a_bk) W_k, and W_0 * s_b with one expert
         s = None

@@ -9,7 +9,8 @@ The grid takes the conv layers of ResNet-18/50 (3x3 and 1x1, strided, projection
 MobileNetV3 and EfficientNet (1x1 expansions and projections, 3x3 and 5x5 depthwise) at the map
 sizes of 224 and 128 px inputs, at batch 1, 8 and 32, with K = 4 experts (and 8 on some shapes).
 Each cell times every strategy round-robin (``interleaved_medians``) on one DyConv layer; training
-cells time forward and backward. ``--clock cpu`` reads the process's CPU time instead of the wall
+cells time forward and backward, the input's gradient included (as for every layer of a network but the
+first). ``--clock cpu`` reads the process's CPU time instead of the wall
 clock (with ``--threads 1`` this ignores time the process spends waiting for a core a concurrent job
 holds, which makes the comparison stable on a shared machine).
 """
@@ -100,6 +101,7 @@ def _step(module: DynamicConv2d, x: torch.Tensor, grad: torch.Tensor | None, str
             with torch.no_grad():
                 return module(x)
         module.zero_grad(set_to_none=True)
+        x.grad = None
         module(x).backward(grad)
     return run
 
@@ -115,9 +117,10 @@ def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser
                                       groups=layer.groups, bias=False, spec=AttnSpec.dyconv(experts=k)).train(train)
                     x = torch.randn(b, layer.cin, layer.size, layer.size)
                     grad = None
-                    if train:
+                    if train:  # a training step of an inner layer of a network: the input's gradient too
                         with torch.no_grad():
                             grad = torch.randn_like(m(x))
+                        x.requires_grad_()
                     # one block is kernel mixing itself: time it once (a second timing would only add noise)
                     single = mixing.block_channels(b, (k, layer.cout, layer.cin // layer.groups, layer.k, layer.k),
                                                    layer.groups) >= layer.cout

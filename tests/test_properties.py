@@ -3,7 +3,7 @@
 import torch
 from hypothesis import assume, find, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import NoSuchExample
+from hypothesis.errors import Flaky, NoSuchExample
 
 from dynattn import AttnSpec, build, vocab
 from dynattn.testing import specs
@@ -169,7 +169,9 @@ def test_the_strategy_reaches_every_value_the_spec_takes():
 
     try:
         find(specs(), complete, settings=settings(max_examples=20000, database=None))
-    except NoSuchExample:
+    except (NoSuchExample, Flaky):
+        # Flaky: the predicate keeps state (``seen`` only grows), so a draw Hypothesis replays can answer
+        # differently the second time; the set it reached is what the assertion below checks
         pass
     assert not FIELD_VALUES - seen, f"never drawn: {sorted(FIELD_VALUES - seen, key=str)}"
 

@@ -202,6 +202,19 @@ def _im2col(x: torch.Tensor, ks: list[int], conv: ConvArgs, pad_amounts: tuple[i
     return cols.view(b, c, kh * kw, -1), outs
 
 
+def _matmul_columns(x: torch.Tensor, ks: list[int], conv: ConvArgs, columns: bool,
+                    pad_amounts: tuple[int, ...] | None) -> tuple[torch.Tensor | None, list | None]:
+    """The columns kernel mixing multiplies the B kernels with, and the output's sizes: a pointwise conv's
+    (strided) input (B, I, L); with ``columns``, a conv of one group's im2col (B, I, P, L) (``pad_amounts``
+    default: from ``conv.padding``); else (None, None): the conv of B groups."""
+    pointwise = _pointwise(x, ks, conv)
+    if pointwise is not None:
+        return pointwise
+    if columns and conv.groups == 1:
+        return _im2col(x, ks, conv, pad_amounts_of(conv, ks) if pad_amounts is None else pad_amounts)
+    return None, None
+
+
 def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None, nd: int = 2) -> torch.Tensor:
     if out_scale is not None:
         y = y * _per_channel(out_scale, nd)
@@ -239,12 +252,7 @@ def kernel_mixing(
         mixed_bias = bias[0].unsqueeze(0).expand(b, o) if a is None else torch.mm(a, bias)
     if a is None:
         weight = weight[:1]
-    pointwise = _pointwise(x, ks, conv)
-    cols = None
-    if pointwise is not None:
-        cols, outs = pointwise
-    elif columns and conv.groups == 1:
-        cols, outs = _im2col(x, ks, conv, pad_amounts_of(conv, ks) if pad_amounts is None else pad_amounts)
+    cols, outs = _matmul_columns(x, ks, conv, columns, pad_amounts)
     if cols is not None:  # the scalings go to the columns (or, one kernel position, to the mix weights)
         a, s, cols = _scale_columns(cols, a, s, in_scale, b, i_g, math.prod(ks))
         in_scale = None
@@ -359,12 +367,7 @@ def blocked_kernel_mixing(
     if a is None:
         experts = experts[:1]
     fused_bias = mixed_bias is not None and out_scale is None
-    pointwise = _pointwise(x, ks, conv)
-    cols = None
-    if pointwise is not None:
-        cols, out_sizes = pointwise
-    elif columns and groups == 1:
-        cols, out_sizes = _im2col(x, ks, conv, pad_amounts_of(conv, ks) if pad_amounts is None else pad_amounts)
+    cols, out_sizes = _matmul_columns(x, ks, conv, columns, pad_amounts)
     if cols is not None:  # one group: every block reads all of the columns, scaled once
         a, s, cols = _scale_columns(cols, a, s, None, b, i_g, math.prod(ks))
     # splits, not slices: a split's backward is one concatenation, where each slice would add a

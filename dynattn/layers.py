@@ -20,7 +20,7 @@ from .vocab import ACTS, DCT_FREQUENCIES
 
 __all__ = [
     "MLP", "ChannelConv1d", "ChannelConv1dMLP", "Channelwise", "SpatialConv", "SpatialBottleneck", "ConvMLP",
-    "PixelMLP", "Energy", "StripMLP", "StripConv", "GroupNorm1", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
+    "PixelMLP", "Energy", "small_linear", "SMALL_LINEAR_WEIGHTS", "StripMLP", "StripConv", "GroupNorm1", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
 ]
 
 
@@ -80,12 +80,33 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, out_features, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
+        x = small_linear(self.fc1, x)
         if self.bn is not None:
             x = self.bn(bn_guard(x, self.training))
         if self.ln is not None:
             x = self.ln(x)
-        return self.fc2(self.act(x))
+        return small_linear(self.fc2, self.act(x))
+
+
+#: Under ``torch.compile`` on CPU, a linear layer with at most this many weights runs as a broadcast
+#: multiply and a sum over its inputs (:func:`small_linear`).
+SMALL_LINEAR_WEIGHTS = 16384
+
+
+def small_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``; compiled on CPU with a small weight, ``(x[..., None, :] * W).sum(-1) + b``.
+
+    The two are the same arithmetic. The second lets inductor fuse an excitation MLP with the
+    pooling before it and the gate after it into one kernel, where ``addmm`` is an external call
+    each: SE at C=256, 28x28 ran 3-4% faster compiled at batch 32 and 18% at batch 1, CPU,
+    1 thread. Larger layers (C=1024 at batch 32: 12% slower) keep the matmul, as do eager
+    runs, fx tracing, export (the exported graph keeps its ``linear``) and autocast (where
+    ``linear`` runs in the lower precision and a sum would not)."""
+    if (layer.weight.numel() > SMALL_LINEAR_WEIGHTS or not torch.compiler.is_compiling() or is_exporting()
+            or x.device.type != "cpu" or torch.is_autocast_enabled("cpu")):
+        return layer(x)
+    y = (x.unsqueeze(-2) * layer.weight).sum(-1)
+    return y if layer.bias is None else y + layer.bias
 
 
 class ChannelConv1d(nn.Module):

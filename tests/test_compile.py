@@ -100,6 +100,42 @@ def test_inductor_equals_eager_dynamic_conv(name, strategy):
     _inductor_matches_eager(module, torch.randn(4, 33, 11, 9))
 
 
+def _dynamo_graph(module, x):
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    torch.compile(module, fullgraph=True, backend=backend)(x)
+    return graphs[0]
+
+
+def test_small_linear_layers_run_as_a_sum_under_compile():
+    """SE's MLP compiles as broadcast multiply + sum (one fusable kernel with the pooling and the gate);
+    a layer above SMALL_LINEAR_WEIGHTS keeps linear; both equal eager, forward and gradients."""
+    from dynattn.layers import SMALL_LINEAR_WEIGHTS, small_linear
+
+    small, large = build(AttnSpec.se(), channels=65), build(AttnSpec.se(reduction=1), channels=160)
+    assert small.excite.fc1.weight.numel() <= SMALL_LINEAR_WEIGHTS < large.excite.fc1.weight.numel()
+    for module, channels, expect_linear in ((small, 65, False), (large, 160, True)):
+        x = torch.randn(3, channels, 5, 4)
+        targets = {str(n.target) for n in _dynamo_graph(module, x).graph.nodes}
+        assert any("linear" in t for t in targets) == expect_linear, targets
+        assert any("sum" in t for t in targets) != expect_linear, targets
+    layer = torch.nn.Linear(33, 7)
+    x = torch.randn(2, 5, 33, requires_grad=True)
+    compiled = torch.compile(small_linear, fullgraph=True, backend="aot_eager")
+    out = compiled(layer, x)
+    torch.testing.assert_close(out, layer(x))
+    grads = torch.autograd.grad(out.square().sum(), (x, layer.weight, layer.bias))
+    expected = torch.autograd.grad(layer(x).square().sum(), (x, layer.weight, layer.bias))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    without_bias = torch.nn.Linear(33, 7, bias=False)
+    torch.testing.assert_close(compiled(without_bias, x), without_bias(x))
+
+
 def test_build_compile_switch():
     module = build(AttnSpec.cbam(), channels=33, compile={"backend": "eager"})
     assert "_compiled_call_impl" in module.__dict__ and module.meta["dynattn_compile"]["fullgraph"]

@@ -74,7 +74,8 @@ def _inductor_matches_eager(module, x):
         torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "channels"), [("cbam", 33), ("se", 65), ("coord", 33), ("fca", 64)])
+@pytest.mark.parametrize(("name", "channels"), [("cbam", 33), ("se", 65), ("coord", 33), ("fca", 64), ("gc", 33),
+                                               ("gam", 20)])
 def test_inductor_equals_eager_at_odd_channels(name, channels):
     spec = get_spec(name, flavor="timm") if name == "se" else get_spec(name)
     _inductor_matches_eager(build(spec, channels=channels).eval(), torch.randn(4, channels, 11, 9))
@@ -134,6 +135,27 @@ def test_small_linear_layers_run_as_a_sum_under_compile():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     without_bias = torch.nn.Linear(33, 7, bias=False)
     torch.testing.assert_close(compiled(without_bias, x), without_bias(x))
+
+
+def test_compiled_gc_and_gam_keep_their_convs_out_of_inductors_layouts():
+    """Global context's C -> 1 logits conv compiles as a channel sum, GAM's convs as the opaque batched_conv
+    op (inductor re-lays both out channels-last, slower than eager); equal to eager, gradients too."""
+    for name, channels in (("gc", 33), ("gam", 20)):
+        module = build(get_spec(name), channels=channels).train().double()  # float64: GC's logit gradients cancel
+        x = torch.randn(3, channels, 7, 6, dtype=torch.float64, requires_grad=True)
+        targets = [str(n.target) for n in _dynamo_graph(module, x).graph.nodes]
+        assert not any("conv2d" in t and "batched" not in t for t in targets), targets
+        assert any("batched_conv" in t for t in targets) == (name == "gam"), targets
+        twin = build(get_spec(name), channels=channels).train().double()
+        twin.load_state_dict(module.state_dict())
+        compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+        x2 = x.detach().clone().requires_grad_()
+        torch.testing.assert_close(compiled(x2), module(x), atol=1e-5, rtol=1e-5)
+        module(x).square().sum().backward()
+        compiled(x2).square().sum().backward()
+        torch.testing.assert_close(x2.grad, x.grad, atol=1e-5, rtol=1e-4)
+        for (pname, a), b in zip(module.named_parameters(), twin.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=pname)
 
 
 def test_build_compile_switch():

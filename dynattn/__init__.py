@@ -3,42 +3,51 @@
     from dynattn import AttnSpec, build
     cbam = build(AttnSpec.cbam(), channels=64)      # a torch.fx.GraphModule
     print(cbam.code)                                 # reads like the paper
+
+The top level holds what a user calls; the rest lives in named modules (``dynattn.errors``,
+``dynattn.registry``, ``dynattn.testing``, ...). Names that used to be here and moved are still
+reachable for now, with a ``DeprecationWarning`` that says where they went (``_deprecated.py``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import mixing
-from .builder import build, compile_options
-from .compiler import AttentionModule
+from ._deprecated import moved_attribute
+from .builder import build
 from .dynamic_conv import DynamicConv1d, DynamicConv2d, DynamicConv3d
-from .errors import DynattnError, InputError, ModelError, SpecError
-from .interop import SpecLayer
-from .placement import ConvPlacement, conv_placement
-from .presets import as_spec, get_spec, list_presets
+from .errors import DynattnError, SpecError
+from .interop import load_timm_weights
+from .presets import get_spec, list_presets
 from .record import GateMaps, record_gates
-from .registry import leaf_modules, register_leaf_module
 from .spec import AttnSpec
 from .spec_parse import parse_spec
 from .temperature import TemperatureSchedule, set_temperature
 
 if TYPE_CHECKING:
-    from . import testing
+    from . import testing  # noqa: F401  (dynattn.testing: loaded on first use)
 
 __all__ = [
-    "AttnSpec", "SpecError", "DynattnError", "InputError", "ModelError", "build", "DynamicConv2d", "DynamicConv1d",
-    "DynamicConv3d", "get_spec",
-    "list_presets", "as_spec", "is_attention", "set_temperature", "TemperatureSchedule", "record_gates", "GateMaps",
-    "parse_spec", "testing", "SpecLayer", "compile_options", "register_leaf_module", "leaf_modules",
-    "ConvPlacement", "conv_placement", "mixing",
+    "AttnSpec", "build", "get_spec", "list_presets", "parse_spec", "SpecError", "DynattnError",
+    "DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "record_gates", "GateMaps", "set_temperature",
+    "TemperatureSchedule", "load_timm_weights",
 ]
 __version__ = "0.1.0"
 
-
-def is_attention(module: object) -> bool:
-    """True for a module that :func:`build` made for a feature-map spec."""
-    return isinstance(module, AttentionModule)
+#: Former top-level names: (module they live in now, name there).
+_MOVED = {
+    "InputError": ("dynattn.errors", "InputError"),
+    "ModelError": ("dynattn.errors", "ModelError"),
+    "register_leaf_module": ("dynattn.registry", "register_leaf_module"),
+    "leaf_modules": ("dynattn.registry", "leaf_modules"),
+    "is_attention": ("dynattn.builder", "is_attention"),
+    "as_spec": ("dynattn.presets", "as_spec"),
+    "compile_options": ("dynattn.builder", "compile_options"),
+    "SpecLayer": ("dynattn.interop", "SpecLayer"),
+    "ConvPlacement": ("dynattn.conv_placement", "ConvPlacement"),
+    "conv_placement": ("dynattn.conv_placement", "conv_placement"),
+    "mixing": ("dynattn.mixing", None),
+}
 
 
 def __getattr__(name: str):
@@ -46,4 +55,6 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(".testing", __name__)
+    if name in _MOVED:
+        return moved_attribute(__name__, name, *_MOVED[name])
     raise AttributeError(f"module 'dynattn' has no attribute {name!r}")

@@ -11,13 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .compiler import build_feature
+from .compiler import AttentionModule, build_feature
 from .dynamic_conv import dynamic_conv_class
 from .errors import SpecError
 from .presets import as_spec
 from .spec import AttnSpec
 
-__all__ = ["build", "compile_options", "apply_compile"]
+__all__ = ["build", "compile_options", "apply_compile", "is_attention"]
+
+
+def is_attention(module: object) -> bool:
+    """True for a module that :func:`build` made for a feature-map spec."""
+    return isinstance(module, AttentionModule)
 
 
 def compile_options(compile: object) -> dict | None:

@@ -21,7 +21,6 @@ from .vocab import ACTS, DCT_FREQUENCIES
 __all__ = [
     "MLP", "ChannelConv1d", "ChannelConv1dMLP", "Channelwise", "SpatialConv", "SpatialBottleneck", "ConvMLP",
     "PixelMLP", "Energy", "StripMLP", "StripConv", "GroupNorm1", "AttentionPool", "DCTPool", "bn_guard", "dct_basis",
-    "small_linear", "SMALL_LINEAR_WEIGHTS", "eager_layout_conv",
 ]
 
 
@@ -81,12 +80,12 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, out_features, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = small_linear(self.fc1, x)
+        x = _small_linear(self.fc1, x)
         if self.bn is not None:
             x = self.bn(bn_guard(x, self.training))
         if self.ln is not None:
             x = self.ln(x)
-        return small_linear(self.fc2, self.act(x))
+        return _small_linear(self.fc2, self.act(x))
 
 
 def _inductor_on_cpu(x: torch.Tensor) -> bool:
@@ -96,7 +95,7 @@ def _inductor_on_cpu(x: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def eager_layout_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _eager_layout_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)``; compiled on CPU, one opaque call (:func:`dynattn.mixing.batched_conv`) that keeps the
     layouts eager uses. Inductor otherwise runs the conv channels-last, copying x and the output: GAM's
     convs (256 -> 64 -> 256, 1x1 and 7x7, B=8, 28x28) took 636 ms compiled that way, 500 ms as the op
@@ -108,11 +107,11 @@ def eager_layout_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 #: Under ``torch.compile`` on CPU, a linear layer with at most this many weights runs as a broadcast
-#: multiply and a sum over its inputs (:func:`small_linear`).
-SMALL_LINEAR_WEIGHTS = 16384
+#: multiply and a sum over its inputs (:func:`_small_linear`).
+_SMALL_LINEAR_WEIGHTS = 16384
 
 
-def small_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _small_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)``; compiled on CPU with a small weight, ``(x[..., None, :] * W).sum(-1) + b``.
 
     The two are the same arithmetic. The second lets inductor fuse an excitation MLP with the
@@ -121,7 +120,7 @@ def small_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     1 thread. Larger layers (C=1024 at batch 32: 12% slower) keep the matmul, as do eager
     runs, fx tracing, export (the exported graph keeps its ``linear``) and autocast (where
     ``linear`` runs in the lower precision and a sum would not)."""
-    if not _inductor_on_cpu(x) or layer.weight.numel() > SMALL_LINEAR_WEIGHTS:  # fx: weight is a Proxy
+    if not _inductor_on_cpu(x) or layer.weight.numel() > _SMALL_LINEAR_WEIGHTS:  # fx: weight is a Proxy
         return layer(x)
     y = (x.unsqueeze(-2) * layer.weight).sum(-1)
     return y if layer.bias is None else y + layer.bias
@@ -236,10 +235,10 @@ class ConvMLP(nn.Module):
         self.bn2 = bn_nd(channels, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = eager_layout_conv(self.conv1, x)
+        x = _eager_layout_conv(self.conv1, x)
         if self.bn1 is not None:
             x = self.bn1(bn_guard(x, self.training))
-        x = eager_layout_conv(self.conv2, self.act(x))
+        x = _eager_layout_conv(self.conv2, self.act(x))
         if self.bn2 is not None:
             x = self.bn2(bn_guard(x, self.training))
         return x
@@ -276,10 +275,10 @@ class PixelMLP(nn.Module):
         self.fc2 = CONVS[dims](hidden, out_channels or channels, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = eager_layout_conv(self.fc1, x)
+        x = _eager_layout_conv(self.fc1, x)
         if self.bn is not None:
             x = self.bn(bn_guard(x, self.training))
-        return eager_layout_conv(self.fc2, self.act(x))
+        return _eager_layout_conv(self.fc2, self.act(x))
 
 
 class ChannelConv1dMLP(nn.Module):

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["ConvArgs", "is_pointwise", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv",
-           "batched_conv2d", "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
+           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
 
 Padding = str | tuple[int, ...]
 
@@ -84,10 +84,6 @@ def batched_conv(
 @batched_conv.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups):
     return CONV_FNS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
-
-
-#: The op's first name, from when it ran 2-D convs only.
-batched_conv2d = batched_conv
 
 
 def _setup(ctx, inputs, output):

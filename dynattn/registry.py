@@ -4,8 +4,8 @@ dynattn's own modules register themselves here; graph_passes (or any other tool 
 models) asks this registry instead of knowing dynattn's classes, in the spirit of timm's
 ``register_notrace_module``. A user's own attention or conv module can be registered too:
 
-    dynattn.register_leaf_module(MyGate, role="attention")   # keeps the (B, C, H, W) shape
-    dynattn.register_leaf_module(MyConv, role="conv")        # a conv: NCHW out, a "conv" site
+    dynattn.registry.register_leaf_module(MyGate, role="attention")   # keeps the (B, C, H, W) shape
+    dynattn.registry.register_leaf_module(MyConv, role="conv")        # a conv: NCHW out, a "conv" site
 
 Roles:
 

@@ -7,11 +7,26 @@
 See :func:`insert_attention` and :mod:`graph_passes.sites` for the ``where=`` selectors.
 """
 
+from dynattn._deprecated import moved_attribute
+
 from .insert import insert_attention, list_sites
-from .report import InsertionReport, SiteRecord, SkippedSite, report
+from .report import InsertionReport, report
 from .rewrite import is_rewritten, original_class, rewritten_code
-from .sites import SITE_STRATEGIES, Site
+from .sites import Site
 from .trace import LeafTracer, TraceFailure
 
-__all__ = ["insert_attention", "list_sites", "report", "Site", "SiteRecord", "SkippedSite", "InsertionReport",
-           "SITE_STRATEGIES", "TraceFailure", "LeafTracer", "is_rewritten", "original_class", "rewritten_code"]
+__all__ = ["insert_attention", "list_sites", "report", "InsertionReport", "Site", "TraceFailure", "LeafTracer",
+           "is_rewritten", "original_class", "rewritten_code"]
+
+#: Former top-level names: (module they live in now, name there).
+_MOVED = {
+    "SiteRecord": ("graph_passes.report", "SiteRecord"),
+    "SkippedSite": ("graph_passes.report", "SkippedSite"),
+    "SITE_STRATEGIES": ("graph_passes.sites", "SITE_STRATEGIES"),
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return moved_attribute(__name__, name, *_MOVED[name])
+    raise AttributeError(f"module 'graph_passes' has no attribute {name!r}")

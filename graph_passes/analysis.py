@@ -15,7 +15,7 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from dynattn import ModelError, leaf_modules
+from dynattn._passes_api import ModelError, leaf_modules
 
 from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
 from .sites import Site, Where, find_sites, join_path

@@ -6,7 +6,7 @@ tensor), else that of its first conv; only plain convs of that rank are converte
 ``nn.Conv1d``s, such as ECA's gate, stay as they are).
 
 No tracing is needed: the convs are found by name. With ``where=None`` the spec's own placement
-(``dynattn.conv_placement``: its paper's and official code's models) decides which stay static;
+(``dynattn.conv_placement.conv_placement``: its paper's and official code's models) decides which stay static;
 the stem, head and projection shortcuts are found from the module tree, and output strides and
 1x1 maps from one forward pass on meta tensors (no real compute). A conv's output is unchanged at
 the moment it is replaced (see ``DynamicConv2d.from_conv``), and its state_dict keys (``weight``,
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynattn import AttnSpec, ConvPlacement, ModelError, SpecError, build, conv_placement, leaf_modules
+from dynattn import AttnSpec, SpecError, build
+from dynattn._passes_api import ConvPlacement, ModelError, conv_placement, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
 from .shapes import CONVS as _CONV_CLASSES

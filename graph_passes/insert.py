@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynattn import AttnSpec, SpecError, as_spec, build, compile_options
+from dynattn import AttnSpec, SpecError, build
+from dynattn._passes_api import as_spec, compile_options
 
 from .analysis import Analysis, analyse
 from .convert import convert_convs, plan_conversion
-from .placement import Anchor, anchors, insert_chains, local_name, owner_graphs
+from .owners import Anchor, anchors, insert_chains, local_name, owner_graphs
 from .report import InsertionReport, SiteRecord, SkippedSite, attach
 from .rewrite import rewrite_forward
 from .sites import Site, Where, join_path
@@ -135,7 +136,7 @@ def insert_attention(
       A kernel-target spec replaces the selected ``nn.Conv2d``s with upcycled
       ``DynamicConv2d``s instead (``nn.Conv1d`` / ``nn.Conv3d`` with ``DynamicConv1d`` /
       ``DynamicConv3d`` in a 1-D / 3-D model; default ``where``: the spec's own placement,
-      ``dynattn.conv_placement(spec)``; ``"conv"``: every plain conv).
+      ``dynattn.conv_placement.conv_placement(spec)``; ``"conv"``: every plain conv).
     - ``where``: see :mod:`graph_passes.sites`; ``None`` is ``"residual"`` when the model
       has residual adds, else ``"stage"``.
     - ``example_inputs``: inputs for shape propagation (only their shapes, dtypes and

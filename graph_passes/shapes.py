@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from dynattn import ModelError, leaf_modules
+from dynattn._passes_api import ModelError, leaf_modules
 
 __all__ = ["propagate", "shape_of", "TENSOR_META", "DATA", "LAYOUT", "NCHW", "NCL", "NCDHW", "FEATURE_LAYOUTS",
            "is_feature_map", "ACTIVATIONS", "guess_input_sizes",

@@ -41,7 +41,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from dynattn import ModelError, SpecError
+from dynattn._passes_api import ModelError, SpecError
 
 from .shapes import ACTIVATIONS, DATA, is_conv_module, is_feature_map, shape_of
 

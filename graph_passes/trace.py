@@ -1,6 +1,6 @@
 """Tracing real models with torch.fx.
 
-- dynattn modules, and any class registered with ``dynattn.register_leaf_module``, are leaves
+- dynattn modules, and any class registered with ``dynattn.registry.register_leaf_module``, are leaves
   (their graphs are their own business);
 - ``leaf_modules`` (qualified names, fnmatch globs, or module types) are leaves too;
 - a submodule whose forward does not trace (data-dependent control flow, timm's
@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import ModelError, SpecError, leaf_modules
+from dynattn._passes_api import ModelError, SpecError, leaf_modules
 
 __all__ = ["TraceFailure", "Traced", "trace_model", "LeafSpec", "LeafTracer", "untouched"]
 

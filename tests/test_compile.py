@@ -114,11 +114,11 @@ def _dynamo_graph(module, x):
 
 def test_small_linear_layers_run_as_a_sum_under_compile():
     """SE's MLP compiles as broadcast multiply + sum (one fusable kernel with the pooling and the gate);
-    a layer above SMALL_LINEAR_WEIGHTS keeps linear; both equal eager, forward and gradients."""
-    from dynattn.layers import SMALL_LINEAR_WEIGHTS, small_linear
+    a layer above _SMALL_LINEAR_WEIGHTS keeps linear; both equal eager, forward and gradients."""
+    from dynattn.layers import _SMALL_LINEAR_WEIGHTS, _small_linear
 
     small, large = build(AttnSpec.se(), channels=65), build(AttnSpec.se(reduction=1), channels=160)
-    assert small.excite.fc1.weight.numel() <= SMALL_LINEAR_WEIGHTS < large.excite.fc1.weight.numel()
+    assert small.excite.fc1.weight.numel() <= _SMALL_LINEAR_WEIGHTS < large.excite.fc1.weight.numel()
     for module, channels, expect_linear in ((small, 65, False), (large, 160, True)):
         x = torch.randn(3, channels, 5, 4)
         targets = {str(n.target) for n in _dynamo_graph(module, x).graph.nodes}
@@ -126,7 +126,7 @@ def test_small_linear_layers_run_as_a_sum_under_compile():
         assert any("sum" in t for t in targets) != expect_linear, targets
     layer = torch.nn.Linear(33, 7)
     x = torch.randn(2, 5, 33, requires_grad=True)
-    compiled = torch.compile(small_linear, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(_small_linear, fullgraph=True, backend="aot_eager")
     out = compiled(layer, x)
     torch.testing.assert_close(out, layer(x))
     grads = torch.autograd.grad(out.square().sum(), (x, layer.weight, layer.bias))
@@ -170,14 +170,14 @@ def test_build_compile_switch():
 
 def test_batched_conv_custom_op_is_registered_correctly():
     """The op that keeps inductor from re-laying out kernel mixing's conv: schema, fake and autograd."""
-    from dynattn.mixing import batched_conv2d
+    from dynattn.mixing import batched_conv
 
     x = torch.randn(1, 6, 7, 5, requires_grad=True)
     w = torch.randn(8, 3, 3, 3, requires_grad=True)
     b = torch.randn(8, requires_grad=True)
-    torch.library.opcheck(batched_conv2d, (x, w, b, [1, 1], [1, 1], [1, 1], 2))
+    torch.library.opcheck(batched_conv, (x, w, b, [1, 1], [1, 1], [1, 1], 2))
     w3 = torch.randn(6, 2, 3, 3)
-    out = batched_conv2d(x, w3, None, [2, 1], [0, 1], [1, 2], 3)
+    out = batched_conv(x, w3, None, [2, 1], [0, 1], [1, 2], 3)
     torch.testing.assert_close(out, torch.nn.functional.conv2d(x, w3, None, (2, 1), (0, 1), (1, 2), 3))
 
 

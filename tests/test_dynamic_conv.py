@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, SpecError, build, mixing
+from dynattn import AttnSpec, DynamicConv2d, SpecError, build, mixing
 from dynattn.compiler.router import ConvGeometry
 from dynattn.dynamic_conv import (
     COST_MODELS,
@@ -20,6 +20,7 @@ from dynattn.dynamic_conv import (
     cost_model,
     strategy_costs,
 )
+from dynattn.errors import InputError
 from tests.blocks import columns_form, small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")

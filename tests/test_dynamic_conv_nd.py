@@ -12,19 +12,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dynattn import (
-    AttnSpec,
-    DynamicConv1d,
-    DynamicConv2d,
-    DynamicConv3d,
-    InputError,
-    SpecError,
-    build,
-    leaf_modules,
-    mixing,
-    set_temperature,
-)
+from dynattn import AttnSpec, DynamicConv1d, DynamicConv2d, DynamicConv3d, SpecError, build, mixing, set_temperature
 from dynattn.dynamic_conv import choose_strategy
+from dynattn.errors import InputError
+from dynattn.registry import leaf_modules
 from graph_passes import insert_attention, list_sites, report
 from tests.blocks import columns_form, small_blocks
 

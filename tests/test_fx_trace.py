@@ -8,7 +8,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, build, get_spec, is_attention
+from dynattn import AttnSpec, build, get_spec
+from dynattn.builder import is_attention
 from tests.presets import FEATURE_PRESETS
 
 PRESETS = [get_spec(name) for name in FEATURE_PRESETS] + [

@@ -11,7 +11,10 @@ import torch.fx as fx
 import torchvision
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, ModelError, SpecError, conv_placement, is_attention
+from dynattn import AttnSpec, DynamicConv2d, SpecError
+from dynattn.builder import is_attention
+from dynattn.conv_placement import conv_placement
+from dynattn.errors import ModelError
 from graph_passes import InsertionReport, LeafTracer, TraceFailure, insert_attention, list_sites, report
 
 

@@ -13,7 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, ModelError, SpecError, build, get_spec
+from dynattn import AttnSpec, DynamicConv2d, SpecError, build, get_spec
+from dynattn.errors import InputError, ModelError
 from graph_passes import insert_attention, list_sites
 
 NAN, INF = float("nan"), float("inf")

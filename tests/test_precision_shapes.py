@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from dynattn import AttnSpec, DynamicConv2d, InputError, build, get_spec
+from dynattn import AttnSpec, DynamicConv2d, build, get_spec
+from dynattn.errors import InputError
 from graph_passes import insert_attention
 from tests.presets import FEATURE_PRESETS, KERNEL_PRESETS, fewest_batchnorm_values
 

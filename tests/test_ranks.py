@@ -20,7 +20,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dynattn import AttnSpec, InputError, SpecError, build, get_spec
+from dynattn import AttnSpec, SpecError, build, get_spec
+from dynattn.errors import InputError
 from dynattn.presets import PRESETS
 from dynattn.testing import specs
 from dynattn.vocab import FEATURE_TARGETS

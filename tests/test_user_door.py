@@ -81,7 +81,7 @@ def test_cli_list_show_insert(capsys):
     assert "timm.layers.StripAttn" in listed and "flavor='timm' reproduces timm's module" in listed
     assert main(["show", "se", "--channels", "32"]) == 0
     shown = capsys.readouterr().out
-    assert "squeeze = dynattn_einops_reduce(x, 'b c h w -> b c', 'mean')" in shown and "class SE" in shown
+    assert "squeeze = dynattn_einops_calls_reduce(x, 'b c h w -> b c', 'mean')" in shown and "class SE" in shown
     assert main(["show", "odconv"]) == 0
     assert "kernel_gate = torch.softmax" in capsys.readouterr().out
     assert main(["insert", "resnet18", "--spec", "se", "--where", "residual", "--input-size", "128"]) == 0
@@ -101,7 +101,7 @@ def test_cli_lists_every_spec_field(capsys):
     assert "'mul', 'mul_one_plus', 'add'" in listed and "'std_unbiased', 'attn', 'dct'" in listed
     assert main(["show", "AttnSpec(target='strip', excite='conv', norm='gn', fuse='mul_one_plus')"]) == 0
     shown = capsys.readouterr().out
-    assert "fuse='mul_one_plus'" in shown and "squeeze_h = dynattn_einops_reduce(x, 'b c h w -> b c h 1'" in shown
+    assert "fuse='mul_one_plus'" in shown and "squeeze_h = dynattn_einops_calls_reduce(x, 'b c h w -> b c h 1'" in shown
     assert main(["show", "bam(flavor='paper')"]) == 0
     assert "combined = channel_gate_map + spatial_excite" in capsys.readouterr().out
     text = ("AttnSpec.parallel(AttnSpec(gate='identity', norm='bn', name='channel'), AttnSpec(target='spatial', "

@@ -11,7 +11,8 @@ import torchvision
 from torch import nn
 from torchvision.models import detection
 
-from dynattn import AttnSpec, ModelError, SpecError
+from dynattn import AttnSpec, SpecError
+from dynattn.errors import ModelError
 from graph_passes import insert_attention, is_rewritten, list_sites, original_class, report, rewritten_code
 
 

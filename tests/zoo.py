@@ -8,7 +8,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from dynattn import AttnSpec, ModelError
+from dynattn import AttnSpec
+from dynattn.errors import ModelError
 from graph_passes import LeafTracer, insert_attention, original_class, report
 
 

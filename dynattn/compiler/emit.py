@@ -3,7 +3,7 @@
 The graph is built node by node (einops does not accept fx Proxies, so nothing is
 traced). Nodes are named after their role (``squeeze``, ``excite``, ``gate``,
 ``scale``), prefixed by the stage they belong to, so ``print(module.code)`` reads like
-the paper. The einops calls are :mod:`dynattn.einops`'s: a host model that contains the
+the paper. The einops calls are :mod:`dynattn.einops_calls`'s: a host model that contains the
 module traces through it, recording each einops call as one node.
 
 The graph depends only on the plan and is cached; the modules it calls (fresh parameters
@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .. import einops
+from .. import einops_calls
 from ..checks import check_input
 from ..spec import AttnSpec
 from ..vocab import AXES_BY_DIMS, FUSE_NEUTRAL, MODULE_POOLS
@@ -47,11 +47,11 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) ->
     if op in ops.EINOPS_REDUCTION:
         canon = ops.canonical_layout(target, frame)
         if canon == layout:
-            return w.einops(einops.reduce, x, f"{source} -> {layout}", ops.EINOPS_REDUCTION[op],
+            return w.einops(einops_calls.reduce, x, f"{source} -> {layout}", ops.EINOPS_REDUCTION[op],
                             name=name, role="squeeze")
-        pooled = w.einops(einops.reduce, x, f"{source} -> {canon}", ops.EINOPS_REDUCTION[op],
+        pooled = w.einops(einops_calls.reduce, x, f"{source} -> {canon}", ops.EINOPS_REDUCTION[op],
                           name=f"{name}_pooled")
-        return w.einops(einops.rearrange, pooled, f"{canon} -> {layout}", name=name, role="squeeze")
+        return w.einops(einops_calls.rearrange, pooled, f"{canon} -> {layout}", name=name, role="squeeze")
     fn, kwargs = ops.TORCH_REDUCTION[op]
     pooled = ops.pool_axes(target, frame)
     dims = tuple(axes.index(a) for a in pooled)
@@ -59,7 +59,7 @@ def _pool(w: GraphWriter, x: fx.Node, op: str, branch: BranchPlan, name: str) ->
     if keep == layout:
         return w.fn(fn, x, **kwargs, dim=dims, keepdim=True, name=name, role="squeeze")
     node = w.fn(fn, x, **kwargs, dim=dims, keepdim=True, name=f"{name}_keepdim")
-    return w.einops(einops.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
+    return w.einops(einops_calls.rearrange, node, f"{keep} -> {layout}", name=name, role="squeeze")
 
 
 _AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d}
@@ -84,7 +84,7 @@ def _strip_pool(w: GraphWriter, x: fx.Node, op: str, axis: str, axes: tuple[str,
         return x
     layout = " ".join(a if a in ("b", "c", axis) else "1" for a in axes)
     if op in ops.EINOPS_REDUCTION:
-        return w.einops(einops.reduce, x, f"{' '.join(axes)} -> {layout}", ops.EINOPS_REDUCTION[op], name=name,
+        return w.einops(einops_calls.reduce, x, f"{' '.join(axes)} -> {layout}", ops.EINOPS_REDUCTION[op], name=name,
                         role="squeeze")
     fn, kwargs = ops.TORCH_REDUCTION[op]
     dims = tuple(i for i, a in enumerate(axes) if i >= 2 and a != axis)
@@ -97,7 +97,7 @@ def squeeze(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> list[fx.Node]:
     if spec.pool == ("none",):
         if not branch.rotated:
             return [x]
-        return [w.einops(einops.rearrange, x, f"{ops.original(branch.frame)} -> {' '.join(branch.frame)}",
+        return [w.einops(einops_calls.rearrange, x, f"{ops.original(branch.frame)} -> {' '.join(branch.frame)}",
                          name=join(p, "rotate"), role="squeeze")]
     single = len(spec.pool) == 1
     return [
@@ -166,7 +166,7 @@ def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:
         gate = _mix(w, gate, spec, branch.name, p)
     pattern = ops.broadcast_pattern(spec.target, branch.frame)
     if pattern is not None:
-        gate = w.einops(einops.rearrange, gate, pattern, name=join(p, "gate_map"), role="gate_map")
+        gate = w.einops(einops_calls.rearrange, gate, pattern, name=join(p, "gate_map"), role="gate_map")
     return gate
 
 

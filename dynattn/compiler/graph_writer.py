@@ -33,7 +33,7 @@ class GraphWriter:
         return self._node("call_function", target, args, kwargs, name, role)
 
     def einops(self, target: Any, *args: Any, name: str, role: str | None = None) -> fx.Node:
-        # dynattn.einops's functions: recorded as one call each when a host model is traced
+        # dynattn.einops_calls's functions: recorded as one call each when a host model is traced
         return self._node("call_function", target, args, None, name, role)
 
     def module(self, target: str, *args: Any, name: str, role: str | None = None) -> fx.Node:

@@ -1,5 +1,5 @@
 """Optimisation passes over an emitted graph. Each keeps the output unchanged (tested in
-``tests/test_passes.py`` against the unoptimised graph) and is switched off with
+``tests/test_compiler_passes.py`` against the unoptimised graph) and is switched off with
 ``build(..., optimize=False)``.
 
 - :func:`batch_shared_excitation`: several pooled descriptors through one shared excitation
@@ -21,14 +21,14 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .. import einops
+from .. import einops_calls
 from .graph_writer import BATCHABLE, ROLE
 
 __all__ = ["optimize_graph", "batch_shared_excitation", "eliminate_common_subexpressions", "PURE_FUNCTIONS"]
 
 #: Functions without side effects whose result depends only on their arguments.
 PURE_FUNCTIONS = frozenset({
-    einops.reduce, einops.rearrange, torch.logsumexp, torch.linalg.vector_norm, torch.std, torch.cat,
+    einops_calls.reduce, einops_calls.rearrange, torch.logsumexp, torch.linalg.vector_norm, torch.std, torch.cat,
     torch.stack, torch.sigmoid, torch.tanh, torch.softmax, torch.nn.functional.hardsigmoid, operator.add,
     operator.sub, operator.mul, operator.truediv, operator.getitem,
 })
@@ -126,7 +126,7 @@ def batch_shared_excitation(graph: fx.Graph) -> int:
             batched = graph.create_node("call_module", target, (stacked,), {}, name=f"{prefix}_batched")
             batched.meta[ROLE] = "excite"
             # one einops reduction (a reshape with the batch left free: exports with a dynamic batch)
-            total = graph.create_node("call_function", einops.reduce,
+            total = graph.create_node("call_function", einops_calls.reduce,
                                       (batched, "(pool b) ... -> b ...", "sum"), {"pool": len(calls)},
                                       name=f"{prefix}_summed")
         total.meta[ROLE] = root.meta.get(ROLE)

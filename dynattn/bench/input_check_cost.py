@@ -1,7 +1,7 @@
 """What the run-time input check costs: each built module against a copy of itself whose graph has
 the check removed, interleaved in one run, eager and compiled.
 
-    python -m dynattn.bench.checks [--repeats 30]
+    python -m dynattn.bench.input_check_cost [--repeats 30]
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from dynattn import ModelError
+from dynattn._passes_api import ModelError
 
 from .analysis import Analysis
 from .sites import Site, join_path, site_names

@@ -471,7 +471,7 @@ def simam(e_lambda: float = 1e-4, *, flavor: str = "official", init: str = "defa
     """
     _flavor("simam", flavor)
     return AttnSpec(
-        pool=("none",), target="element", excite="energy", bn_eps=e_lambda, gate="sigmoid", init=init,
+        pool=("none",), target="element", excite="energy", energy_lambda=e_lambda, gate="sigmoid", init=init,
         name="SimAM", reference="Yang et al. 2021, SimAM (ICML 2021), ZjjConan/SimAM",
     )
 

@@ -74,8 +74,10 @@ class AttnSpec:
     #: ``None``, ``"bn"``, ``"ln"`` or ``"gn"``: normalisation after the excitation's first layer.
     norm: str | None = None
     bn_momentum: float = 0.1
-    #: The eps added to a variance: the norm layer's (default 1e-5), or SimAM's lambda (1e-4).
+    #: The norm layer's eps (default 1e-5 when there is a norm).
     bn_eps: float | None = None
+    #: SimAM's lambda, added to each map's variance by ``excite="energy"`` (default 1e-4 there).
+    energy_lambda: float | None = None
     #: Kernel size of ``conv`` / ``conv1d`` (odd), or ``"adaptive"`` for ECA's rule.
     kernel_size: int | str | None = None
     #: ECA's adaptive kernel: k = t if t is odd else t + 1, t = int(|log2(C) + beta| / gamma).
@@ -122,6 +124,14 @@ class AttnSpec:
 
     def __post_init__(self) -> None:
         normalize(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, reading a spec pickled before ``energy_lambda`` existed (SimAM's lambda was ``bn_eps``)."""
+        if "energy_lambda" not in state:
+            state = dict(state, energy_lambda=None)
+            if state.get("excite") == "energy":
+                state.update(energy_lambda=state.get("bn_eps"), bn_eps=None)
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -98,6 +98,20 @@ def leaf_specs(
     """One-stage specs over ``targets``; ``gates``, ``acts``, ``inits`` and ``fuses`` narrow the gates, the
     hidden activations, the initialisations and the fusions drawn (e.g. smooth ones only)."""
     target = draw(st.sampled_from(tuple(targets)))
+    kw = _pool_and_excite(draw, target)
+    _excite_layers(draw, kw, min_channels, acts)
+    _kernel_sizes(draw, kw)
+    _gate(draw, kw, gates, inits, fuses)
+    spec = AttnSpec(**kw)
+    if branches and target != "kernel" and rotatable(spec) and draw(st.integers(0, 3)) == 0:
+        rot = rotations(keep_channel=not channel_free(spec))
+        chosen = draw(st.lists(rot, min_size=1, max_size=3, unique=True))
+        spec = spec.replace(branches=tuple(chosen))
+    return spec
+
+
+def _pool_and_excite(draw: st.DrawFn, target: str) -> dict:
+    """The target's pooling ops, an excitation that serves them, their merge and (gather-excite) an extent."""
     kw: dict = {"target": target, "pool": _pools(draw, target)}
     excites = vocab.EXCITES_BY_TARGET[target]
     if target == "spatial" and kw["pool"] == ("none",):
@@ -113,6 +127,12 @@ def leaf_specs(
                                                                               kw["pool"])
             and draw(st.integers(0, 3)) == 0):
         kw["extent"] = draw(st.sampled_from((2, 3, 4)))  # gather-excite: pooled windows, the gate resized back
+    return kw
+
+
+def _excite_layers(draw: st.DrawFn, kw: dict, min_channels: int, acts: Sequence[str]) -> None:
+    """The excitation's hidden layer, bias, norm, SimAM's lambda and a strip conv's activation."""
+    target, excite = kw["target"], kw["excite"]
     if has_hidden(SimpleNamespace(**kw)):
         kw.update(draw(_hidden(min_channels, acts)))
     if excite not in ("none", "energy"):
@@ -124,9 +144,14 @@ def leaf_specs(
     if excite == "channelwise":
         kw.update(draw(_norm(("bn",))))
     if excite == "energy":
-        kw["bn_eps"] = draw(st.sampled_from((1e-4, 1e-2)))  # SimAM's lambda
+        kw["energy_lambda"] = draw(st.sampled_from((1e-4, 1e-2)))
     if target == "strip" and excite == "conv":
         kw["act"] = draw(st.sampled_from(("identity", *acts)))
+
+
+def _kernel_sizes(draw: st.DrawFn, kw: dict) -> None:
+    """Conv and conv1d kernels (ECA's adaptive rule too), dilation, padding, and the DCT frequencies."""
+    target, excite = kw["target"], kw["excite"]
     if excite == "conv":
         kw["kernel_size"] = draw(st.sampled_from((1, 3, 5, 7)))
         if target in ("spatial", "element"):
@@ -143,7 +168,11 @@ def leaf_specs(
         kw["padding_mode"] = draw(st.sampled_from(vocab.PADDING_MODES))
     if "dct" in kw["pool"]:
         kw["frequencies"] = draw(st.sampled_from(_FREQUENCIES))
-    if target == "kernel":
+
+
+def _gate(draw: st.DrawFn, kw: dict, gates: Sequence[str], inits: Sequence[str], fuses: Sequence[str]) -> None:
+    """A kernel target's experts, heads and router gate; a feature target's gate, init and fuse."""
+    if kw["target"] == "kernel":
         kw["experts"] = draw(st.integers(1, 6))
         heads = draw(st.lists(st.sampled_from(vocab.HEADS), min_size=1, max_size=4, unique=True))
         if kw["experts"] > 1 and "kernel" not in heads:
@@ -156,12 +185,6 @@ def leaf_specs(
         kw["temperature"] = draw(st.sampled_from((1.0, 1.0, 0.5, 2.0)))
         kw["init"] = draw(st.sampled_from(tuple(inits)))
         kw["fuse"] = draw(st.sampled_from(tuple(fuses)))
-    spec = AttnSpec(**kw)
-    if branches and target != "kernel" and rotatable(spec) and draw(st.integers(0, 3)) == 0:
-        rot = rotations(keep_channel=not channel_free(spec))
-        chosen = draw(st.lists(rot, min_size=1, max_size=3, unique=True))
-        spec = spec.replace(branches=tuple(chosen))
-    return spec
 
 
 @st.composite

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import math
 import re
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -179,12 +180,29 @@ def _check_name(spec: Any) -> None:
 
 
 def _normalize_leaf(spec: Any) -> None:
-    # ---- target first: every default depends on it
+    """Check a one-stage spec field by field, in the order each default depends on: target first."""
+    target = _normalize_target(spec)
+    pool = _normalize_pool(spec, target)
+    excite = _normalize_merge_excite_gate(spec, target, pool)
+    _normalize_hidden_layer(spec, target, excite)
+    _normalize_norm(spec, excite)
+    _normalize_other_numbers(spec)
+    _normalize_kernel_size(spec, excite)
+    _normalize_kernel_target(spec, target)
+    _normalize_branches(spec, target, excite)
+    _check_relevance(spec)
+
+
+def _normalize_target(spec: Any) -> str:
+    """The target: every default depends on it."""
     target = spec.target if spec.target is not None else "channel"
     _check_choice("target", target, vocab.TARGETS)
     _set(spec, "target", target)
+    return target
 
-    # ---- pool
+
+def _normalize_pool(spec: Any, target: str) -> tuple[str, ...]:
+    """The pooling ops: known, each once, and the ones the target can take."""
     pool = spec.pool if spec.pool is not None else vocab.DEFAULT_POOL[target]
     if len(pool) == 0:
         raise _err("pool", pool, "needs at least one pooling op", vocab.POOLS)
@@ -207,8 +225,11 @@ def _normalize_leaf(spec: Any) -> None:
         if len(pool) != 1 or pool[0] not in allowed:
             raise _err("pool", pool, "target='strip' pools along W and along H with one op", allowed)
     _set(spec, "pool", pool)
+    return pool
 
-    # ---- merge, excite, gate
+
+def _normalize_merge_excite_gate(spec: Any, target: str, pool: tuple[str, ...]) -> str:
+    """How the pooled descriptors merge, what excites them and which gate follows; returns the excite."""
     merge = spec.merge if spec.merge is not None else vocab.DEFAULT_MERGE[target]
     _check_choice("merge", merge, vocab.MERGES)
     if merge not in vocab.MERGES_BY_TARGET[target]:
@@ -235,8 +256,11 @@ def _normalize_leaf(spec: Any) -> None:
             "merge", merge, "concatenated descriptors need an excitation to map them back to one gate",
             ("sum", "mean"),
         )
+    return excite
 
-    # ---- numbers
+
+def _normalize_hidden_layer(spec: Any, target: str, excite: str) -> None:
+    """The hidden layer's size, bias and activation."""
     _set(spec, "reduction", _check_real("reduction", spec.reduction))
     if spec.width is not None:
         _check_int("width", spec.width, 1)
@@ -254,13 +278,45 @@ def _normalize_leaf(spec: Any) -> None:
     if act is not None and (not isinstance(act, str) or act not in vocab.ACTS):
         raise _err("act", act, "unknown activation", tuple(vocab.ACTS))
     _set(spec, "act", act)
+
+
+def _normalize_norm(spec: Any, excite: str) -> None:
+    """The norm and its numbers, and SimAM's lambda (``energy_lambda``, once written ``bn_eps``)."""
     _check_choice("norm", spec.norm, vocab.NORMS)
     _check_norm(spec)
     _set(spec, "bn_momentum", _check_real("bn_momentum", spec.bn_momentum, positive=False, upper=1.0))
+    if excite == "energy" and spec.bn_eps is not None:
+        _move_energy_eps(spec)
     eps = spec.bn_eps
-    if eps is None:
-        eps = 1e-4 if excite == "energy" else 1e-5 if spec.norm is not None else None
+    if eps is None and spec.norm is not None:
+        eps = 1e-5
     _set(spec, "bn_eps", None if eps is None else _check_real("bn_eps", eps))
+    lam = spec.energy_lambda
+    if lam is None and excite == "energy":
+        lam = 1e-4
+    _set(spec, "energy_lambda", None if lam is None else _check_real("energy_lambda", lam))
+
+
+_warned_energy_eps: list[bool] = []
+
+
+def _move_energy_eps(spec: Any) -> None:
+    """``bn_eps`` on ``excite="energy"`` (no norm there) is SimAM's lambda as written before ``energy_lambda``
+    existed: move it there, warning once."""
+    if spec.energy_lambda is not None:
+        raise _err("bn_eps", spec.bn_eps, "is a norm's eps, and excite='energy' has no norm",
+                   hint="SimAM's lambda is energy_lambda: remove bn_eps")
+    if not _warned_energy_eps:
+        _warned_energy_eps.append(True)
+        warnings.warn("AttnSpec(excite='energy', bn_eps=...) sets SimAM's lambda: write energy_lambda=... "
+                      "(bn_eps is a norm's eps only; this spelling will be removed in a later release)",
+                      DeprecationWarning, stacklevel=7)  # the caller of AttnSpec(...)
+    _set(spec, "energy_lambda", spec.bn_eps)
+    _set(spec, "bn_eps", None)
+
+
+def _normalize_other_numbers(spec: Any) -> None:
+    """ECA's adaptive kernel, dilation, padding, DCT frequencies, fuse, temperature, init, name and extent."""
     _set(spec, "gamma", _check_real("gamma", spec.gamma))
     _set(spec, "beta", _check_real("beta", spec.beta, positive=False))
     _check_int("kernel_min", spec.kernel_min, 1)
@@ -275,7 +331,9 @@ def _normalize_leaf(spec: Any) -> None:
     _check_name(spec)
     _check_extent(spec)
 
-    # ---- kernel size
+
+def _normalize_kernel_size(spec: Any, excite: str) -> None:
+    """The kernel size of a conv excitation: odd, or ECA's 'adaptive' rule; unset elsewhere."""
     if excite in vocab.DEFAULT_KERNEL_SIZE:
         ks = spec.kernel_size if spec.kernel_size is not None else vocab.DEFAULT_KERNEL_SIZE[excite]
         if ks == "adaptive":
@@ -296,7 +354,9 @@ def _normalize_leaf(spec: Any) -> None:
         raise _err("kernel_size", spec.kernel_size, f"has no effect with excite={excite!r}",
                    hint="it sizes excite='conv', 'conv1d' or 'conv1d_mlp'")
 
-    # ---- kernel target
+
+def _normalize_kernel_target(spec: Any, target: str) -> None:
+    """The experts and router heads of a kernel target."""
     _check_int("experts", spec.experts, 1)
     for head in spec.heads:
         _check_choice("heads", head, vocab.HEADS)
@@ -306,7 +366,10 @@ def _normalize_leaf(spec: Any) -> None:
         raise _err("heads", spec.heads, "with experts > 1 the 'kernel' head must mix them",
                    hint="add 'kernel' or set experts=1")
 
-    # ---- branches (rotations)
+
+def _normalize_branches(spec: Any, target: str, excite: str) -> None:
+    """The einops rotations a stage runs under: distinct, on a stage that can rotate, and keeping the channel
+    axis where the weights are sized by it."""
     _set(spec, "branches", tuple(_parse_rotation(i, r) for i, r in enumerate(spec.branches)))
     if len(set(spec.branches)) != len(spec.branches):
         raise _err("branches", spec.branches, "lists a rotation twice")
@@ -323,8 +386,6 @@ def _normalize_leaf(spec: Any) -> None:
                 f"moves the channel axis, but excite={excite!r} on target={target!r} has weights sized "
                 "by the channel count", hint="rotate a spatial stage, as Triplet does",
             )
-
-    _check_relevance(spec)
 
 
 def _strip_conv(spec: Any) -> bool:
@@ -398,8 +459,9 @@ def _check_relevance(spec: Any) -> None:
         (("norm",), spec.excite in ("mlp", "conv", "channelwise"),
          "norm applies to excite='mlp', 'conv' or 'channelwise'"),
         (("bn_momentum",), spec.norm == "bn", "set norm='bn' first"),
-        (("bn_eps",), spec.norm is not None or spec.excite == "energy",
-         "it is a norm's eps (set norm first) or SimAM's lambda (excite='energy')"),
+        (("bn_eps",), spec.norm is not None,
+         "it is a norm's eps: set norm first; SimAM's lambda is energy_lambda"),
+        (("energy_lambda",), spec.excite == "energy", "it is SimAM's lambda: excite='energy' only"),
         (("gamma", "beta", "kernel_min"), spec.kernel_size == "adaptive",
          "they shape ECA's adaptive kernel: excite='conv1d' or 'conv1d_mlp', kernel_size='adaptive'"),
         (("dilation",), spec.excite == "conv" and spec.target in ("spatial", "element"),

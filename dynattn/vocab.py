@@ -45,7 +45,7 @@ FUSE_NEUTRAL = {"mul": 1.0, "mul_one_plus": 0.0, "add": 0.0}
 #: Excitations, and the targets each can serve. ``conv1d_mlp``: a per-channel hidden layer
 #: before ECA's conv (timm's ECA-MLP); ``channelwise``: each channel's descriptors weighted by
 #: that channel's own weights (SRM's channel-wise fully connected layer); ``energy``: SimAM's
-#: parameter-free energy, (x - mean)^2 / (4 (var + lambda)) + 1/2 over each map.
+#: parameter-free energy, (x - mean)^2 / (4 (var + lambda)) + 1/2 over each map (lambda: ``energy_lambda``).
 EXCITES = ("mlp", "linear", "conv1d", "conv1d_mlp", "channelwise", "conv", "pixel_mlp", "energy", "none")
 EXCITES_BY_TARGET: dict[str, tuple[str, ...]] = {
     "channel": ("mlp", "linear", "conv1d", "conv1d_mlp", "channelwise", "none"),
@@ -134,7 +134,8 @@ FIELD_VALUES: dict[str, str | tuple] = {
     "act": tuple(ACTS),
     "norm": NORMS,
     "bn_momentum": "a number in [0, 1]",
-    "bn_eps": "None or a number > 0 (a norm's eps, or SimAM's lambda)",
+    "bn_eps": "None or a number > 0 (a norm's eps)",
+    "energy_lambda": "None or a number > 0 (SimAM's lambda, excite='energy')",
     "kernel_size": "an odd int, or 'adaptive' (conv1d, conv1d_mlp)",
     "gamma": "a number > 0",
     "beta": "a number",

@@ -97,3 +97,31 @@ def test_rewritten_models_round_trip(model_name):
     result = fresh.load_state_dict(original.state_dict(), strict=False)
     assert not result.unexpected_keys
     assert all("_cbam." in k or ".router." in k for k in result.missing_keys)
+
+
+def test_energy_specs_written_with_bn_eps_still_load():
+    """SimAM's lambda was ``bn_eps`` before ``energy_lambda``: an old dict, text or pickle still means it, and
+    the old spelling warns once."""
+    import dataclasses
+    import warnings
+
+    from dynattn import validate
+    from dynattn.spec_parse import parse_spec
+
+    new = AttnSpec.simam(1e-3)
+    old = {f.name: getattr(new, f.name) for f in dataclasses.fields(AttnSpec) if f.name != "energy_lambda"}
+    old["bn_eps"] = 1e-3
+    validate._warned_energy_eps.clear()
+    with pytest.warns(DeprecationWarning, match="energy_lambda"):
+        assert AttnSpec(**old) == new
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert parse_spec("AttnSpec(target='element', excite='energy', bn_eps=0.001)") == new.replace(
+            name=None, reference=None)
+    state = {k: v for k, v in old.items()}
+    unpickled = AttnSpec.__new__(AttnSpec)
+    unpickled.__setstate__(state)  # what pickle does with a spec pickled before energy_lambda
+    assert unpickled == new and unpickled.bn_eps is None
+    assert pickle.loads(pickle.dumps(new)) == new and eval(repr(new), {"AttnSpec": AttnSpec}) == new
+    x = torch.randn(2, 4, 5, 3)
+    torch.testing.assert_close(build(AttnSpec(**old), channels=4)(x), build(new, channels=4)(x), atol=0, rtol=0)

@@ -48,7 +48,7 @@ def excite_module(branch: BranchPlan, dd: dict) -> nn.Module | None:
     if spec.excite == "channelwise":
         return layers.Channelwise(branch.channels, branch.excite_in, bias=spec.bias, **bn, **dd)
     if spec.excite == "energy":
-        return layers.Energy(spec.bn_eps, dims=dims)
+        return layers.Energy(spec.energy_lambda, dims=dims)
     if spec.excite == "pixel_mlp":
         return layers.PixelMLP(branch.channels, branch.hidden, dims=dims, bias=spec.bias, act=spec.act, **dd)
     if spec.excite == "conv" and spec.target == "spatial" and spec.pool == ("none",):

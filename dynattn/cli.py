@@ -13,7 +13,7 @@
 
 Models are built without weights on the meta device, so ``sites`` and ``insert`` cost no
 memory and download nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
-status 2; tables use ``rich`` when it is installed.
+status 2; tables are plain text.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import difflib
 import platform
 import re
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 
@@ -31,32 +30,18 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import DynattnError
+from .bench.usage import CommandParser, UsageError, run_command
 
 __all__ = ["main"]
 
 
-class UsageError(Exception):
-    """A mistake in the command line: reported in one line, exit status 2."""
-
-
 # ------------------------------------------------------------------ output
 def _table(title: str, header: Sequence[str], rows: list[Sequence[str]], right: Sequence[int] = ()) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        from graph_passes.report import text_table
+    """Print ``title`` and a plain-text table (the same text wherever it runs: no optional renderer)."""
+    from graph_passes.report import text_table
 
-        print(title)
-        print(text_table(header, rows, right))
-        return
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="right" if i in right else "left")
-    for row in rows:
-        table.add_row(*map(str, row))
-    Console().print(table)
+    print(title)
+    print(text_table(header, rows, right))
 
 
 def _step(message: str) -> None:
@@ -238,138 +223,12 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ bench
-_SPEEDUP_NOTE = ("Ratios are speed-ups, 'A vs B' = B's time / A's time: higher is better, above 1.00x dynattn is "
-                 "faster. 'vs copy' compares with one x.clone(), the memory-traffic floor (an attention block reads "
-                 "x twice and writes it once, so about 0.67x is its best).")
-
-
-def bench_speedups(rows, compiled: bool) -> dict[str, list[float]]:
-    """Every ratio of the bench table, as a speed-up of dynattn: 'A vs B' = B's time / A's time."""
-    pairs = [("eager vs reference", "ours", "reference")]
-    if compiled:
-        pairs += [("compiled vs reference", "ours_compiled", "reference"),
-                  ("compiled vs eager", "ours_compiled", "ours"), ("compiled vs copy", "ours_compiled", "copy")]
-    else:
-        pairs.append(("eager vs copy", "ours", "copy"))
-    return {name: [r.times[other] / r.times[ours] for r in rows] for name, ours, other in pairs}
-
-
-def bench_table(rows, compiled: bool) -> str:
-    """The benchmark as a markdown table: times in ms, then every ratio as a speed-up of dynattn."""
-    from .bench.suite import input_sizes
-
-    times = [("eager ms", "ours")] + ([("compiled ms", "ours_compiled")] if compiled else []) + [
-        ("reference ms", "reference"), ("copy ms", "copy")]
-    speedups = bench_speedups(rows, compiled)
-    header = ["preset", "B", "C", "map", *(h for h, _ in times), *speedups]
-    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|" + "---:|" * (len(header) - 4)]
-    for i, r in enumerate(rows):
-        cells = [r.preset, str(r.batch), str(r.channels), "x".join(map(str, input_sizes(r.preset, r.size)))]
-        cells += [f"{r.times[key] * 1e3:.3f}" for _, key in times]
-        cells += [f"{values[i]:.2f}x" for values in speedups.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def bench_plot(rows, compiled: bool, path) -> dict[str, list[float]] | None:
-    """Bars of the table's 'vs reference' columns, each labelled with the table's value; returns
-    what it drew (None without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    series = {k: v for k, v in bench_speedups(rows, compiled).items() if k.endswith("vs reference")}
-    from .bench.suite import input_sizes
-
-    labels = [f"{r.preset}\nB{r.batch} C{r.channels} {'x'.join(map(str, input_sizes(r.preset, r.size)))}"
-              for r in rows]
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(rows) + 2), 4.5))
-    width = 0.8 / len(series)
-    for k, (name, values) in enumerate(series.items()):
-        bars = ax.bar([i - 0.4 + width * (k + 0.5) for i in range(len(rows))], values, width, label=name)
-        ax.bar_label(bars, [f"{v:.2f}x" for v in values], fontsize=7, padding=2)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("reference time / dynattn time")
-    ax.set_title("dynattn vs the hand-written reference, as in results.md\n"
-                 "speed-up = reference time / dynattn time: higher is better, above 1 dynattn is faster", fontsize=9)
-    ax.margins(y=0.15)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return series
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .bench import suite
-    from .bench.timing import allocator_line, machine_summary
-
-    def ints(option: str, text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v]
-        except ValueError:
-            raise UsageError(f"{option}={text!r}: give comma-separated positive integers") from None
-        if not values or min(values) <= 0:
-            raise UsageError(f"{option}={text!r}: give comma-separated positive integers")
-        return values
-
-    presets = [x for x in args.presets.split(",") if x]
-    unknown = [x for x in presets if x not in suite.PRESETS]
-    if unknown or not presets:
-        raise UsageError(f"--presets: unknown preset(s) {unknown}; choose from {', '.join(suite.PRESETS)}")
-    if args.repeats <= 0:
-        raise UsageError(f"--repeats={args.repeats}: must be > 0")
-    if not 0 < args.quantile < 1:
-        raise UsageError(f"--quantile={args.quantile}: must be in (0, 1)")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads={args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here")
-    batches, channels, sizes = ((32,), (256,), (28,)) if args.quick else (
-        ints("--batch", args.batch), ints("--channels", args.channels), ints("--size", args.size))
-    allocator = allocator_line(args)
-    compiled = not args.eager_only
-    rows = suite.run_suite(presets, batches, channels, sizes, device=args.device, dtype=suite.DTYPES[args.dtype],
-                           channels_last=args.channels_last, compiled=compiled, repeats=args.repeats,
-                           quantile=args.quantile,
-                           clock=time.process_time if args.clock == "cpu" else time.perf_counter)
-    stat = "medians" if args.quantile == 0.5 else f"{args.quantile:g} quantiles"
-    stat += " of CPU time" if args.clock == "cpu" else ""
-    header = (f"dynattn benchmark; {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}"
-              f"{'' if compiled else ', eager only'}; {stat} of {args.repeats} interleaved runs; "
-              f"{machine_summary()}; {allocator}")
-    text = f"{header}\n\n{_SPEEDUP_NOTE}\n\n{bench_table(rows, compiled)}\n"
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(text)
-    if bench_plot(rows, compiled, out / "results.png") is not None:
-        print(f"wrote {out / 'results.md'} and {out / 'results.png'}")
-    else:
-        print(f"wrote {out / 'results.md'} (pip install matplotlib for the plot)")
-    return 0
-
-
 # ------------------------------------------------------------------ entry point
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, status 2 (argparse's own usage dump is noise)
-        raise UsageError(f"{message} (see: {self.prog} --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dynattn", description="Attention for CNNs from a declarative spec.")
+    p = CommandParser(prog="dynattn", description="Attention for CNNs from a declarative spec.")
     p.add_argument("--version", action="version", help="print the versions of dynattn, torch and Python, and exit",
                    version=f"dynattn {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser, metavar="COMMAND")
     lst = sub.add_parser("list", help="presets with their targets, sizes and papers",
                          description="Every preset: where its weights go, its parameters at 64 channels, its paper.")
     lst.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
@@ -396,57 +255,34 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--leaf", action="append",
                          help="a submodule (qualified name or glob) not to trace into; repeatable")
 
-    bench = sub.add_parser("bench", help="time every preset against hand-written modules and one copy of x",
-                           description="Each preset eager and compiled against the hand-written reference "
-                                       "(timm's module where it has one) and x.clone(), interleaved, medians. "
-                                       "Writes results.md and results.png to --out. " + _SPEEDUP_NOTE)
-    from .bench.suite import PRESETS
-    from .bench.timing import add_allocator_option
+    from .bench import command as bench  # the bench command's own module: its options and its run
 
-    bench.add_argument("--presets", default=",".join(PRESETS),
-                       help=f"comma-separated presets to time (default: all of {','.join(PRESETS)})")
-    bench.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
-    bench.add_argument("--channels", default="64,256", help="comma-separated channel counts (default 64,256)")
-    bench.add_argument("--size", default="56,28,7", help="comma-separated square map sizes (default 56,28,7)")
-    bench.add_argument("--quick", action="store_true", help="only B=32, C=256, 28x28 (overrides the three above)")
-    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    bench.add_argument("--dtype", default="fp32", choices=("bf16", "fp16", "fp32"), help="default fp32")
-    bench.add_argument("--channels-last", action="store_true", help="inputs and modules in channels_last")
-    bench.add_argument("--eager-only", action="store_true", help="skip torch.compile (the compiled columns too)")
-    bench.add_argument("--repeats", type=int, default=20, help="interleaved runs per variant (default 20)")
-    bench.add_argument("--quantile", type=float, default=0.5,
-                       help="the quantile of each variant's call times reported (default 0.5, the median)")
-    bench.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                       help="cpu: the process's CPU time per call, which waiting for a core on a shared machine "
-                            "does not inflate (use with --threads 1)")
-    bench.add_argument("--threads", type=int, help="torch.set_num_threads for the run (default: torch's)")
-    bench.add_argument("--out", default="outputs/bench",
-                       help="folder for results.md and results.png (default outputs/bench)")
-    add_allocator_option(bench)
+    bench.add_arguments(sub.add_parser("bench", help=bench.HELP, description=bench.DESCRIPTION))
     return p
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "sites": cmd_sites, "insert": cmd_insert, "bench": cmd_bench}
+#: The commands this module runs; ``bench`` runs in :mod:`dynattn.bench.command`.
+COMMANDS = {"list": cmd_list, "show": cmd_show, "sites": cmd_sites, "insert": cmd_insert}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and any(a == "--network" or a.startswith("--network=") for a in argv[1:]):
-        from .bench.networks import main as networks_main  # whole networks: that module's own options
+    if argv[:1] == ["bench"]:
+        from .bench import command as bench
 
-        return networks_main(argv[1:])
-    try:
-        try:
-            args = _parser().parse_args(argv)
-        except SystemExit as done:  # --help and --version: printed, return their status
-            return int(done.code or 0)
-        return COMMANDS[args.command](args)
-    except (UsageError, DynattnError, TypeError) as exc:
-        print(f"dynattn: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dynattn: interrupted", file=sys.stderr)
-        return 130
+        if bench.wants_networks(argv[1:]):  # whole networks: that module's own options
+            from .bench.networks import main as networks_main
+
+            return networks_main(argv[1:])
+    return run_command(_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        from .bench import command as bench
+
+        return bench.run(args)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -193,8 +193,8 @@ def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
     """Every ratio is a speed-up of dynattn (other's time / dynattn's time), the header says which way
     is better, the plot draws the table's numbers, and --eager-only leaves no empty columns."""
     pytest.importorskip("timm")
+    from dynattn.bench.command import bench_plot, bench_speedups, bench_table
     from dynattn.bench.suite import Row
-    from dynattn.cli import bench_plot, bench_speedups, bench_table
 
     rows = [Row("se", 32, 256, 28, {"ours": 2e-3, "reference": 3e-3, "copy": 1e-3, "ours_compiled": 1.5e-3})]
     speedups = bench_speedups(rows, compiled=True)

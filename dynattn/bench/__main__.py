@@ -3,6 +3,8 @@
 
 import sys
 
-from ..cli import main
+from .command import main, wants_networks
+from .networks import main as networks_main
 
-raise SystemExit(main(["bench", *sys.argv[1:]]))
+argv = sys.argv[1:]
+raise SystemExit(networks_main(argv) if wants_networks(argv) else main(argv))

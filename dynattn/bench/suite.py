@@ -13,7 +13,7 @@ of :mod:`dynattn.bench.handwritten`; timm's CondConv2d for the dynamic conv), an
 one read and one write of x, the memory-traffic floor (SE's lower bound is about 1.5 copies:
 read x to pool it, read and write it to scale it).
 
-``python -m dynattn.bench`` is ``dynattn bench`` (:mod:`dynattn.cli` prints the table, every ratio
+``python -m dynattn.bench`` is ``dynattn bench`` (:mod:`dynattn.bench.command` prints the table, every ratio
 a speed-up of dynattn, and plots it); this module times the cells. Ratios are times over times
 measured in the same interleaved run.
 """

@@ -3,7 +3,7 @@ with graph_passes.
 
 - feature targets (channel, spatial, element, composites) -> :func:`dynattn.compiler.build_feature`;
 - the kernel target -> ``from_conv`` of :class:`dynattn.DynamicConv1d`, ``DynamicConv2d`` or
-  ``DynamicConv3d``, by the rank of the conv given (an upcycled conv).
+  ``DynamicConv3d``, by the number of spatial dims of the conv given (an upcycled conv).
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ __all__ = ["check_input", "LAYOUTS"]
 @leaf_call
 def check_input(x: torch.Tensor, channels: int, module: str, dims: int = 2) -> torch.Tensor:
     """``x`` itself, after checking that it is a feature map with ``dims`` spatial dims and ``channels``
-    channels: (B, C, L) for ``dims=1``, (B, C, H, W) for 2 (the default), (B, C, D, H, W) for 3."""
+    channels: (B, C, L) for ``dims=1``, (B, C, H, W) for 2 (the default), (B, C, D, H, W) for 3.
+    ``dims`` is the number of spatial dims (``spatial_dims`` elsewhere): generated code calls this function
+    with that keyword, so the name stays as saved graphs and code snapshots spell it."""
     if torch.jit.is_tracing():
         return x
     if x.dim() != dims + 2:

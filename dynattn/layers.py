@@ -43,7 +43,7 @@ def _act(name: str) -> nn.Module:
     return ACTS[name]()
 
 
-#: The conv and BatchNorm of a map with 1, 2 or 3 spatial dims.
+#: The conv and BatchNorm of a map with 1, 2 or 3 spatial spatial_dims.
 CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCH_NORMS: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
@@ -97,9 +97,9 @@ def _inductor_on_cpu(x: torch.Tensor) -> bool:
 
 def _eager_layout_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)``; compiled on CPU, one opaque call (:func:`dynattn.mixing.batched_conv`) that keeps the
-    layouts eager uses. Inductor otherwise runs the conv channels-last, copying x and the output: GAM's
-    convs (256 -> 64 -> 256, 1x1 and 7x7, B=8, 28x28) took 636 ms compiled that way, 500 ms as the op
-    and 516 ms eager (1 thread)."""
+    layouts eager uses. Inductor otherwise runs the conv channels-last, copying x into that layout and the
+    output back, which makes the compiled conv slower than the eager one; the opaque op compiles to what
+    eager runs (``python -m dynattn.bench`` times both: GAM's rows)."""
     if not _inductor_on_cpu(x) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return conv(x)
     return batched_conv(x, conv.weight, conv.bias, list(conv.stride), list(conv.padding), list(conv.dilation),
@@ -116,10 +116,10 @@ def _small_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
     The two are the same arithmetic. The second lets inductor fuse an excitation MLP with the
     pooling before it and the gate after it into one kernel, where ``addmm`` is an external call
-    each: SE at C=256, 28x28 ran 3-4% faster compiled at batch 32 and 18% at batch 1, CPU,
-    1 thread. Larger layers (C=1024 at batch 32: 12% slower) keep the matmul, as do eager
-    runs, fx tracing, export (the exported graph keeps its ``linear``) and autocast (where
-    ``linear`` runs in the lower precision and a sum would not)."""
+    each (SE's rows of ``python -m dynattn.bench``). Past ``_SMALL_LINEAR_WEIGHTS`` the matmul's own
+    kernel wins over the fusion, so larger layers keep it, as do eager runs, fx tracing, export (the
+    exported graph keeps its ``linear``) and autocast (where ``linear`` runs in the lower precision and a
+    sum would not)."""
     if not _inductor_on_cpu(x) or layer.weight.numel() > _SMALL_LINEAR_WEIGHTS:  # fx: weight is a Proxy
         return layer(x)
     y = (x.unsqueeze(-2) * layer.weight).sum(-1)
@@ -174,14 +174,14 @@ class ChannelConv1d(nn.Module):
 
 class SpatialConv(nn.Module):
     """CBAM / Triplet's spatial excitation: ``(B, n, H, W) -> (B, 1, H, W)``, k x k conv [+ BN]
-    (a k-wide conv on (B, n, L), k x k x k on (B, n, D, H, W) with ``dims`` = 1 or 3)."""
+    (a k-wide conv on (B, n, L), k x k x k on (B, n, D, H, W) with ``spatial_dims`` = 1 or 3)."""
 
     def __init__(
         self,
         in_channels: int,
         kernel_size: int,
         *,
-        dims: int = 2,
+        spatial_dims: int = 2,
         dilation: int = 1,
         bias: bool = False,
         norm: str | None = None,
@@ -192,9 +192,9 @@ class SpatialConv(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.conv = CONVS[dims](in_channels, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2,
+        self.conv = CONVS[spatial_dims](in_channels, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2,
                                 dilation=dilation, bias=bias, **dd)
-        self.bn = BATCH_NORMS[dims](1, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.bn = BATCH_NORMS[spatial_dims](1, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -205,7 +205,7 @@ class SpatialConv(nn.Module):
 
 class ConvMLP(nn.Module):
     """GAM's spatial excitation: k x k conv C -> hidden [+ BN] -> act -> k x k conv hidden -> C [+ BN]
-    (k or k x k x k convs with ``dims`` = 1 or 3)."""
+    (k or k x k x k convs with ``spatial_dims`` = 1 or 3)."""
 
     def __init__(
         self,
@@ -213,7 +213,7 @@ class ConvMLP(nn.Module):
         hidden: int,
         kernel_size: int,
         *,
-        dims: int = 2,
+        spatial_dims: int = 2,
         dilation: int = 1,
         bias: bool = True,
         act: str = "relu",
@@ -227,7 +227,7 @@ class ConvMLP(nn.Module):
         dd = {"device": device, "dtype": dtype}
         conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
         bn = norm == "bn"
-        conv_nd, bn_nd = CONVS[dims], BATCH_NORMS[dims]
+        conv_nd, bn_nd = CONVS[spatial_dims], BATCH_NORMS[spatial_dims]
         self.conv1 = conv_nd(channels, hidden, kernel_size, **conv)
         self.bn1 = bn_nd(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if bn else None
         self.act = _act(act)
@@ -248,7 +248,7 @@ class PixelMLP(nn.Module):
     """The same MLP C -> hidden -> C at every pixel: GAM's channel excitation, and the excitation of
     each window of a local extent (gather-excite, as timm's ``ConvMlp``).
 
-    Written as 1x1 convs (1-wide, 1x1x1 with ``dims`` = 1 or 3), which compute exactly a per-pixel
+    Written as 1x1 convs (1-wide, 1x1x1 with ``spatial_dims`` = 1 or 3), which compute exactly a per-pixel
     ``Linear`` without the permute copies to (B, HW, C) and back.
     """
 
@@ -257,7 +257,7 @@ class PixelMLP(nn.Module):
         channels: int,
         hidden: int,
         *,
-        dims: int = 2,
+        spatial_dims: int = 2,
         out_channels: int | None = None,
         bias: bool = True,
         act: str = "relu",
@@ -269,10 +269,10 @@ class PixelMLP(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.fc1 = CONVS[dims](channels, hidden, 1, bias=bias, **dd)
-        self.bn = BATCH_NORMS[dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+        self.fc1 = CONVS[spatial_dims](channels, hidden, 1, bias=bias, **dd)
+        self.bn = BATCH_NORMS[spatial_dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
         self.act = _act(act)
-        self.fc2 = CONVS[dims](hidden, out_channels or channels, 1, bias=bias, **dd)
+        self.fc2 = CONVS[spatial_dims](hidden, out_channels or channels, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _eager_layout_conv(self.fc1, x)
@@ -350,7 +350,7 @@ class Channelwise(nn.Module):
 class SpatialBottleneck(nn.Module):
     """BAM's spatial branch: every channel of x (no pooling) to one map, ``(B, C, H, W) -> (B, 1, H, W)``:
     a 1x1 conv to ``hidden`` channels, two k x k convs dilated by ``dilation``, each followed by
-    [BN and] the activation, then a 1x1 conv to one channel (1-D / 3-D convs with ``dims`` = 1 or 3)."""
+    [BN and] the activation, then a 1x1 conv to one channel (1-D / 3-D convs with ``spatial_dims`` = 1 or 3)."""
 
     def __init__(
         self,
@@ -358,7 +358,7 @@ class SpatialBottleneck(nn.Module):
         hidden: int,
         kernel_size: int,
         *,
-        dims: int = 2,
+        spatial_dims: int = 2,
         dilation: int = 1,
         bias: bool = True,
         act: str = "relu",
@@ -373,9 +373,9 @@ class SpatialBottleneck(nn.Module):
         conv = {"padding": dilation * (kernel_size - 1) // 2, "dilation": dilation, "bias": bias, **dd}
 
         def bn() -> nn.Module | None:
-            return BATCH_NORMS[dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
+            return BATCH_NORMS[spatial_dims](hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
 
-        conv_nd = CONVS[dims]
+        conv_nd = CONVS[spatial_dims]
         self.conv_reduce = conv_nd(channels, hidden, 1, bias=bias, **dd)
         self.bn_reduce = bn()
         self.conv1 = conv_nd(hidden, hidden, kernel_size, **conv)
@@ -397,25 +397,25 @@ class SpatialBottleneck(nn.Module):
 class Energy(nn.Module):
     """SimAM's parameter-free excitation, the inverse of each neuron's minimal energy:
     ``(x - mean)^2 / (4 * (var + lambda)) + 1/2`` with mean and var = sum((x - mean)^2) / (n - 1)
-    over each map of n = H * W positions (L or D * H * W with ``dims`` = 1 or 3; n - 1 taken as 1 on a
-    map of one position, where the authors' code divides by zero)."""
+    over each map of n = H * W positions (L or D * H * W with ``spatial_dims`` = 1 or 3; n - 1 taken as 1
+    on a map of one position, where the authors' code divides by zero)."""
 
-    def __init__(self, lam: float = 1e-4, *, dims: int = 2) -> None:
+    def __init__(self, lam: float = 1e-4, *, spatial_dims: int = 2) -> None:
         super().__init__()
         self.lam = lam
-        self.dims = tuple(range(-dims, 0))
+        self.map_axes = tuple(range(-spatial_dims, 0))  # the axes each map spans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         positions = 1
-        for d in self.dims:
+        for d in self.map_axes:
             positions = positions * x.shape[d]
         n = positions - 1
         n = n + (n == 0)  # no Python branch on the shape: a host model still traces through this
-        deviation = (x - x.mean(dim=self.dims, keepdim=True)).pow(2)
-        return deviation / (4 * (deviation.sum(dim=self.dims, keepdim=True) / n + self.lam)) + 0.5
+        deviation = (x - x.mean(dim=self.map_axes, keepdim=True)).pow(2)
+        return deviation / (4 * (deviation.sum(dim=self.map_axes, keepdim=True) / n + self.lam)) + 0.5
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam:g}" + ("" if len(self.dims) == 2 else f", dims={len(self.dims)}")
+        return f"lam={self.lam:g}" + ("" if len(self.map_axes) == 2 else f", spatial_dims={len(self.map_axes)}")
 
 
 class StripMLP(nn.Module):
@@ -423,7 +423,7 @@ class StripMLP(nn.Module):
     one shared 1x1 layer C -> hidden [+ BN] + activation, computed on both strips together (so
     BatchNorm's statistics cover both, as the official code's ``cat`` does), then a 1x1 layer
     hidden -> C of its own per direction (``fc_h``, ``fc_w``). Returns the excitations in their strip
-    layouts. On other ranks, one strip per spatial axis of ``axes``: ``fc_d``, ``fc_h``, ``fc_w`` on a
+    layouts. On 1-D and 3-D maps, one strip per spatial axis of ``axes``: ``fc_d``, ``fc_h``, ``fc_w`` on a
     3-D map, ``fc_l`` on a 1-D map (whose one strip is the map)."""
 
     def __init__(
@@ -484,7 +484,7 @@ def _strip_conv1d(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
 class StripConv(nn.Module):
     """Strip attention's / ELA's excitation: a depthwise k-wide conv along each strip, one per direction
     (``conv_h`` on (B, C, H, 1), ``conv_w`` on (B, C, 1, W)), then [a norm per direction: BN, or
-    GroupNorm with one group] and the activation. On other ranks one per spatial axis of ``axes``
+    GroupNorm with one group] and the activation. On 1-D and 3-D maps one per spatial axis of ``axes``
     (``conv_d``, ``conv_h``, ``conv_w`` with k x 1 x 1, 1 x k x 1, 1 x 1 x k kernels; ``conv_l``)."""
 
     def __init__(
@@ -504,21 +504,21 @@ class StripConv(nn.Module):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.axes = tuple(axes)
-        dims = len(self.axes)
+        spatial_dims = len(self.axes)
         pad = (kernel_size - 1) // 2
 
         def make_norm() -> nn.Module | None:
             if norm == "bn":
-                return BATCH_NORMS[dims](channels, eps=bn_eps, momentum=bn_momentum, **dd)
+                return BATCH_NORMS[spatial_dims](channels, eps=bn_eps, momentum=bn_momentum, **dd)
             if norm == "gn":
                 return GroupNorm1(channels, eps=bn_eps, **dd)
             return None
 
         for i, axis in enumerate(self.axes):
-            kernel = tuple(kernel_size if j == i else 1 for j in range(dims))
-            padding = tuple(pad if j == i else 0 for j in range(dims))
-            self.add_module(f"conv_{axis}", CONVS[dims](channels, channels, kernel, padding=padding, groups=channels,
-                                                        bias=bias, **dd))
+            kernel = tuple(kernel_size if j == i else 1 for j in range(spatial_dims))
+            padding = tuple(pad if j == i else 0 for j in range(spatial_dims))
+            self.add_module(f"conv_{axis}", CONVS[spatial_dims](channels, channels, kernel, padding=padding,
+                                                                groups=channels, bias=bias, **dd))
         for axis in self.axes:
             self.add_module(f"norm_{axis}", make_norm())
         self.bn_checked = norm == "bn"
@@ -539,16 +539,16 @@ class AttentionPool(nn.Module):
     """Global context's attention pooling: a 1x1 conv C -> 1 gives one logit per position, a softmax over
     the positions weights them, and the weighted sum of x is the channel descriptor: ``(B, C, H, W) ->
     (B, C)``. The conv starts Kaiming-normal (fan in), as GCNet's code and timm initialise it (1-wide or
-    1x1x1 on maps with ``dims`` = 1 or 3)."""
+    1x1x1 on maps with ``spatial_dims`` = 1 or 3)."""
 
-    def __init__(self, channels: int, *, dims: int = 2, device: torch.device | None = None,
+    def __init__(self, channels: int, *, spatial_dims: int = 2, device: torch.device | None = None,
                  dtype: torch.dtype | None = None):
         super().__init__()
-        self.conv = CONVS[dims](channels, 1, 1, bias=True, device=device, dtype=dtype)
+        self.conv = CONVS[spatial_dims](channels, 1, 1, bias=True, device=device, dtype=dtype)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _inductor_on_cpu(x):  # inductor copies x into a conv layout first; GC at B=32, C=256, 28x28: 27 -> 12 ms
+        if _inductor_on_cpu(x):  # a compiled 1x1 conv copies x into a conv layout first; a channel sum reads x as is
             logits = (x * self.conv.weight).sum(1, keepdim=True) + self.conv.bias
         else:
             logits = self.conv(x)
@@ -577,19 +577,19 @@ class DCTPool(nn.Module):
     size as it comes (FcaNet fixes one size per stage: 56, 28, 14, 7 in its ResNets), so the module
     takes any input size without adaptive pooling. No parameters and no state.
 
-    Other ranks (``dims``), with the orthonormal DCT-II along every axis: on a 3-D map the component at
-    (0, u, v) over (D, H, W), the selection on H x W and frequency 0 along the depth; on a 1-D map the
-    component at u along L (the map taken as L x 1, where FcaNet's rule scales v by 1 // 7 = 0).
+    Other numbers of spatial dims (``spatial_dims``), with the orthonormal DCT-II along every axis: on a
+    3-D map the component at (0, u, v) over (D, H, W), the selection on H x W and frequency 0 along the
+    depth; on a 1-D map the component at u along L (the map taken as L x 1, where FcaNet's rule scales v by 1 // 7 = 0).
     """
 
-    def __init__(self, channels: int, selection: str = "top16", *, dims: int = 2,
+    def __init__(self, channels: int, selection: str = "top16", *, spatial_dims: int = 2,
                  device: torch.device | None = None) -> None:
         super().__init__()
         kind, n = selection[:3], int(selection[3:])
         us, vs = (f[:n] for f in DCT_FREQUENCIES[kind])
         group = torch.tensor([c * n // channels for c in range(channels)], device=device)
         self.selection = selection
-        self.dims = dims
+        self.spatial_dims = spatial_dims
         self.register_buffer("u", torch.tensor(us, device=device), persistent=False)  # (n,) 7x7 indices
         self.register_buffer("v", torch.tensor(vs, device=device), persistent=False)
         # channel c's row picks its group's frequency: a one-hot (C, n) matrix
@@ -615,7 +615,7 @@ class DCTPool(nn.Module):
         return filt.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sizes = tuple(x.shape[2 + i] for i in range(self.dims))  # indexed: a traced shape cannot be iterated
+        sizes = tuple(x.shape[2 + i] for i in range(self.spatial_dims))  # indexed: a traced shape cannot be iterated
         if all(isinstance(n, int) for n in sizes) and not torch.compiler.is_compiling():
             # eager: reuse the filter of this size (compiled, it is remade in each call, two small matmuls;
             # a host model traced with torch.fx records the computation)
@@ -627,7 +627,8 @@ class DCTPool(nn.Module):
                 filt = self._filters[key] = self.filter(*sizes, dtype=x.dtype)
         else:
             filt = self.filter(*sizes, dtype=x.dtype)
-        return (x * filt).sum(dim=tuple(range(2, 2 + self.dims)))
+        return (x * filt).sum(dim=tuple(range(2, 2 + self.spatial_dims)))
 
     def extra_repr(self) -> str:
-        return f"selection={self.selection!r}" + ("" if self.dims == 2 else f", dims={self.dims}")
+        shown_dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return f"selection={self.selection!r}{shown_dims}"

@@ -11,8 +11,9 @@ Roles:
 
 - ``"attention"``: maps a feature map to one of the same shape and layout (no site inside it);
 - ``"conv"``: a 2-D convolution: its output is an NCHW feature map, and the ``conv`` site
-  strategy treats it like ``nn.Conv2d`` (a class whose ``dims`` attribute is 1 or 3, as
-  ``DynamicConv1d`` / ``DynamicConv3d``'s, is a conv of that rank instead);
+  strategy treats it like ``nn.Conv2d`` (a class whose ``spatial_dims`` attribute is 1 or 3, as
+  ``DynamicConv1d`` / ``DynamicConv3d``'s, is a conv of that many spatial dims instead; graph_passes
+  still reads a ``dims`` attribute where a class has no ``spatial_dims``);
 - ``"opaque"``: a leaf that is only never traced into.
 """
 

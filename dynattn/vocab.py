@@ -115,7 +115,7 @@ AXES = ("b", "c", "h", "w")
 #: images) or 3 (B, C, D, H, W: video, volumes).
 SPATIAL_DIMS = (1, 2, 3)
 #: The axes of a feature map by its number of spatial dims.
-AXES_BY_DIMS: dict[int, tuple[str, ...]] = {1: ("b", "c", "l"), 2: AXES, 3: ("b", "c", "d", "h", "w")}
+AXES_BY_SPATIAL_DIMS: dict[int, tuple[str, ...]] = {1: ("b", "c", "l"), 2: AXES, 3: ("b", "c", "d", "h", "w")}
 #: The layout of a feature map by its number of spatial dims, as messages name it.
 LAYOUTS = {1: "(B, C, L)", 2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
 

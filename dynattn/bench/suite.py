@@ -39,7 +39,7 @@ PRESETS = ("se", "eca", "cbam", "gam", "triplet", "dyconv", "ese", "ecam", "ceca
            "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "se1d", "se3d", "cbam3d")
 #: Rows on 1-D and 3-D maps (``build(..., spatial_dims=)``) and their number of spatial dims. A row at size s
 #: has as many positions as the 2-D row's s x s: a (B, C, s * s) signal, a (B, C, 4, s / 2, s / 2) clip.
-RANKED = {"se1d": 1, "se3d": 3, "cbam3d": 3}
+NOT_2D = {"se1d": 1, "se3d": 3, "cbam3d": 3}
 #: Presets timed against timm's module of the same name (``timm.layers.create_attn``), built with
 #: ``flavor="timm"`` on our side so the arithmetic is the same.
 TIMM_NAMED = ("ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip")
@@ -49,8 +49,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _reference(preset: str, channels: int, size: int) -> tuple[nn.Module, nn.Module] | None:
     """(dynattn module, reference module) of the same arithmetic, or None without timm."""
     if preset in ("se1d", "se3d"):  # MONAI's ChannelSELayer (r=16: int(C / 16) hidden units, biases)
-        dims = RANKED[preset]
-        return build(AttnSpec.se(), channels=channels, spatial_dims=dims), handwritten.se_nd(dims, channels)
+        spatial_dims = NOT_2D[preset]
+        return (build(AttnSpec.se(), channels=channels, spatial_dims=spatial_dims),
+                handwritten.se_nd(spatial_dims, channels))
     if preset == "cbam3d":
         return build(AttnSpec.cbam(), channels=channels, spatial_dims=3), handwritten.CBAM3d(channels)
     if preset == "gam":
@@ -86,8 +87,8 @@ def _reference(preset: str, channels: int, size: int) -> tuple[nn.Module, nn.Mod
 
 def input_sizes(preset: str, size: int) -> tuple[int, ...]:
     """The spatial sizes of a row's input: s x s, or as many positions on a 1-D signal / 3-D clip."""
-    dims = RANKED.get(preset, 2)
-    return {1: (size * size,), 2: (size, size), 3: (4, size // 2, size // 2)}[dims]
+    spatial_dims = NOT_2D.get(preset, 2)
+    return {1: (size * size,), 2: (size, size), 3: (4, size // 2, size // 2)}[spatial_dims]
 
 
 @dataclass

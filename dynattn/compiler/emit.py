@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .. import einops_calls
 from ..checks import check_input
 from ..spec import AttnSpec
-from ..vocab import AXES_BY_DIMS, FUSE_NEUTRAL, MODULE_POOLS
+from ..vocab import AXES_BY_SPATIAL_DIMS, FUSE_NEUTRAL, MODULE_POOLS
 from . import ops
 from .graph_writer import BATCHABLE, GraphWriter, join
 from .lower import BranchPlan, GroupPlan, Plan, StagePlan
@@ -66,15 +66,15 @@ _AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d}
 _MAX_POOLS = {1: torch.max_pool1d, 2: torch.max_pool2d, 3: torch.max_pool3d}
 
 
-def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, rank: int, name: str) -> fx.Node:
+def _extent_pool(w: GraphWriter, x: fx.Node, op: str, extent: int, spatial_dims: int, name: str) -> fx.Node:
     """Gather-excite's gather: windows of 2e - 1, stride e, padded by e - 1 (padding not counted),
     along every spatial axis."""
     window = dict(kernel_size=2 * extent - 1, stride=extent, padding=extent - 1)
-    if op == "avg" and rank == 3:  # avg_pool3d refuses maps smaller than the window, padding or not
+    if op == "avg" and spatial_dims == 3:  # avg_pool3d refuses maps smaller than the window, padding or not
         return w.fn(ops.window_mean3d, x, **window, name=name, role="squeeze")
     if op == "avg":
-        return w.fn(_AVG_POOLS[rank], x, **window, count_include_pad=False, name=name, role="squeeze")
-    return w.fn(_MAX_POOLS[rank], x, **window, name=name, role="squeeze")
+        return w.fn(_AVG_POOLS[spatial_dims], x, **window, count_include_pad=False, name=name, role="squeeze")
+    return w.fn(_MAX_POOLS[spatial_dims], x, **window, name=name, role="squeeze")
 
 
 def _strip_pool(w: GraphWriter, x: fx.Node, op: str, axis: str, axes: tuple[str, ...], name: str) -> fx.Node:
@@ -148,7 +148,7 @@ def _activate(w: GraphWriter, z: fx.Node, spec: AttnSpec, owner: str, prefix: st
     return w.fn(ops.GATE_FNS[spec.gate], z, name=name, role="gate")
 
 
-def _mix(w: GraphWriter, gate: fx.Node, spec: AttnSpec, owner: str, prefix: str) -> fx.Node:
+def _blend_identity_gate(w: GraphWriter, gate: fx.Node, spec: AttnSpec, owner: str, prefix: str) -> fx.Node:
     """An identity-initialised gate: ``n + mix * (gate - n)``, exactly the neutral value ``n`` of the
     spec's fuse (1 for x * w, 0 for x * (1 + w) and x + w) while ``mix == 0``. With n = 1 that is
     ``(1 - mix) + mix * gate``: one pass over the gate (``torch.addcmul``), the rest on the scalar mix."""
@@ -163,7 +163,7 @@ def _gate(w: GraphWriter, z: fx.Node, branch: BranchPlan) -> fx.Node:
     spec, p = branch.spec, branch.name
     gate = _activate(w, z, spec, branch.name, p)
     if spec.init == "identity":
-        gate = _mix(w, gate, spec, branch.name, p)
+        gate = _blend_identity_gate(w, gate, spec, branch.name, p)
     pattern = ops.broadcast_pattern(spec.target, branch.frame)
     if pattern is not None:
         gate = w.einops(einops_calls.rearrange, gate, pattern, name=join(p, "gate_map"), role="gate_map")
@@ -174,8 +174,8 @@ def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan, factors: bool = 
     """A strip stage: one strip per spatial axis, x pooled over the other spatial axes (in 2-D: along W
     the H strip, along H the W strip), each excited, then merged: ``sum`` adds the excitations before
     one gate, ``prod`` multiplies the gates. With ``factors``, a ``prod`` stage without identity init
-    returns the gates, for x to be scaled by one after the other (faster than forming their product
-    at x's size first)."""
+    returns the gates, for x to be scaled by one after the other (each gate is small; their product
+    formed at x's size first would be one more tensor of x's size to write and read)."""
     spec, p = branch.spec, branch.name
     axes = ops.axes_of(branch.frame)
     spatial = axes[2:]
@@ -198,7 +198,7 @@ def _strip_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan, factors: bool = 
         for i, g in enumerate(gates[1:], start=2):
             gate = w.fn(operator.mul, gate, g, name=join(p, "gate" if i == len(gates) else f"gate_{i}"),
                         role="gate" if i == len(gates) else None)
-    return _mix(w, gate, spec, branch.name, p) if spec.init == "identity" else gate
+    return _blend_identity_gate(w, gate, spec, branch.name, p) if spec.init == "identity" else gate
 
 
 def _extent_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
@@ -206,7 +206,7 @@ def _extent_gate(w: GraphWriter, x: fx.Node, branch: BranchPlan) -> fx.Node:
     spec, p = branch.spec, branch.name
     gate = _activate(w, excite(w, squeeze(w, x, branch), branch), spec, branch.name, p)
     if spec.init == "identity":
-        gate = _mix(w, gate, spec, branch.name, p)
+        gate = _blend_identity_gate(w, gate, spec, branch.name, p)
     return w.fn(ops.resize_like, gate, x, name=join(p, "gate_map"), role="gate_map")
 
 
@@ -238,15 +238,15 @@ def _group_gate(w: GraphWriter, x: fx.Node, group: GroupPlan) -> fx.Node:
         combined = w.fn(combine, combined, _stage_gate(w, x, stage),
                         name=join(p, "combined" if last else f"combined_{i}"), role="excite" if last else None)
     gate = _activate(w, combined, spec, p, p)
-    return _mix(w, gate, spec, p, p) if spec.init == "identity" else gate
+    return _blend_identity_gate(w, gate, spec, p, p) if spec.init == "identity" else gate
 
 
-def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str, dims: int = 2
+def _fuse(w: GraphWriter, x: fx.Node, gate: fx.Node | list[fx.Node], fuse: str, prefix: str, spatial_dims: int = 2
           ) -> fx.Node:
     """x * w, x * (1 + w) or x + w; x * w_1 * w_2 ... for a gate given as its factors (one per strip,
-    in the order of the map's ``dims`` spatial axes)."""
+    in the order of the map's ``spatial_dims`` spatial axes)."""
     if isinstance(gate, list):
-        axes = AXES_BY_DIMS[dims][2:]
+        axes = AXES_BY_SPATIAL_DIMS[spatial_dims][2:]
         for i, factor in enumerate(gate):
             last = i == len(gate) - 1
             x = w.fn(operator.mul, x, factor, name=join(prefix, "scale" if last else f"scale_{axes[i]}"),
@@ -266,15 +266,17 @@ def emit_graph(plan: Plan, optimize: bool = True) -> fx.Graph:
     ``optimize=False`` (cached; copy it before giving it to a module)."""
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    dims = {} if plan.dims == 2 else {"dims": plan.dims}  # 2-D code reads as it always has
-    w.fn(check_input, x, channels=plan.channels, module=plan.class_name, **dims, name="check_input")
+    # 2-D code reads as it always has: the default number of spatial dims is not written out (check_input's
+    # keyword for it stays ``dims``: generated code, saved graphs included, calls it by that name)
+    shape_check = {} if plan.spatial_dims == 2 else {"dims": plan.spatial_dims}
+    w.fn(check_input, x, channels=plan.channels, module=plan.class_name, **shape_check, name="check_input")
     y = x
     for stage in plan.stages:
         if isinstance(stage, GroupPlan):
             y = _fuse(w, y, _group_gate(w, y, stage), stage.spec.fuse, stage.name)
         else:
             fuse = stage.branches[0].spec.fuse
-            y = _fuse(w, y, _stage_gate(w, y, stage, factors=fuse == "mul"), fuse, stage.name, plan.dims)
+            y = _fuse(w, y, _stage_gate(w, y, stage, factors=fuse == "mul"), fuse, stage.name, plan.spatial_dims)
     w.graph.output(y)
     w.graph.lint()
     if optimize:

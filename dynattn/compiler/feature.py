@@ -16,7 +16,7 @@ from ..registry import register_leaf_module
 from ..spec import AttnSpec
 from .emit import emit_graph
 from .instantiate import make_modules
-from .lower import check_dims, lower
+from .lower import check_spatial_dims, lower
 from .module import SpecModule
 
 __all__ = ["AttentionModule", "build_feature", "check_channels"]
@@ -33,8 +33,8 @@ class AttentionModule(SpecModule):
 
     @classmethod
     def rebuild(cls, spec: AttnSpec, *sizes: Any) -> AttentionModule:
-        channels, optimized, *dims = sizes  # modules pickled before spatial_dims existed are 2-D
-        return build_feature(spec, channels, optimize=optimized, spatial_dims=dims[0] if dims else 2)
+        channels, optimized, *rest = sizes  # modules pickled before spatial_dims existed are 2-D
+        return build_feature(spec, channels, optimize=optimized, spatial_dims=rest[0] if rest else 2)
 
 
 register_leaf_module(AttentionModule, role="attention")
@@ -62,12 +62,12 @@ def build_feature(
 ) -> AttentionModule:
     """The feature-map attention module of ``spec`` for ``channels`` input channels, on maps with
     ``spatial_dims`` spatial dims (1: (B, C, L), 2: (B, C, H, W), 3: (B, C, D, H, W))."""
-    plan = lower(spec, check_channels(channels), check_dims(spatial_dims))  # checked before the cache sees it
+    plan = lower(spec, check_channels(channels), check_spatial_dims(spatial_dims))  # checked before the cache sees it
     root = make_modules(plan, device=device, dtype=dtype)
     module = AttentionModule(root, copy.deepcopy(emit_graph(plan, bool(optimize))), class_name=plan.class_name)
     module.spec = spec
     module.channels = channels
-    module.spatial_dims = plan.dims
+    module.spatial_dims = plan.spatial_dims
     module.optimized = bool(optimize)
     module.meta["dynattn_code"] = module.code
     return module

@@ -20,7 +20,7 @@ __all__ = ["excite_module", "make_modules"]
 def excite_module(branch: BranchPlan, dd: dict) -> nn.Module | None:
     """The excitation layer of ``branch`` (None for ``excite="none"``)."""
     spec = branch.spec
-    dims = branch.dims
+    spatial_dims = branch.spatial_dims
     bn = dict(norm=spec.norm, bn_momentum=spec.bn_momentum, bn_eps=spec.bn_eps or 1e-5)
     hidden = dict(bias=spec.bias, act=spec.act, **bn, **dd)
     if spec.excite == "none":
@@ -32,9 +32,9 @@ def excite_module(branch: BranchPlan, dd: dict) -> nn.Module | None:
         return layers.StripConv(branch.channels, branch.kernel_size, axes=axes, **hidden)
     if spec.extent:  # each window's channels: the per-pixel forms, as 1x1 convs on the pooled grid
         if spec.excite == "mlp":
-            return layers.PixelMLP(branch.excite_in, branch.hidden, dims=dims, out_channels=branch.excite_out,
-                                   **hidden)
-        return layers.CONVS[dims](branch.excite_in, branch.excite_out, 1, bias=spec.bias, **dd)
+            return layers.PixelMLP(branch.excite_in, branch.hidden, spatial_dims=spatial_dims,
+                                   out_channels=branch.excite_out, **hidden)
+        return layers.CONVS[spatial_dims](branch.excite_in, branch.excite_out, 1, bias=spec.bias, **dd)
     if spec.excite == "mlp":
         return layers.MLP(branch.excite_in, branch.hidden, branch.excite_out, **hidden)
     if spec.excite == "linear":
@@ -48,25 +48,27 @@ def excite_module(branch: BranchPlan, dd: dict) -> nn.Module | None:
     if spec.excite == "channelwise":
         return layers.Channelwise(branch.channels, branch.excite_in, bias=spec.bias, **bn, **dd)
     if spec.excite == "energy":
-        return layers.Energy(spec.energy_lambda, dims=dims)
+        return layers.Energy(spec.energy_lambda, spatial_dims=spatial_dims)
     if spec.excite == "pixel_mlp":
-        return layers.PixelMLP(branch.channels, branch.hidden, dims=dims, bias=spec.bias, act=spec.act, **dd)
+        return layers.PixelMLP(branch.channels, branch.hidden, spatial_dims=spatial_dims, bias=spec.bias, act=spec.act,
+                               **dd)
     if spec.excite == "conv" and spec.target == "spatial" and spec.pool == ("none",):
-        return layers.SpatialBottleneck(branch.channels, branch.hidden, branch.kernel_size, dims=dims,
+        return layers.SpatialBottleneck(branch.channels, branch.hidden, branch.kernel_size, spatial_dims=spatial_dims,
                                         dilation=spec.dilation, **hidden)
     if spec.excite == "conv" and spec.target == "spatial":
-        return layers.SpatialConv(branch.excite_in, branch.kernel_size, dims=dims, dilation=spec.dilation,
-                                  bias=spec.bias, **bn, **dd)
+        return layers.SpatialConv(branch.excite_in, branch.kernel_size, spatial_dims=spatial_dims,
+                                  dilation=spec.dilation, bias=spec.bias, **bn, **dd)
     if spec.excite == "conv":
-        return layers.ConvMLP(branch.channels, branch.hidden, branch.kernel_size, dims=dims, dilation=spec.dilation,
-                              **hidden)
+        return layers.ConvMLP(branch.channels, branch.hidden, branch.kernel_size, spatial_dims=spatial_dims,
+                              dilation=spec.dilation, **hidden)
     raise AssertionError(f"unhandled excite {spec.excite!r}")  # the spec validated it
 
 
 def _pool_module(op: str, branch: BranchPlan, dd: dict) -> nn.Module:
     if op == "attn":
-        return layers.AttentionPool(branch.channels, dims=branch.dims, **dd)
-    return layers.DCTPool(branch.channels, branch.spec.frequencies, dims=branch.dims, device=dd["device"])
+        return layers.AttentionPool(branch.channels, spatial_dims=branch.spatial_dims, **dd)
+    return layers.DCTPool(branch.channels, branch.spec.frequencies, spatial_dims=branch.spatial_dims,
+                          device=dd["device"])
 
 
 def _gate_state(spec: Any, dd: dict) -> dict[str, nn.Module | torch.Tensor]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from ..spec import AttnSpec
 from ..validate import has_hidden
-from ..vocab import AXES, AXES_BY_DIMS, SPATIAL_DIMS
+from ..vocab import AXES, AXES_BY_SPATIAL_DIMS, SPATIAL_DIMS
 
-__all__ = ["BranchPlan", "StagePlan", "GroupPlan", "Plan", "lower", "frames", "check_dims", "hidden_width",
+__all__ = ["BranchPlan", "StagePlan", "GroupPlan", "Plan", "lower", "frames", "check_spatial_dims", "hidden_width",
            "eca_kernel_size"]
 
 
@@ -29,7 +29,7 @@ class BranchPlan:
     name: str
     spec: AttnSpec
     #: The branch's axis frame, e.g. ("b", "h", "c", "w") for Triplet's first branch (three or five
-    #: axes on a 1-D or 3-D map: a permutation of ``AXES_BY_DIMS[dims]``).
+    #: axes on a 1-D or 3-D map: a permutation of ``AXES_BY_SPATIAL_DIMS[spatial_dims]``).
     frame: tuple[str, ...]
     #: Size of the frame's channel axis when the branch's weights depend on it, else None.
     channels: int | None
@@ -42,10 +42,10 @@ class BranchPlan:
 
     @property
     def rotated(self) -> bool:
-        return self.frame != AXES_BY_DIMS[len(self.frame) - 2]
+        return self.frame != AXES_BY_SPATIAL_DIMS[len(self.frame) - 2]
 
     @property
-    def dims(self) -> int:
+    def spatial_dims(self) -> int:
         """The number of spatial dims of the feature map."""
         return len(self.frame) - 2
 
@@ -75,7 +75,7 @@ class Plan:
     stages: tuple[StagePlan | GroupPlan, ...]
     spec: AttnSpec
     #: The number of spatial dims of the feature maps the module takes (1, 2 or 3).
-    dims: int = 2
+    spatial_dims: int = 2
 
 
 def hidden_width(spec: AttnSpec, channels: int) -> int:
@@ -158,8 +158,8 @@ def _swapped(rotation: str) -> str | None:
     return None
 
 
-def frames(rotations: tuple[str, ...], dims: int) -> list[tuple[str, ...]]:
-    """The axis frames of a spec's ``branches`` (written on the four NCHW axes) on a map with ``dims``
+def frames(rotations: tuple[str, ...], spatial_dims: int) -> list[tuple[str, ...]]:
+    """The axis frames of a spec's ``branches`` (written on the four NCHW axes) on a map of ``spatial_dims``
     spatial dims.
 
     In 2-D they are the rotations as written. On a 1-D or 3-D map, rotations that swap the channels with
@@ -167,15 +167,15 @@ def frames(rotations: tuple[str, ...], dims: int) -> list[tuple[str, ...]]:
     (cross-dimension interaction between the channels and every spatial axis) becomes the identity and one
     swap of the channels with each spatial axis of that map (``b c l -> b l c``; ``b c d h w -> b d c h w``,
     ``b h d c w``, ``b w d h c``). Other rotations are 2-D only."""
-    if dims == 2:
+    if spatial_dims == 2:
         return [tuple(r.split("->")[1].split()) for r in rotations]
     swaps = [_swapped(r) for r in rotations]
-    axes = AXES_BY_DIMS[dims]
+    axes = AXES_BY_SPATIAL_DIMS[spatial_dims]
     spatial_swaps = sorted(s for s in swaps if s)
     if None in swaps or spatial_swaps not in ([], ["h", "w"]):
         raise SpecError(
             "AttnSpec.branches", rotations,
-            f"are rotations of a 2-D (B, C, H, W) map with no meaning on a map with {dims} spatial dim(s)",
+            f"are rotations of a 2-D (B, C, H, W) map with no meaning on a map with {spatial_dims} spatial dim(s)",
             hint="on 1-D and 3-D maps, branches must be the identity and/or the swaps of the channels with every "
                  "spatial axis ('b c h w -> b h c w' and 'b c h w -> b w h c', as Triplet's)",
         )
@@ -210,24 +210,25 @@ def _branch(name: str, spec: AttnSpec, frame: tuple[str, ...], channels: int) ->
     return BranchPlan(name, spec, frame, own_channels, excite_in, hidden, kernel, own_channels)
 
 
-def _stage(name: str, leaf: AttnSpec, channels: int, dims: int) -> StagePlan:
+def _stage(name: str, leaf: AttnSpec, channels: int, spatial_dims: int) -> StagePlan:
     if leaf.branches:
-        branch_frames = frames(leaf.branches, dims)
+        branch_frames = frames(leaf.branches, spatial_dims)
         bnames = _unique([_branch_name(f) for f in branch_frames])
         branches = tuple(
             _branch(f"{name}_{b}" if name else b, leaf, f, channels) for b, f in zip(bnames, branch_frames)
         )
     else:
-        branches = (_branch(name, leaf, AXES_BY_DIMS[dims], channels),)
+        branches = (_branch(name, leaf, AXES_BY_SPATIAL_DIMS[spatial_dims], channels),)
     return StagePlan(name, branches)
 
 
-def check_dims(dims: object) -> int:
-    """``dims`` itself where it is a number of spatial dims a plan can have (1, 2 or 3)."""
-    if isinstance(dims, bool) or not isinstance(dims, int) or dims not in SPATIAL_DIMS:
-        raise SpecError("spatial_dims", dims, "is the number of spatial dims of the feature maps", SPATIAL_DIMS,
+def check_spatial_dims(spatial_dims: object) -> int:
+    """``spatial_dims`` itself where it is a number of spatial dims a plan can have (1, 2 or 3)."""
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims not in SPATIAL_DIMS:
+        raise SpecError("spatial_dims", spatial_dims, "is the number of spatial dims of the feature maps",
+                        SPATIAL_DIMS,
                         hint="1 for (B, C, L), 2 for (B, C, H, W), 3 for (B, C, D, H, W)")
-    return int(dims)
+    return int(spatial_dims)
 
 
 def _class_name(spec: AttnSpec) -> str:
@@ -239,9 +240,9 @@ def _class_name(spec: AttnSpec) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def lower(spec: AttnSpec, channels: int, dims: int = 2) -> Plan:
-    """The plan for ``spec`` at ``channels`` input channels on maps with ``dims`` spatial dims (cached)."""
-    dims = check_dims(dims)
+def lower(spec: AttnSpec, channels: int, spatial_dims: int = 2) -> Plan:
+    """The plan for ``spec`` at ``channels`` input channels on maps of ``spatial_dims`` spatial dims (cached)."""
+    spatial_dims = check_spatial_dims(spatial_dims)
     if spec.kind != "feature":
         raise SpecError("AttnSpec.target", spec.target, "lowers to a DynamicConv2d, not a feature plan",
                         hint="use build(spec, conv=nn.Conv2d(...))")
@@ -255,8 +256,8 @@ def lower(spec: AttnSpec, channels: int, dims: int = 2) -> Plan:
         if leaf.stages:  # a parallel composite: its stages named within it
             inner = _unique([n for n, _ in _named_leaves(AttnSpec.chain(*leaf.stages))])
             inner = [f"{name}_{n}" if name else n for n in inner]
-            group = tuple(_stage(n, s, channels, dims) for n, s in zip(inner, leaf.stages))
+            group = tuple(_stage(n, s, channels, spatial_dims) for n, s in zip(inner, leaf.stages))
             stages.append(GroupPlan(name, group, leaf))
         else:
-            stages.append(_stage(name, leaf, channels, dims))
-    return Plan(_class_name(spec), channels, tuple(stages), spec, dims)
+            stages.append(_stage(name, leaf, channels, spatial_dims))
+    return Plan(_class_name(spec), channels, tuple(stages), spec, spatial_dims)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..leaf_calls import leaf_call
-from ..vocab import AXES, AXES_BY_DIMS
+from ..vocab import AXES, AXES_BY_SPATIAL_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
@@ -24,7 +24,7 @@ ORIGINAL = " ".join(AXES)
 def axes_of(frame: tuple[str, ...]) -> tuple[str, ...]:
     """The original axes of the feature map a frame (a permutation of them) belongs to:
     ``b c l``, ``b c h w`` or ``b c d h w``."""
-    return AXES_BY_DIMS[len(frame) - 2]
+    return AXES_BY_SPATIAL_DIMS[len(frame) - 2]
 
 
 def original(frame: tuple[str, ...]) -> str:
@@ -122,7 +122,7 @@ def window_mean3d(x: torch.Tensor, kernel_size: int, stride: int, padding: int) 
 def blend(gate: torch.Tensor, mix: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
     """``neutral + mix * (gate - neutral)``: an identity-initialised head's gate, its neutral value while the
     learnt ``mix`` (a 0-dim parameter) is 0. One ``torch.lerp`` (a router runs one per head per layer, which is
-    what a batch of 1 pays for; the three ops it replaces cost twice as much), in the gate's dtype as the
+    what a batch of 1 pays for: one kernel where the formula written out takes three), in the gate's dtype as the
     arithmetic would give it (under autocast the gate may be lower precision than the parameter)."""
     if mix.dtype != gate.dtype:
         mix, neutral = mix.to(gate.dtype), neutral.to(gate.dtype)

@@ -11,7 +11,7 @@ in, out and spatial sigmoids are one call) and split by head:
   or 3-D conv: ODConv's alpha_s).
 
 The router pools over every spatial axis of its conv's input: (B, C, L), (B, C, H, W) or
-(B, C, D, H, W), by the rank of the conv's kernel.
+(B, C, D, H, W), by the number of spatial dims of the conv's kernel.
 
 Heads that cannot matter for the conv are dropped, as ODConv's code does: ``kernel`` with one
 expert, ``spatial`` for a 1x1 kernel, ``out`` for a depthwise conv with as many outputs as
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..spec import AttnSpec
-from ..vocab import AXES_BY_DIMS
+from ..vocab import AXES_BY_SPATIAL_DIMS
 from .emit import excite, squeeze
 from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
@@ -61,7 +61,7 @@ class HeadPlan:
     name: str
     size: int
     gate: str
-    #: The value an identity-initialised head starts at (None: the head is not blended).
+    #: The value an identity-initialised head starts at (None: the head is not blended with it).
     neutral: float | None
 
 
@@ -109,7 +109,7 @@ def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     merged = len(spec.pool) if spec.merge == "concat" else 1
     hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
     heads = _heads(spec, geometry)
-    frame = AXES_BY_DIMS[len(geometry.kernel_size)]  # the conv's rank: (B, C, L), (B, C, H, W) or (B, C, D, H, W)
+    frame = AXES_BY_SPATIAL_DIMS[len(geometry.kernel_size)]  # the conv's: (B, C, L), (B, C, H, W) or (B, C, D, H, W)
     branch = BranchPlan("", spec, frame, c, merged * c, hidden, None, sum(h.size for h in heads))
     return RouterPlan(spec, geometry, branch, heads)
 
@@ -134,7 +134,8 @@ def _run_name(run: tuple[HeadPlan, ...]) -> str:
 
 
 def _neutral_buffer(run: tuple[HeadPlan, ...]) -> str:
-    """The buffer holding the neutral value of a run of blended heads (``torch.lerp`` takes it as a tensor)."""
+    """The buffer holding the neutral value of a run of identity-initialised heads (``torch.lerp`` takes it
+    as a tensor)."""
     return f"{_run_name(run)}_neutral"
 
 
@@ -157,8 +158,8 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     for run, name, node in zip(runs, names, per_run):
         head = run[0]
         single = len(run) == 1  # the run's gate is the head's gate
-        blended = head.neutral is not None
-        role = "gate" if single and not blended else None
+        identity_init = head.neutral is not None
+        role = "gate" if single and not identity_init else None
         if head.gate == "softmax":
             gate = w.fn(torch.softmax, node, -1, name=join(name, "gate"), role=role)
         elif head.gate == "identity":
@@ -169,9 +170,9 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
             per_head = [gate]
         else:
             split = w.fn(torch.split_with_sizes, gate, [h.size for h in run], 1, name=f"{name}_gates")
-            per_head = [w.fn(operator.getitem, split, i, name=join(h.name, "unmixed" if blended else "gate"),
-                             role=None if blended else "gate") for i, h in enumerate(run)]
-        if blended:  # neutral + mix * (gate - neutral), one mix per head: one lerp each
+            per_head = [w.fn(operator.getitem, split, i, name=join(h.name, "unmixed" if identity_init else "gate"),
+                             role=None if identity_init else "gate") for i, h in enumerate(run)]
+        if identity_init:  # neutral + mix * (gate - neutral), one mix per head: one lerp each
             neutral = w.attr(_neutral_buffer(run), _neutral_buffer(run))
             per_head = [w.fn(blend, g, w.attr(f"{h.name}_mix", f"{h.name}_mix"), neutral,
                              name=join(h.name, "gate"), role="gate") for g, h in zip(per_head, run)]

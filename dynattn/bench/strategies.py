@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import dynamic_conv, mixing
+from .. import mixing
 from ..dynamic_conv import DynamicConv2d, clear_measured_strategies
+from ..dynamic_conv.measure import benchmark_key, measured_strategy
 from ..spec import AttnSpec
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary
 
@@ -147,13 +148,13 @@ def measured_choice(m: DynamicConv2d, x: torch.Tensor) -> str:
     DynamicConv2d.benchmark = True
     clear_measured_strategies()
     try:
-        key = m._benchmark_key(x)
+        key = benchmark_key(m, x)
         with torch.set_grad_enabled(m.training):
             out = m(x)
             if m.training:
                 m.zero_grad(set_to_none=True)
                 out.sum().backward()
-        return dynamic_conv._MEASURED[key]
+        return measured_strategy(key)
     finally:
         clear_measured_strategies()
         DynamicConv2d.benchmark = saved

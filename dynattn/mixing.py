@@ -387,13 +387,8 @@ def blocked_kernel_mixing(
             outs.append(_pointwise_conv(cols, wb.reshape(b, n, -1), bb).view(b, n, *out_sizes))
             continue
         g_blk = 1 if groups == 1 else n // o_g
-        y = _conv(
-            spatial_dims,
-            xb.reshape(1, -1, *sizes),
-            wb.reshape(b * n, i_g, *ks),
-            None if bb is None else bb.reshape(-1),
-            conv.stride, conv.padding, conv.dilation, g_blk * b,
-        )
+        y = _conv(spatial_dims, xb.reshape(1, -1, *sizes), wb.reshape(b * n, i_g, *ks),
+                  None if bb is None else bb.reshape(-1), conv.stride, conv.padding, conv.dilation, g_blk * b)
         outs.append(y.view(b, n, *_spatial(y, spatial_dims)))
     y = torch.cat(outs, 1)
     return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)

@@ -57,14 +57,14 @@ class ConvArgs(NamedTuple):
     groups: int
 
 
-def _spatial(t: torch.Tensor, nd: int) -> list:
-    """The ``nd`` trailing sizes of ``t`` (indexed one by one: an fx Proxy's shape cannot be unpacked)."""
-    return [t.shape[2 + i] for i in range(nd)]
+def _spatial(t: torch.Tensor, spatial_dims: int) -> list:
+    """The ``spatial_dims`` trailing sizes of ``t`` (indexed one by one: an fx Proxy's shape cannot be unpacked)."""
+    return [t.shape[2 + i] for i in range(spatial_dims)]
 
 
-def _per_channel(t: torch.Tensor, nd: int) -> torch.Tensor:
+def _per_channel(t: torch.Tensor, spatial_dims: int) -> torch.Tensor:
     """A (B, C) tensor broadcastable against (B, C, *spatial) maps."""
-    return t[(slice(None), slice(None)) + (None,) * nd]
+    return t[(slice(None), slice(None)) + (None,) * spatial_dims]
 
 
 # ----------------------------------------------------------------------------- the batch-folded conv
@@ -118,11 +118,11 @@ def is_exporting() -> bool:
     return torch.jit.is_tracing()
 
 
-def _conv(nd, x, w, b, stride, padding, dilation, groups):
+def _conv(spatial_dims, x, w, b, stride, padding, dilation, groups):
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling() and not is_exporting() and not isinstance(padding, str):
         return batched_conv(x, w, b, list(stride), list(padding), list(dilation), groups)
-    return CONV_FNS[nd](x, w, b, stride, padding, dilation, groups)
+    return CONV_FNS[spatial_dims](x, w, b, stride, padding, dilation, groups)
 
 
 def is_pointwise(kernel_size: tuple[int, ...] | list[int], conv: ConvArgs) -> bool:
@@ -139,21 +139,21 @@ def _pointwise(x: torch.Tensor, ks: list[int], conv: ConvArgs) -> tuple[torch.Te
     """For a pointwise conv (a 1 x 1 kernel, one group, no padding): the input as (B, I, L) at the
     positions the conv reads (every ``stride``-th), and the output's sizes; else None.
 
-    Such a conv of per-sample kernels is a batched matmul, (B, O, I) @ (B, I, L): measured 1.3-2.7x
-    faster on CPU than the conv of B groups it equals (fewer threads' worth of tiny per-group convs,
-    and a strided 1 x 1 conv skips the subsampling copy's reorder)."""
+    Such a conv of per-sample kernels is a batched matmul, (B, O, I) @ (B, I, L): faster on CPU than the
+    conv of B groups it equals (no per-group convs too small to keep the threads busy, and a strided 1 x 1
+    conv skips the subsampling copy's reorder)."""
     if not is_pointwise(ks, conv):
         return None
-    nd = len(ks)
+    spatial_dims = len(ks)
     if any(st != 1 for st in conv.stride):
         x = x[(slice(None), slice(None), *[slice(None, None, st) for st in conv.stride])]
-    sizes = _spatial(x, nd)
+    sizes = _spatial(x, spatial_dims)
     return x.reshape(x.shape[0], x.shape[1], -1), sizes
 
 
 #: Below this many output positions the batched matmul of :func:`_pointwise_conv` runs transposed, with the
-#: positions as its rows, where no gradient is needed: measured 1.3-1.9x faster on 2x2 maps (B=8, 32;
-#: 512 -> 512 3x3, eval), 7% slower on 4x4; in training its backward ran 2-3x slower, so training keeps the other.
+#: positions as its rows, where no gradient is needed: faster on the smallest maps (2x2), slower from 4x4 on;
+#: its backward is slower, so training keeps the other.
 THIN_POSITIONS = 16
 
 
@@ -173,9 +173,9 @@ def _pointwise_conv(cols: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
 def pad_amounts_of(conv: ConvArgs, ks: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """``F.pad``'s zero padding (last dim first) that equals ``conv.padding``: ints, ``"valid"`` or
     ``"same"`` (the extra one of an even total on the right, as nn.ConvNd does)."""
-    nd = len(ks)
+    spatial_dims = len(ks)
     if conv.padding == "valid":
-        return (0,) * (2 * nd)
+        return (0,) * (2 * spatial_dims)
     if conv.padding == "same":
         totals = [d * (k - 1) for d, k in zip(conv.dilation, ks)]
         return tuple(v for t in reversed(totals) for v in (t // 2, t - t // 2))
@@ -187,9 +187,9 @@ def _im2col(x: torch.Tensor, ks: list[int], conv: ConvArgs, pad_amounts: tuple[i
     (F.pad's order): ``F.unfold`` in 2-D, strided slices in 1-D and 3-D."""
     if any(pad_amounts):
         x = F.pad(x, pad_amounts)
-    nd = len(ks)
+    spatial_dims = len(ks)
     b, c = x.shape[0], x.shape[1]
-    if nd != 2:
+    if spatial_dims != 2:
         return _windows(x, ks, conv.dilation, conv.stride)
     (kh, kw), dilation, stride = ks, conv.dilation, conv.stride
     cols = F.unfold(x, (kh, kw), dilation=dilation, stride=stride)  # (B, C*kh*kw, L)
@@ -211,11 +211,20 @@ def _matmul_columns(x: torch.Tensor, ks: list[int], conv: ConvArgs, columns: boo
     return None, None
 
 
-def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None, nd: int = 2) -> torch.Tensor:
+def _mixed_bias(bias: torch.Tensor | None, a: torch.Tensor | None, b: int, o: int) -> torch.Tensor | None:
+    """The B biases (B, O) of the experts' biases (K, O): ``sum_k a_bk bias_k`` (``bias_0`` for every sample when
+    ``a`` is None); None without a bias."""
+    if bias is None:
+        return None
+    return bias[0].expand(b, o) if a is None else torch.mm(a, bias)
+
+
+def _finish(y: torch.Tensor, bias: torch.Tensor | None, out_scale: torch.Tensor | None,
+            spatial_dims: int = 2) -> torch.Tensor:
     if out_scale is not None:
-        y = y * _per_channel(out_scale, nd)
+        y = y * _per_channel(out_scale, spatial_dims)
     if bias is not None:
-        y = y + _per_channel(bias, nd)
+        y = y + _per_channel(bias, spatial_dims)
     return y
 
 
@@ -240,12 +249,10 @@ def kernel_mixing(
     columns (zero-padded by ``pad_amounts``, F.pad's order; default: from ``conv.padding``), which take
     the scalings instead of the kernels."""
     _, o, i_g, *ks = shape
-    nd = len(ks)
-    ones = (1,) * nd
+    spatial_dims = len(ks)
+    ones = (1,) * spatial_dims
     b = x.shape[0]
-    mixed_bias = None
-    if bias is not None:
-        mixed_bias = bias[0].unsqueeze(0).expand(b, o) if a is None else torch.mm(a, bias)
+    mixed_bias = _mixed_bias(bias, a, b, o)
     if a is None:
         weight = weight[:1]
     cols, outs = _matmul_columns(x, ks, conv, columns, pad_amounts)
@@ -265,16 +272,16 @@ def kernel_mixing(
     fused_bias = mixed_bias is not None and out_scale is None
     if cols is not None:
         y = _pointwise_conv(cols, w.reshape(b, o, -1), mixed_bias if fused_bias else None).view(b, o, *outs)
-        return y if fused_bias else _finish(y, mixed_bias, out_scale, nd)
+        return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
     y = _conv(
-        nd,
-        x.reshape(1, -1, *_spatial(x, nd)),
+        spatial_dims,
+        x.reshape(1, -1, *_spatial(x, spatial_dims)),
         w.reshape(b * o, i_g, *ks),
         mixed_bias.reshape(-1) if fused_bias else None,
         conv.stride, conv.padding, conv.dilation, conv.groups * b,
     )
-    y = y.view(b, o, *_spatial(y, nd))
-    return y if fused_bias else _finish(y, mixed_bias, out_scale, nd)
+    y = y.view(b, o, *_spatial(y, spatial_dims))
+    return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
 
 
 def _mixed(weight: torch.Tensor, a: torch.Tensor | None, s: torch.Tensor | None, b: int, o: int, i_g: int,
@@ -310,23 +317,24 @@ def _scale_columns(cols: torch.Tensor, a: torch.Tensor | None, s: torch.Tensor |
 
 
 #: Bytes of the B mixed kernels of one block in :func:`blocked_kernel_mixing`: about what the
-#: caches of a CPU core keep between writing them and the conv reading them (1-2.5 MB measured best).
+#: caches of a CPU core keep between writing them and the conv reading them.
 BLOCK_BYTES = 2 * 2**20
 #: ... but blocks of at least this many output channels (each block is two calls).
 MIN_BLOCK_CHANNELS = 16
 
 
-def block_channels(batch: int, shape: tuple[int, ...], groups: int, itemsize: int = 4) -> int:
+def block_channels(batch: int, shape: tuple[int, ...], groups: int, itemsize: int = 4, *,
+                   block_bytes: int = BLOCK_BYTES, min_channels: int = MIN_BLOCK_CHANNELS) -> int:
     """Output channels per block of :func:`blocked_kernel_mixing`: whose B mixed kernels take about
-    ``BLOCK_BYTES``, at least ``MIN_BLOCK_CHANNELS`` (or all), and whole conv groups when grouped."""
+    ``block_bytes``, at least ``min_channels`` (or all), and whole conv groups when grouped."""
     _, o, i_g, *ks = shape
     o_g = o // groups
     per_channel = max(1, batch * i_g * math.prod(ks) * itemsize)
-    n = max(BLOCK_BYTES // per_channel, MIN_BLOCK_CHANNELS, 1)
+    n = max(block_bytes // per_channel, min_channels, 1)
     if groups > 1:  # whole groups
         n = max(1, n // o_g) * o_g
-    elif n > MIN_BLOCK_CHANNELS:  # multiples of 16: the conv's vector width (unaligned blocks run 2x slower)
-        n -= n % MIN_BLOCK_CHANNELS
+    elif n > min_channels:  # multiples of the minimum (16: the conv's vector width; unaligned blocks run slower)
+        n -= n % min_channels
     return min(o, n)
 
 
@@ -341,25 +349,26 @@ def blocked_kernel_mixing(
     conv: ConvArgs,
     columns: bool = False,
     pad_amounts: tuple[int, ...] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+    min_block_channels: int = MIN_BLOCK_CHANNELS,
 ) -> torch.Tensor:
     """Kernel mixing one block of output channels at a time (whole conv groups per block), so
     that each block's B mixed kernels are read by the conv while they are still in cache. With a
     symbolic batch size (torch.export, dynamic shapes) it is kernel mixing: the blocks depend on B.
-    ``columns`` and ``pad_amounts`` as in :func:`kernel_mixing` (the columns are made once, for every block)."""
+    ``columns`` and ``pad_amounts`` as in :func:`kernel_mixing` (the columns are made once, for every block);
+    ``block_bytes`` and ``min_block_channels`` size the blocks (:func:`block_channels`)."""
     k, o, i_g, *ks = shape
-    nd = len(ks)
-    b, sizes = x.shape[0], _spatial(x, nd)
+    spatial_dims = len(ks)
+    b, sizes = x.shape[0], _spatial(x, spatial_dims)
     groups = conv.groups
-    if not isinstance(b, int):  # a symbolic batch (export, dynamic shapes): blocks would guard on it
-        return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv, columns=columns, pad_amounts=pad_amounts)
-    step = block_channels(b, shape, groups, x.element_size())
+    # one block: kernel mixing; so with a symbolic batch (export, dynamic shapes), where blocks would guard on it
+    step = o if not isinstance(b, int) else block_channels(b, shape, groups, x.element_size(),
+                                                           block_bytes=block_bytes, min_channels=min_block_channels)
     if step >= o:
         return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv, columns=columns, pad_amounts=pad_amounts)
     o_g = o // groups
     experts = weight.reshape(k, o, i_g, *ks)
-    mixed_bias = None
-    if bias is not None:
-        mixed_bias = bias[0].unsqueeze(0).expand(b, o) if a is None else torch.mm(a, bias)
+    mixed_bias = _mixed_bias(bias, a, b, o)
     if a is None:
         experts = experts[:1]
     fused_bias = mixed_bias is not None and out_scale is None
@@ -378,16 +387,11 @@ def blocked_kernel_mixing(
             outs.append(_pointwise_conv(cols, wb.reshape(b, n, -1), bb).view(b, n, *out_sizes))
             continue
         g_blk = 1 if groups == 1 else n // o_g
-        y = _conv(
-            nd,
-            xb.reshape(1, -1, *sizes),
-            wb.reshape(b * n, i_g, *ks),
-            None if bb is None else bb.reshape(-1),
-            conv.stride, conv.padding, conv.dilation, g_blk * b,
-        )
-        outs.append(y.view(b, n, *_spatial(y, nd)))
+        y = _conv(spatial_dims, xb.reshape(1, -1, *sizes), wb.reshape(b * n, i_g, *ks),
+                  None if bb is None else bb.reshape(-1), conv.stride, conv.padding, conv.dilation, g_blk * b)
+        outs.append(y.view(b, n, *_spatial(y, spatial_dims)))
     y = torch.cat(outs, 1)
-    return y if fused_bias else _finish(y, mixed_bias, out_scale, nd)
+    return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
 
 
 def _grouped_expert_weight(weight: torch.Tensor, shape: tuple[int, ...], groups: int) -> torch.Tensor:
@@ -398,11 +402,12 @@ def _grouped_expert_weight(weight: torch.Tensor, shape: tuple[int, ...], groups:
     return weight.reshape(k, groups, o // groups, i_g, *ks).transpose(0, 1).reshape(k * o, i_g, *ks)
 
 
-def _mix(y: torch.Tensor, a: torch.Tensor | None, k: int, o: int, groups: int, nd: int = 2) -> torch.Tensor:
+def _weighted_output_sum(y: torch.Tensor, a: torch.Tensor | None, k: int, o: int, groups: int,
+                         spatial_dims: int = 2) -> torch.Tensor:
     """(B, g * K * O/g, *spatial) outputs of every expert -> (B, O, *spatial) weighted by a (B, K)."""
     if a is None:
         return y
-    b, sizes = y.shape[0], _spatial(y, nd)
+    b, sizes = y.shape[0], _spatial(y, spatial_dims)
     if groups == 1:
         mixed = torch.bmm(a.unsqueeze(1), y.reshape(b, k, -1))
     else:
@@ -414,8 +419,8 @@ def _windows(x: torch.Tensor, ks: list[int], dilation: tuple[int, ...], stride: 
              ) -> tuple[torch.Tensor, list]:
     """im2col of an already padded (B, C, *spatial) map of any rank, from strided slices:
     ((B, C, prod(ks), L) with the kernel positions in row-major order, the output sizes)."""
-    nd = len(ks)
-    sizes = _spatial(x, nd)
+    spatial_dims = len(ks)
+    sizes = _spatial(x, spatial_dims)
     outs = [(n - d * (kk - 1) - 1) // st + 1 for n, kk, d, st in zip(sizes, ks, dilation, stride)]
     taps = []
     for offsets in itertools.product(*[range(kk) for kk in ks]):
@@ -441,16 +446,15 @@ def output_mixing(
     spatial head (where the conv's ``padding`` would not reach it)."""
     stride, padding, dilation, groups = conv
     k, o, i_g, *ks = shape
-    nd = len(ks)
+    spatial_dims = len(ks)
     if a is None:
         weight, k = weight[:1], 1
         shape = (1, o, i_g, *ks)
-    mixed_bias = None
-    if bias is not None:
-        mixed_bias = bias[0].expand(x.shape[0], o) if a is None else torch.mm(a, bias)
+    mixed_bias = _mixed_bias(bias, a, x.shape[0], o)
     if s is None:
-        y = CONV_FNS[nd](x, _grouped_expert_weight(weight, shape, groups), None, stride, padding, dilation, groups)
-        return _finish(_mix(y, a, k, o, groups, nd), mixed_bias, out_scale, nd)
+        experts = _grouped_expert_weight(weight, shape, groups)
+        y = CONV_FNS[spatial_dims](x, experts, None, stride, padding, dilation, groups)
+        return _finish(_weighted_output_sum(y, a, k, o, groups, spatial_dims), mixed_bias, out_scale, spatial_dims)
     # per-sample kernel-position scaling: scale the unfolded input, then one matmul per group
     b, c = x.shape[0], x.shape[1]
     positions = math.prod(ks)
@@ -458,4 +462,4 @@ def output_mixing(
     cols = (cols * s.view(b, 1, positions, 1)).view(b, groups, c // groups * positions, -1)
     wg = _grouped_expert_weight(weight, shape, groups).view(groups, k * o // groups, -1)
     y = torch.einsum("gor,bgrl->bgol", wg, cols).reshape(b, k * o, *outs)
-    return _finish(_mix(y, a, k, o, groups, nd), mixed_bias, out_scale, nd)
+    return _finish(_weighted_output_sum(y, a, k, o, groups, spatial_dims), mixed_bias, out_scale, spatial_dims)

@@ -12,6 +12,7 @@ from dynattn import AttnSpec, DynamicConv2d, build, get_spec
 from dynattn.dynamic_conv import choose_strategy
 from dynattn.testing import specs
 from dynattn.vocab import FEATURE_TARGETS
+from tests.blocks import small_blocks
 from tests.presets import FEATURE_PRESETS
 
 
@@ -41,13 +42,10 @@ def test_dynamic_conv_compiles_without_graph_breaks(name, strategy):
     _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
-def test_blocked_mixing_compiles_in_several_blocks(monkeypatch):
-    from dynattn import mixing
-
-    monkeypatch.setattr(mixing, "BLOCK_BYTES", 1)
-    monkeypatch.setattr(mixing, "MIN_BLOCK_CHANNELS", 8)  # 33 outputs: blocks of 8, 8, 8, 8 and 1
+def test_blocked_mixing_compiles_in_several_blocks():
     module = DynamicConv2d(33, 33, 3, padding=1, spec=get_spec("odconv"), strategy="blocked").eval()
-    _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
+    with small_blocks(8):  # 33 outputs: blocks of 8, 8, 8, 8 and 1
+        _no_graph_breaks(module, torch.randn(2, 33, 9, 7))
 
 
 def _drawn_spec_compiles(spec, channels):
@@ -208,7 +206,7 @@ def test_rewritten_model_compiles_once_for_every_batch_size(spec, where):
     model = insert_attention(torchvision.models.resnet18(weights=None), spec, where=where).eval()
     choices = []  # the dynamic convs' strategies under compile, for each batch size
     hooks = [m.register_forward_pre_hook(lambda m, args: choices[-1].append(
-        choose_strategy(**m.strategy_inputs(args[0]), compiling=True)))
+        choose_strategy(m.conv_problem(args[0]), compiling=True)))
         for m in model.modules() if isinstance(m, DynamicConv2d)]
     with torch.no_grad():
         for batch in (2, 3, 5, 7):

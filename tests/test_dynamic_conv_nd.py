@@ -48,9 +48,9 @@ CONFIGS = {
 }
 
 
-def _x(dims, batch=3, channels=4, seed=0, dtype=torch.float32):
+def _x(spatial_dims, batch=3, channels=4, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, channels, *SIZES[dims], generator=g).to(dtype)
+    return torch.randn(batch, channels, *SIZES[spatial_dims], generator=g).to(dtype)
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def reference(dyn, x):
                           dyn.dilation, dyn.groups, False, dyn.padding_mode, device="meta")
     gates = dict(zip(dyn.router.heads, dyn.router(x)))
     k, o, g = dyn.experts, dyn.out_channels, dyn.groups
-    i_g, ks, ones = dyn.in_channels // g, dyn.kernel_size, (1,) * dyn.dims
+    i_g, ks, ones = dyn.in_channels // g, dyn.kernel_size, (1,) * dyn.spatial_dims
     experts = dyn.weight.reshape(k, o, i_g, *ks)
     outs = []
     for b in range(x.shape[0]):
@@ -109,24 +109,24 @@ def _compare_with_reference(dyn, x, train):
 
 @pytest.mark.parametrize("spec", ["dyconv", "odconv", "avg_max_lse"])
 @pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dims", [1, 3])
-def test_strategies_equal_the_per_sample_reference(dims, config, spec):
-    cls, conv_cls = CLASSES[dims]
+@pytest.mark.parametrize("spatial_dims", [1, 3])
+def test_strategies_equal_the_per_sample_reference(spatial_dims, config, spec):
+    cls, conv_cls = CLASSES[spatial_dims]
     dyn = cls(**CONFIGS[config], spec=SPECS[spec].with_init("identity"))
     _randomize(dyn)
-    x = _x(dims)
+    x = _x(spatial_dims)
     assert dyn(x).shape == conv_cls(**CONFIGS[config])(x).shape
     for train in (False, True):
         _compare_with_reference(dyn, x, train)
 
 
 @st.composite
-def conv_configs(draw, dims):
+def conv_configs(draw, spatial_dims):
     groups = draw(st.sampled_from((1, 2)))
     cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
     if draw(st.integers(0, 4)) == 0:  # depthwise
         groups, cin, cout = cin, cin, cin
-    per_dim = st.lists(st.integers(1, 3), min_size=dims, max_size=dims).map(tuple)
+    per_dim = st.lists(st.integers(1, 3), min_size=spatial_dims, max_size=spatial_dims).map(tuple)
     kernel, stride, dilation = draw(per_dim), draw(per_dim), draw(per_dim.map(lambda t: tuple(min(v, 2) for v in t)))
     mode = draw(st.sampled_from(("int", "tuple", "same", "valid")))
     if mode == "same" and set(stride) == {1}:
@@ -134,7 +134,7 @@ def conv_configs(draw, dims):
     elif mode == "valid":
         padding = "valid"
     elif mode == "tuple":
-        padding = tuple(draw(st.integers(0, 2)) for _ in range(dims))
+        padding = tuple(draw(st.integers(0, 2)) for _ in range(spatial_dims))
     else:
         padding = draw(st.integers(0, 2))
     padding_mode = draw(st.sampled_from(("zeros", "reflect", "circular", "replicate")))
@@ -142,8 +142,8 @@ def conv_configs(draw, dims):
                 dilation=dilation, groups=groups, bias=draw(st.booleans()), padding_mode=padding_mode)
 
 
-def _drawn(dims, cfg, spec, train):
-    cls, conv_cls = CLASSES[dims]
+def _drawn(spatial_dims, cfg, spec, train):
+    cls, conv_cls = CLASSES[spatial_dims]
     try:
         dyn = cls(**cfg, spec=spec.with_init("identity"))
     except SpecError as err:
@@ -151,7 +151,7 @@ def _drawn(dims, cfg, spec, train):
             with pytest.raises((ValueError, RuntimeError, TypeError)):
                 conv_cls(**cfg)
         assume(False)
-    x = _x(dims, batch=2, channels=cfg["in_channels"], seed=5)
+    x = _x(spatial_dims, batch=2, channels=cfg["in_channels"], seed=5)
     try:
         expected = conv_cls(**cfg)(x)
     except RuntimeError:  # the padded input is smaller than the kernel
@@ -174,12 +174,12 @@ def test_drawn_3d_geometries_equal_the_reference(cfg, spec, train):
 
 
 @pytest.mark.parametrize("spec", ["dyconv", "condconv", "odconv"])
-@pytest.mark.parametrize("dims", [1, 3])
-def test_upcycled_equals_the_conv_and_loads_its_checkpoint(dims, spec):
-    cls, conv_cls = CLASSES[dims]
+@pytest.mark.parametrize("spatial_dims", [1, 3])
+def test_upcycled_equals_the_conv_and_loads_its_checkpoint(spatial_dims, spec):
+    cls, conv_cls = CLASSES[spatial_dims]
     for config in ("groups2", "reflect", "same_even"):
         conv = conv_cls(**CONFIGS[config])
-        x = _x(dims)
+        x = _x(spatial_dims)
         for train in (False, True):
             conv.train(train)
             expected = conv(x)
@@ -196,19 +196,20 @@ def test_upcycled_equals_the_conv_and_loads_its_checkpoint(dims, spec):
         assert set(conv.state_dict()) <= set(dyn.state_dict())
 
 
-@pytest.mark.parametrize("dims", [1, 3])
-def test_odconv_heads_cover_every_kernel_position(dims):
-    cls, _ = CLASSES[dims]
-    k = (3,) * dims
+@pytest.mark.parametrize("spatial_dims", [1, 3])
+def test_odconv_heads_cover_every_kernel_position(spatial_dims):
+    cls, _ = CLASSES[spatial_dims]
+    k = (3,) * spatial_dims
     dyn = cls(4, 6, 3, padding=1, spec="odconv")
     assert dyn.router.heads == ("kernel", "in", "out", "spatial")
-    gates = dict(zip(dyn.router.heads, dyn.router(_x(dims))))
-    assert gates["spatial"].shape == (3, 3 ** dims) and gates["in"].shape == (3, 4) and gates["out"].shape == (3, 6)
+    gates = dict(zip(dyn.router.heads, dyn.router(_x(spatial_dims))))
+    assert gates["spatial"].shape == (3, 3 ** spatial_dims)
+    assert gates["in"].shape == (3, 4) and gates["out"].shape == (3, 6)
     assert dyn.weight.shape == (4 * 6, 4, *k) and dyn.expert_weights.shape == (4, 6, 4, *k)
     assert cls(4, 4, 3, groups=4, spec="odconv").router.heads == ("kernel", "in", "spatial")  # depthwise
     assert cls(4, 6, 1, spec="odconv").router.heads == ("kernel", "in", "out")  # one position
     assert dyn.router.geometry.kernel_size == k
-    assert ("b c l" if dims == 1 else "b c d h w") + " -> b c" in dyn.router.code
+    assert ("b c l" if spatial_dims == 1 else "b c d h w") + " -> b c" in dyn.router.code
 
 
 def test_build_dispatches_on_the_conv_rank():
@@ -259,18 +260,18 @@ def test_temperature_and_cost_model_inputs():
     assert dyn.temperature == 30.0 and "router.temperature" in dyn.state_dict()
     assert set_temperature(nn.Sequential(dyn, DynamicConv1d(8, 8, 3)), 2.0) == 2 and dyn.temperature == 2.0
     x = torch.zeros(4, 8, 6, 10, 10)
-    inputs = dyn.strategy_inputs(x)
-    assert inputs["kernel_area"] == 27 and inputs["out_positions"] == 6 * 5 * 5 and inputs["in_positions"] == 600
-    assert dyn.chosen_strategy(x) == choose_strategy(**inputs) in ("kernel", "blocked", "output")
+    problem = dyn.conv_problem(x)
+    assert problem.kernel_area == 27 and problem.out_positions == 6 * 5 * 5 and problem.in_positions == 600
+    assert dyn.chosen_strategy(x) == choose_strategy(problem) in ("kernel", "blocked", "output")
     reflect = DynamicConv1d(8, 8, 5, padding=2, padding_mode="reflect")
-    assert reflect.strategy_inputs(torch.zeros(2, 8, 9))["out_positions"] == 9  # padding counted once
+    assert reflect.conv_problem(torch.zeros(2, 8, 9)).out_positions == 9  # padding counted once
 
 
 def test_benchmark_mode_is_per_class(monkeypatch):
-    from dynattn import dynamic_conv
+    from dynattn.dynamic_conv import measure as benchmark_mode
 
     monkeypatch.setattr(DynamicConv1d, "benchmark", True)
-    dynamic_conv.clear_measured_strategies()
+    benchmark_mode.clear_measured_strategies()
     try:
         dyn = DynamicConv1d(4, 6, 3, padding=1, spec="odconv")
         _randomize(dyn)
@@ -279,11 +280,11 @@ def test_benchmark_mode_is_per_class(monkeypatch):
         expected = dyn(x)
         dyn.strategy = "auto"
         torch.testing.assert_close(dyn(x), expected, atol=1e-5, rtol=1e-5)
-        assert len(dynamic_conv._MEASURED) == 1  # timed once for this shape
+        assert len(benchmark_mode._MEASURED) == 1  # timed once for this shape
         DynamicConv3d(4, 6, 3, padding=1)(_x(3))
-        assert len(dynamic_conv._MEASURED) == 1  # DynamicConv3d.benchmark is still off
+        assert len(benchmark_mode._MEASURED) == 1  # DynamicConv3d.benchmark is still off
     finally:
-        dynamic_conv.clear_measured_strategies()
+        benchmark_mode.clear_measured_strategies()
 
 
 def test_host_model_traces_with_output_mixing():
@@ -296,14 +297,14 @@ def test_host_model_traces_with_output_mixing():
 
 def test_compiled_kernel_mixing_trains_like_eager():
     """Under torch.compile kernel mixing runs the custom batched conv, whose backward works in 1-D and 3-D."""
-    for dims in (1, 3):
-        cls, _ = CLASSES[dims]
+    for spatial_dims in (1, 3):
+        cls, _ = CLASSES[spatial_dims]
         torch.manual_seed(0)
         eager = cls(4, 6, 3, padding=1, spec="odconv", strategy="kernel").train()
         twin = cls(4, 6, 3, padding=1, spec="odconv", strategy="kernel").train()
         twin.load_state_dict(eager.state_dict())
         compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
-        x = _x(dims)
+        x = _x(spatial_dims)
         (eager(x) ** 2).sum().backward()
         (compiled(x) ** 2).sum().backward()
         for (name, a), b in zip(eager.named_parameters(), twin.parameters()):
@@ -314,17 +315,17 @@ def test_compiled_kernel_mixing_trains_like_eager():
     torch.library.opcheck(mixing.batched_conv, (x3, w3, torch.randn(4), [1, 2, 1], [0, 1, 0], [2, 1, 1], 2))
 
 
-@pytest.mark.parametrize(("dims", "dynamo"), [(1, False), (3, True)])
-def test_onnx_export_with_a_dynamic_batch(dims, dynamo, tmp_path):
+@pytest.mark.parametrize(("spatial_dims", "dynamo"), [(1, False), (3, True)])
+def test_onnx_export_with_a_dynamic_batch(spatial_dims, dynamo, tmp_path):
     """Output mixing under export (a forced kernel mixing falls back to it): one graph for every batch size.
     The 1-D conv goes through the TorchScript-based exporter, the 3-D one through dynamo (the slower)."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    cls, _ = CLASSES[dims]
+    cls, _ = CLASSES[spatial_dims]
     torch.manual_seed(0)
     module = nn.Sequential(cls(4, 6, 3, padding=1, spec="odconv", strategy="kernel"),
                            cls(6, 5, 3, stride=2, spec="dyconv", padding_mode="reflect", padding=1)).eval()
-    x = _x(dims, batch=2)
+    x = _x(spatial_dims, batch=2)
     path = tmp_path / "dynconv.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -336,7 +337,7 @@ def test_onnx_export_with_a_dynamic_batch(dims, dynamo, tmp_path):
                               dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
     session = ort.InferenceSession(str(path))
     for batch in (1, 5):
-        xb = _x(dims, batch=batch, seed=batch)
+        xb = _x(spatial_dims, batch=batch, seed=batch)
         with torch.no_grad():
             expected = module(xb)
         got = torch.from_numpy(session.run(None, {"x": xb.numpy()})[0])

@@ -23,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from ..dynamic_conv import DynamicConv1d, DynamicConv2d, DynamicConv3d
+from ..dynamic_conv.module import DYNAMIC_CONVS
 from ..spec import AttnSpec
 from .handwritten import CondConvWithRouter
 from .timing import (
@@ -39,13 +39,13 @@ VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:blocked", "dyconv:
             "timm_condconv")
 
 
-#: The static conv and the dynamic conv of each ``--rank``.
-CONVS = {1: (nn.Conv1d, DynamicConv1d), 2: (nn.Conv2d, DynamicConv2d), 3: (nn.Conv3d, DynamicConv3d)}
+#: The static conv and the dynamic conv of each ``--rank`` (dynamic_conv's table of the convs it upcycles).
+_CONV_PAIRS = {dynamic.spatial_dims: (static, dynamic) for static, dynamic in DYNAMIC_CONVS.items()}
 COMPILED = "+compiled"
 
 
 def make(variant: str, cin: int, cout: int, experts: int, rank: int = 2) -> nn.Module:
-    static, dynamic = CONVS[rank]
+    static, dynamic = _CONV_PAIRS[rank]
     if variant == "static":
         return static(cin, cout, 3, padding=1)
     if variant == "timm_condconv":
@@ -65,7 +65,7 @@ def _step(module: nn.Module, x: torch.Tensor, train: bool):
     return train_step
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--channels", type=int, default=64)
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="cpu: the process's CPU time (with --threads 1, steady on a machine shared with other jobs)")
     add_allocator_option(p)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    allocator = allocator_line(args)
-    variants = args.variants.split(",")
-    if args.rank != 2 and "timm_condconv" in variants:
+    return p
+
+
+def _variants(text: str, rank: int) -> list[str]:
+    """The variants asked for that this run can build (timm's CondConv2d: 2-D, timm installed), static first."""
+    variants = text.split(",")
+    if rank != 2 and "timm_condconv" in variants:
         variants = [v for v in variants if v != "timm_condconv"]
         print("timm's CondConv2d is 2-D: skipping timm_condconv", file=sys.stderr)
     try:
@@ -98,15 +98,13 @@ def main(argv: list[str] | None = None) -> None:
         print("timm is not installed: skipping timm_condconv", file=sys.stderr)
     if "static" not in variants:
         variants.insert(0, "static")  # the ratios' denominator
-    memory_batch = args.memory_batch if args.memory_batch is not None else 16 if args.rank == 3 else 256
+    return variants
 
-    torch.manual_seed(0)
-    c, k = args.channels, args.experts
-    spatial = {1: (args.size,), 2: (args.size, args.size), 3: (args.depth, args.size, args.size)}[args.rank]
-    x = torch.randn(args.batch, c, *spatial)
-    modules = {v: make(v, c, c, k, args.rank) for v in variants}
+
+def _time(modules: dict[str, nn.Module], x: torch.Tensor, compiled: bool, repeats: int, clock) -> dict:
+    """Median seconds of each variant (and, with ``compiled``, of each compiled variant), by mode (True: training)."""
     timed: dict[str, nn.Module] = dict(modules)
-    if args.compiled:
+    if compiled:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         timed.update({v + COMPILED: torch.compile(m, fullgraph=True) for v, m in modules.items()})
     rows = {}
@@ -115,31 +113,56 @@ def main(argv: list[str] | None = None) -> None:
             m.train(train)
         xi = x.requires_grad_(False)
         rows[train] = interleaved_medians({v: _step(m, xi, train) for v, m in timed.items()},
-                                          repeats=args.repeats, clock=clock)
-    memory = {}
-    if memory_batch:
-        big = torch.randn(memory_batch, c, *spatial)
-        for train in (False, True):
-            for v, m in modules.items():
-                m.train(train)
-                memory[(v, train)] = peak_allocated_mb(_step(m, big, train))
-        del big
+                                          repeats=repeats, clock=clock)
+    return rows
 
+
+def _peak_memory(modules: dict[str, nn.Module], big: torch.Tensor) -> dict:
+    """Peak tensor memory of one step of each variant on ``big``, by (variant, training)."""
+    memory = {}
+    for train in (False, True):
+        for v, m in modules.items():
+            m.train(train)
+            memory[(v, train)] = peak_allocated_mb(_step(m, big, train))
+    return memory
+
+
+def _print_table(args, rows: dict, memory: dict, memory_batch: int, spatial: tuple[int, ...], allocator: str) -> None:
     shape = "x".join(map(str, spatial))
     kernel = "x".join(["3"] * args.rank)
-    print(f"dynamic conv ({CONVS[args.rank][1].__name__}) K={k}, B={args.batch}, {c}->{c}, {kernel}, {shape}; "
+    c, k = args.channels, args.experts
+    print(f"dynamic conv ({_CONV_PAIRS[args.rank][1].__name__}) K={k}, B={args.batch}, {c}->{c}, {kernel}, {shape}; "
           f"medians of {args.repeats} interleaved runs ({args.clock} clock); {machine_summary()}; {allocator}")
     print(f"memory: peak tensor memory one step allocates at B={memory_batch} (input excluded)"
           + ("; a +compiled row's ratio is to the compiled static conv" if args.compiled else "") + "\n")
     print("| variant | inference ms | vs static | train step ms | vs static | peak MB infer | peak MB train |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for v in timed:
+    for v in rows[False]:
         base = "static" + COMPILED if v.endswith(COMPILED) else "static"
         inf, tr = rows[False][v], rows[True][v]
         s_inf, s_train = rows[False][base], rows[True][base]
         mem = [f"{memory[(v, t)]:.0f}" if (v, t) in memory else "-" for t in (False, True)]
         print(f"| {v} | {inf * 1e3:.2f} | {inf / s_inf:.2f}x | {tr * 1e3:.2f} | {tr / s_train:.2f}x "
               f"| {mem[0]} | {mem[1]} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    allocator = allocator_line(args)
+    variants = _variants(args.variants, args.rank)
+    memory_batch = args.memory_batch if args.memory_batch is not None else 16 if args.rank == 3 else 256
+
+    torch.manual_seed(0)
+    c, k = args.channels, args.experts
+    spatial = {1: (args.size,), 2: (args.size, args.size), 3: (args.depth, args.size, args.size)}[args.rank]
+    x = torch.randn(args.batch, c, *spatial)
+    modules = {v: make(v, c, c, k, args.rank) for v in variants}
+    rows = _time(modules, x, args.compiled, args.repeats, clock)
+    memory = _peak_memory(modules, torch.randn(memory_batch, c, *spatial)) if memory_batch else {}
+    _print_table(args, rows, memory, memory_batch, spatial, allocator)
 
 
 if __name__ == "__main__":

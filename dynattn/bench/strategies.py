@@ -18,14 +18,16 @@ holds, which makes the comparison stable on a shared machine).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
-from .. import dynamic_conv, mixing
+from .. import mixing
 from ..dynamic_conv import DynamicConv2d, clear_measured_strategies
+from ..dynamic_conv.measure import benchmark_key, measured_strategy
 from ..spec import AttnSpec
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary
 
@@ -106,38 +108,41 @@ def _step(module: DynamicConv2d, x: torch.Tensor, grad: torch.Tensor | None, str
     return run
 
 
+def _cell(layer: Layer, b: int, k: int, train: bool, repeats: int, clock: str, chooser) -> Cell:
+    """Every strategy timed on one DyConv layer of ``layer``'s shape at batch ``b`` with ``k`` experts, and the
+    choice of ``strategy="auto"`` (or of ``chooser``)."""
+    torch.manual_seed(0)
+    m = DynamicConv2d(layer.cin, layer.cout, layer.k, layer.stride, padding=layer.k // 2,
+                      groups=layer.groups, bias=False, spec=AttnSpec.dyconv(experts=k)).train(train)
+    x = torch.randn(b, layer.cin, layer.size, layer.size)
+    grad = None
+    if train:  # a training step of an inner layer of a network: the input's gradient too
+        with torch.no_grad():
+            grad = torch.randn_like(m(x))
+        x.requires_grad_()
+    # one block is kernel mixing itself: time it once (a second timing would only add noise)
+    single = mixing.block_channels(b, (k, layer.cout, layer.cin // layer.groups, layer.k, layer.k),
+                                   layer.groups) >= layer.cout
+    fns = {s: _step(m, x, grad, s) for s in STRATEGIES if not (single and s == "blocked")}
+    times = interleaved_medians(fns, repeats=repeats, clock=time.process_time if clock == "cpu" else time.perf_counter)
+    if single:
+        times["blocked"] = times["kernel"]
+    m.strategy = "auto"
+    pick = chooser(m, x) if chooser is not None else m.chosen_strategy(x)
+    if single and pick == "blocked":
+        pick = "kernel"
+    return Cell(layer, b, k, train, times, pick)
+
+
 def measure(layers, batches, experts, modes, *, repeats=7, clock="wall", chooser=None, progress=True) -> list[Cell]:
     cells = []
-    for layer in layers:
-        for b in batches:
-            for k in experts:
-                for train in modes:
-                    torch.manual_seed(0)
-                    m = DynamicConv2d(layer.cin, layer.cout, layer.k, layer.stride, padding=layer.k // 2,
-                                      groups=layer.groups, bias=False, spec=AttnSpec.dyconv(experts=k)).train(train)
-                    x = torch.randn(b, layer.cin, layer.size, layer.size)
-                    grad = None
-                    if train:  # a training step of an inner layer of a network: the input's gradient too
-                        with torch.no_grad():
-                            grad = torch.randn_like(m(x))
-                        x.requires_grad_()
-                    # one block is kernel mixing itself: time it once (a second timing would only add noise)
-                    single = mixing.block_channels(b, (k, layer.cout, layer.cin // layer.groups, layer.k, layer.k),
-                                                   layer.groups) >= layer.cout
-                    fns = {s: _step(m, x, grad, s) for s in STRATEGIES if not (single and s == "blocked")}
-                    times = interleaved_medians(fns, repeats=repeats,
-                                                clock=time.process_time if clock == "cpu" else time.perf_counter)
-                    if single:
-                        times["blocked"] = times["kernel"]
-                    m.strategy = "auto"
-                    pick = chooser(m, x) if chooser is not None else m.chosen_strategy(x)
-                    if single and pick == "blocked":
-                        pick = "kernel"
-                    cells.append(Cell(layer, b, k, train, times, pick))
-                    if progress:
-                        print(f"... {layer.label()} B={b} K={k} {'train' if train else 'eval'}: "
-                              + ", ".join(f"{s} {t * 1e3:.2f}" for s, t in times.items()) + f" ms; auto {pick}",
-                              file=sys.stderr, flush=True)
+    for layer, b, k, train in itertools.product(layers, batches, experts, modes):
+        cell = _cell(layer, b, k, train, repeats, clock, chooser)
+        cells.append(cell)
+        if progress:
+            print(f"... {layer.label()} B={b} K={k} {'train' if train else 'eval'}: "
+                  + ", ".join(f"{s} {t * 1e3:.2f}" for s, t in cell.times.items()) + f" ms; auto {cell.chosen}",
+                  file=sys.stderr, flush=True)
     return cells
 
 
@@ -147,13 +152,13 @@ def measured_choice(m: DynamicConv2d, x: torch.Tensor) -> str:
     DynamicConv2d.benchmark = True
     clear_measured_strategies()
     try:
-        key = m._benchmark_key(x)
+        key = benchmark_key(m, x)
         with torch.set_grad_enabled(m.training):
             out = m(x)
             if m.training:
                 m.zero_grad(set_to_none=True)
                 out.sum().backward()
-        return dynamic_conv._MEASURED[key]
+        return measured_strategy(key)
     finally:
         clear_measured_strategies()
         DynamicConv2d.benchmark = saved

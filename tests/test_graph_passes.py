@@ -105,7 +105,7 @@ def test_strategies_and_selectors(resnet18):
     union = list_sites(resnet18, "se", where=["layer1.0.bn1", "stage"])
     assert [s.name for s in union][:3] == ["relu", "layer1.0.bn1", "layer1.1.relu:2"]
     default = list_sites(resnet18, "se")
-    assert [s.strategy for s in default] == ["residual"] * 8
+    assert [s.rule for s in default] == ["residual"] * 8
 
 
 def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
@@ -122,7 +122,7 @@ def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
 def test_default_is_stage_without_residual_adds():
     vgg = torchvision.models.vgg11(weights=None).eval()
     sites = list_sites(vgg, "cbam")
-    assert [s.strategy for s in sites] == ["stage"] * len(sites)
+    assert [s.rule for s in sites] == ["stage"] * len(sites)
     assert [s.shape[2] for s in sites] == [224, 112, 56, 28, 14, 7]  # before each pool, and the 7x7 output
 
 
@@ -385,4 +385,4 @@ def test_meta_device_model_costs_no_memory():
 def test_list_sites_for_a_kernel_target(resnet18):
     sites = list_sites(resnet18, AttnSpec.dyconv(), where="conv:layer1.*")
     assert [s.name for s in sites] == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"]
-    assert all(s.strategy == "conv" for s in sites)
+    assert all(s.rule == "conv" for s in sites)

@@ -87,7 +87,7 @@ def test_result_traces_again_and_trains(resnet18):
     assert all(p.grad is not None for n, p in out.named_parameters() if "_cbam." not in n or "mix" in n)
 
 
-def test_strategies_and_selectors(resnet18):
+def test_site_rules_and_selectors(resnet18):
     conv = list_sites(resnet18, "se", where="conv")
     assert len(conv) == 20 and conv[0].name == "relu" and conv[1].name == "layer1.0.relu"
     assert {s.producer for s in conv} >= {"ReLU", "BatchNorm2d"}  # conv-bn-relu, or conv-bn before an add

@@ -16,6 +16,7 @@ from dynattn.builder import is_attention
 from dynattn.conv_placement import conv_placement
 from dynattn.errors import ModelError
 from graph_passes import InsertionReport, LeafTracer, TraceFailure, insert_attention, list_sites, report
+from graph_passes.sites import NameSelector, RuleSelector, parse_selector, parse_where
 
 
 def _snapshot(model):
@@ -117,6 +118,57 @@ def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
     with pytest.raises(SpecError, match="is not a selector"):
         insert_attention(resnet18, "se", where=42)
     assert _unchanged(resnet18, snap)
+
+
+def test_where_is_parsed_once_into_selectors():
+    assert parse_selector("re:layer[12].*") is parse_selector("re:layer[12].*")  # parsed once, then cached
+    assert parse_where(["residual:layer1*", "layer*", None, "stage"]) == (
+        RuleSelector("residual", "layer1*"), NameSelector("layer*"), RuleSelector(None), RuleSelector("stage"))
+    assert parse_selector(r"re:a\.b").test("a.b") and not parse_selector(r"re:a\.b").test("a.bc")
+    with pytest.raises(SpecError, match="is not a valid regular expression"):
+        parse_selector("re:([")
+    with pytest.raises(SpecError, match="is not a selector"):
+        parse_where(["stage", 42])
+
+
+def test_renamed_site_names_still_read_warning_once(resnet18, monkeypatch):
+    import graph_passes
+    from dynattn import _deprecated
+    from graph_passes import sites
+
+    monkeypatch.setattr(sites, "_warned", set())
+    monkeypatch.setattr(_deprecated, "_warned", set())
+    site = list_sites(resnet18, "se")[0]
+    with pytest.warns(DeprecationWarning, match=r"Site\.node is now Site\.node_name"):
+        assert site.node == site.node_name
+    with pytest.warns(DeprecationWarning, match=r"Site\.strategy is now Site\.rule"):
+        assert site.strategy == site.rule == "residual"
+    record = report(insert_attention(resnet18, "se")).records[0]
+    with pytest.warns(DeprecationWarning, match=r"SiteRecord\.strategy is now SiteRecord\.rule"):
+        assert record.strategy == record.rule == "residual"
+    with pytest.warns(DeprecationWarning, match="SITE_STRATEGIES moved to graph_passes.sites.SITE_RULES"):
+        assert graph_passes.SITE_STRATEGIES == sites.SITE_RULES == ("residual", "conv", "stage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once each
+        assert site.node == site.node_name and site.strategy == site.rule and record.strategy == record.rule
+
+
+def test_registered_conv_spatial_dims_read_from_spatial_dims_or_dims(monkeypatch):
+    from dynattn import registry
+    from graph_passes.shapes import conv_spatial_dims
+
+    class NewConv(nn.Conv2d):  # an nn.ConvNd subclass: its class decides
+        spatial_dims = 3
+
+    class Conv1dOld(nn.Module):
+        dims = 1
+
+    class Conv3dNew(nn.Module):
+        spatial_dims = 3
+
+    for cls in (Conv1dOld, Conv3dNew):
+        monkeypatch.setitem(registry._LEAVES, cls, "conv")
+    assert [conv_spatial_dims(m) for m in (NewConv(1, 1, 1), Conv1dOld(), Conv3dNew(), nn.ReLU())] == [2, 1, 3, None]
 
 
 def test_default_is_stage_without_residual_adds():

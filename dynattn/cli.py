@@ -207,9 +207,9 @@ def cmd_sites(args: argparse.Namespace) -> int:
         sites = list_sites(model, spec, where=where, example_inputs=inputs, leaf_modules=args.leaf or ())
     rows = []
     for site in sites:
-        # graph_passes.Site: how it was selected and what produces it (``strategy`` / ``producer``,
+        # graph_passes.Site: how it was selected and what produces it (``rule`` / ``producer``,
         # ``kind`` / ``module`` in earlier versions)
-        how = getattr(site, "strategy", None) or getattr(site, "kind", "")
+        how = getattr(site, "rule", None) or getattr(site, "kind", "")
         producer = getattr(site, "producer", None) or getattr(site, "module", "")
         if how == "conv" and len(site.shape) == 2:  # a conv a kernel-target spec would replace: (in, out)
             shape = f"{site.shape[0]} -> {site.shape[1]} channels"

@@ -22,7 +22,7 @@ __all__ = ["insert_attention", "list_sites", "report", "InsertionReport", "Site"
 _MOVED = {
     "SiteRecord": ("graph_passes.report", "SiteRecord"),
     "SkippedSite": ("graph_passes.report", "SkippedSite"),
-    "SITE_STRATEGIES": ("graph_passes.sites", "SITE_STRATEGIES"),
+    "SITE_STRATEGIES": ("graph_passes.sites", "SITE_RULES"),
 }
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from dynattn._passes_api import ModelError, leaf_modules
 
 from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
-from .sites import Site, Where, find_sites, join_path
+from .sites import Site, Where, find_sites, join_path, where_items
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
 
 __all__ = ["Analysis", "Part", "analyse"]
@@ -71,21 +71,27 @@ def _propagate_part(module: nn.Module, traced: Traced, inputs: tuple | None) -> 
         module.train(mode == "train")
         try:
             probe = fx.GraphModule(module, graph)
-            if inputs is not None:
-                propagate(probe, inputs)
-            else:
-                shapes = guess_input_sizes(probe, module)
-                for i, shape in enumerate(shapes):  # Inception takes 299 x 299, not 224
-                    try:
-                        propagate(probe, example_for(probe, shape))
-                        break
-                    except ModelError:
-                        if i == len(shapes) - 1:
-                            raise
+            _propagate_probe(probe, module, inputs)
         finally:
             module.train(was)
         probes[mode] = probe
     return probes
+
+
+def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | None) -> None:
+    """Shapes on ``probe``: with ``inputs``, else with each guessed input in turn until one runs (Inception
+    takes 299 x 299, not 224); the last guess's failure is raised."""
+    if inputs is not None:
+        propagate(probe, inputs)
+        return
+    shapes = guess_input_sizes(probe, module)
+    for i, shape in enumerate(shapes):
+        try:
+            propagate(probe, example_for(probe, shape))
+            return
+        except ModelError:
+            if i == len(shapes) - 1:
+                raise
 
 
 def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec]
@@ -177,7 +183,7 @@ def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
 
 def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched: list[Any]) -> None:
     """A ``where`` item that matched nothing in every traced part is an error; so is no 4-D map at all."""
-    items = list(where) if isinstance(where, (list, tuple)) else [where]
+    items = where_items(where)
     counts = {id(item): sum(1 for u in unmatched if u is item) for item in items}
     graphs = sum(len(part.traced.graphs) for part in analysis.parts)
     if analysis.root_failure is not None and all(counts[id(item)] >= graphs for item in items):

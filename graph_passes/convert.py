@@ -1,8 +1,9 @@
 """The kernel target: replace selected ``nn.Conv2d`` modules by upcycled ``DynamicConv2d``s
 (``nn.Conv1d`` / ``nn.Conv3d`` by ``DynamicConv1d`` / ``DynamicConv3d`` in a 1-D or 3-D model).
 
-The model's rank is that of its example input (a (B, C, L), (B, C, H, W) or (B, C, D, H, W)
-tensor), else that of its first conv; only plain convs of that rank are converted (a 2-D model's
+The model's number of spatial dims (``spatial_dims``) is that of its example input (a (B, C, L),
+(B, C, H, W) or (B, C, D, H, W) tensor), else that of its first conv; only plain convs of that
+number are converted (a 2-D model's
 ``nn.Conv1d``s, such as ECA's gate, stay as they are).
 
 No tracing is needed: the convs are found by name. With ``where=None`` the spec's own placement
@@ -26,55 +27,60 @@ import torch
 from torch import nn
 
 from dynattn import AttnSpec, SpecError, build
-from dynattn._passes_api import ConvPlacement, ModelError, conv_placement, leaf_modules
+from dynattn._deprecated import moved_attribute
+from dynattn._passes_api import CONVS, ConvPlacement, ModelError, conv_placement, leaf_modules
 
 from .report import InsertionReport, SiteRecord, attach
-from .shapes import CONVS as _CONV_CLASSES
-from .shapes import DEFAULT_SIZES_BY_DIMS, _swapped_state
+from .shapes import DEFAULT_SIZES_BY_SPATIAL_DIMS, _swapped_state, conv_spatial_dims
 from .sites import _glob, _regex
 from .trace import untouched
 
-__all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_parts", "model_dims", "SHORTCUT_NAMES"]
+__all__ = ["convert_convs", "convertible_convs", "plan_conversion", "placement_parts", "model_spatial_dims",
+           "SHORTCUT_NAMES"]
 
 #: Module names of projection shortcuts (torchvision's and timm's ResNet, RegNet, ByobNet).
 SHORTCUT_NAMES = frozenset({"downsample", "shortcut", "proj", "skip"})
 
 
-#: The torch conv of each number of spatial dims (shapes.CONVS, by rank).
-CONVS: dict[int, type[nn.Module]] = dict(enumerate(_CONV_CLASSES, start=1))
 #: Probe sizes (spatial) of a model without example inputs: the first size feature attention's
-#: insertion tries (shapes.DEFAULT_SIZES_BY_DIMS); a 2-D model takes timm's input size first.
-PROBE_SIZES: dict[int, tuple[int, ...]] = {dims: sizes[0] for dims, sizes in DEFAULT_SIZES_BY_DIMS.items()}
+#: insertion tries (shapes.DEFAULT_SIZES_BY_SPATIAL_DIMS); a 2-D model takes timm's input size first.
+PROBE_SIZES: dict[int, tuple[int, ...]] = {
+    spatial_dims: sizes[0] for spatial_dims, sizes in DEFAULT_SIZES_BY_SPATIAL_DIMS.items()}
 
 
 def _inside_dynattn(name: str, owners: list[str]) -> bool:
     return any(name == o or name.startswith(o + ".") for o in owners)
 
 
-def model_dims(model: nn.Module, inputs: tuple | None = None) -> int:
+def model_spatial_dims(model: nn.Module, inputs: tuple | None = None) -> int:
     """The number of spatial dims of ``model``'s feature maps: its first example input's (a 3-, 4- or
     5-D tensor), else its first conv's (an ``nn.Conv1d`` / ``Conv2d`` / ``Conv3d``, or a registered conv
-    with a ``dims`` attribute, as dynattn's dynamic convs have), else 2."""
+    with a ``spatial_dims`` attribute, as dynattn's dynamic convs have, or ``dims``), else 2."""
     for t in inputs or ():
         if isinstance(t, torch.Tensor) and 3 <= t.dim() <= 5:
             return t.dim() - 2
     for m in model.modules():
-        for dims, cls in CONVS.items():
-            if isinstance(m, cls):
-                return dims
-        if isinstance(m, leaf_modules("conv")) and getattr(m, "dims", None) in CONVS:
-            return m.dims
+        spatial_dims = conv_spatial_dims(m)
+        if spatial_dims is not None:
+            return spatial_dims
     return 2
 
 
-def _is_conv(module: object, dims: int) -> bool:
-    """A conv of ``dims`` spatial dims (or a subclass), or a module registered with ``role="conv"``."""
-    return isinstance(module, (CONVS[dims], *leaf_modules("conv")))
+def __getattr__(name: str):
+    if name == "model_dims":
+        return moved_attribute(__name__, name, __name__, "model_spatial_dims")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def convertible_convs(model: nn.Module, dims: int = 2) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
-    """(plain convs of ``dims`` spatial dims by name, [(name, class) of their subclasses whose forward differs])."""
-    base = CONVS[dims]
+def _is_conv(module: object, spatial_dims: int) -> bool:
+    """A conv of ``spatial_dims`` (or a subclass), or a module registered with ``role="conv"``."""
+    return isinstance(module, (CONVS[spatial_dims], *leaf_modules("conv")))
+
+
+def convertible_convs(model: nn.Module, spatial_dims: int = 2
+                      ) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, str]]]:
+    """(plain convs of ``spatial_dims`` by name, [(name, class) of their subclasses whose forward differs])."""
+    base = CONVS[spatial_dims]
     owners = [n for n, m in model.named_modules() if isinstance(m, leaf_modules())]
     plain, skipped = [], []
     for name, m in model.named_modules():
@@ -87,7 +93,7 @@ def convertible_convs(model: nn.Module, dims: int = 2) -> tuple[list[tuple[str, 
     return plain, skipped
 
 
-def _select(convs: list[tuple[str, nn.Module]], where: Any, dims: int = 2) -> list[tuple[str, nn.Module]]:
+def _select(convs: list[tuple[str, nn.Module]], where: Any, spatial_dims: int = 2) -> list[tuple[str, nn.Module]]:
     items = list(where) if isinstance(where, (list, tuple)) else [where]
     chosen: dict[str, nn.Module] = {}
     for item in items:
@@ -110,7 +116,7 @@ def _select(convs: list[tuple[str, nn.Module]], where: Any, dims: int = 2) -> li
             raise SpecError("where", item, "is not a selector", ("'conv'", "a glob", "'re:<regex>'",
                             "a callable (node, module) -> bool", "a list of these"))
         if not found:
-            raise SpecError("where", item, f"matches no plain nn.{CONVS[dims].__name__}",
+            raise SpecError("where", item, f"matches no plain nn.{CONVS[spatial_dims].__name__}",
                             hint="graph_passes.list_sites(model, spec) lists the convs that can be replaced")
         for n, m in found:
             chosen.setdefault(n, m)
@@ -126,12 +132,12 @@ def _convs_under(path: str, names: Sequence[str]) -> list[str]:
 STEM_MAX_CONVS = 3
 
 
-def _stem_and_head(model: nn.Module, dims: int = 2) -> tuple[list[str], list[str]]:
+def _stem_and_head(model: nn.Module, spatial_dims: int = 2) -> tuple[list[str], list[str]]:
     """(the stem's convs, the head's conv). The stem is the first part of the model holding convs
-    (of ``dims`` spatial dims), descending into a part that holds them all or more than a stem's few
+    (of ``spatial_dims``), descending into a part that holds them all or more than a stem's few
     (a detector's backbone); the head is the last part holding convs at the stem's level, when that
     is one 1x1 conv."""
-    names = [n for n, m in model.named_modules() if _is_conv(m, dims)]
+    names = [n for n, m in model.named_modules() if _is_conv(m, spatial_dims)]
     path, module = "", model
     while True:
         holding = []
@@ -157,19 +163,20 @@ def _is_shortcut(name: str, conv: nn.Module) -> bool:
     return all(k == 1 for k in conv.kernel_size) and any(part in SHORTCUT_NAMES for part in name.split(".")[:-1])
 
 
-def _probe_input(model: nn.Module, inputs: tuple | None, dims: int = 2) -> tuple:
+def _probe_input(model: nn.Module, inputs: tuple | None, spatial_dims: int = 2) -> tuple:
     if inputs is not None:
         return tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs)
-    first = next(m for m in model.modules() if _is_conv(m, dims))
+    first = next(m for m in model.modules() if _is_conv(m, spatial_dims))
     cfg = getattr(model, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     hw = tuple(size[1:]) if isinstance(size, (tuple, list)) and len(size) == 3 else PROBE_SIZES[2]
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    return (torch.empty(2, first.in_channels, *(hw if dims == 2 else PROBE_SIZES[dims]), device="meta", dtype=dtype),)
+    spatial = hw if spatial_dims == 2 else PROBE_SIZES[spatial_dims]
+    return (torch.empty(2, first.in_channels, *spatial, device="meta", dtype=dtype),)
 
 
-def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, dims: int = 2
+def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, spatial_dims: int = 2
                  ) -> tuple[dict[str, tuple[int, bool]], str | None]:
     """({conv: (output stride, runs on a 1x1 map)}, None) from one forward pass on meta tensors,
     or ({}, why) when the model's forward does not run on them. The output stride is measured on
@@ -182,7 +189,7 @@ def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: t
                 seen[name] = (tuple(args[0].shape[2:]), tuple(output.shape[2:]))
         return hook
 
-    probe = _probe_input(model, inputs, dims)
+    probe = _probe_input(model, inputs, spatial_dims)
     handles = [m.register_forward_hook(record(n)) for n, m in convs]
     try:
         with untouched(model), _swapped_state(model, lambda t: t.to("meta")), torch.no_grad(), \
@@ -194,21 +201,21 @@ def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: t
     finally:
         for h in handles:
             h.remove()
-    axis = -2 if dims > 1 else -1  # H of (H, W) and (D, H, W); L
-    image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == dims + 2), None)
+    axis = -2 if spatial_dims > 1 else -1  # H of (H, W) and (D, H, W); L
+    image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == spatial_dims + 2), None)
     height = image.shape[axis] if image is not None else None
     out = {}
     for name, (in_hw, out_hw) in seen.items():
         stride = max(1, round(height / out_hw[axis])) if height and out_hw and out_hw[axis] else 1
-        out[name] = (stride, len(in_hw) == dims and math.prod(in_hw) == 1)
+        out[name] = (stride, len(in_hw) == spatial_dims and math.prod(in_hw) == 1)
     return out, None
 
 
 def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.Module]],
-                    inputs: tuple | None = None, dims: int = 2) -> dict[str, str]:
+                    inputs: tuple | None = None, spatial_dims: int = 2) -> dict[str, str]:
     """{conv name: why it stays static} under the spec's default placement (convs not named convert)."""
     placement: ConvPlacement = conv_placement(spec)
-    stem, head = _stem_and_head(model, dims)
+    stem, head = _stem_and_head(model, spatial_dims)
     static: dict[str, str] = {}
     for name, conv in convs:
         if not placement.stem and name in stem:
@@ -217,7 +224,7 @@ def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.
             static[name] = "head"
         elif not placement.shortcuts and _is_shortcut(name, conv):
             static[name] = "projection shortcut"
-    shapes, failure = _conv_shapes(model, convs, inputs, dims)
+    shapes, failure = _conv_shapes(model, convs, inputs, spatial_dims)
     if failure is not None:
         if placement.min_stride > 1:
             raise ModelError("model", type(model).__name__,
@@ -241,9 +248,9 @@ def placement_parts(model: nn.Module, spec: AttnSpec, convs: list[tuple[str, nn.
 
 def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any, inputs: tuple | None = None
                     ) -> list[tuple[str, nn.Module]]:
-    dims = model_dims(model, inputs)
-    convs, skipped = convertible_convs(model, dims)
-    conv = CONVS[dims].__name__  # Conv2d
+    spatial_dims = model_spatial_dims(model, inputs)
+    convs, skipped = convertible_convs(model, spatial_dims)
+    conv = CONVS[spatial_dims].__name__  # Conv2d
     if skipped:
         names = ", ".join(f"{n} ({cls})" for n, cls in skipped[:8]) + (" ..." if len(skipped) > 8 else "")
         warnings.warn(f"skipping {len(skipped)} {conv} subclass(es) whose forward differs from nn.{conv}'s, "
@@ -254,11 +261,11 @@ def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any, inputs: tuple 
                         + (f" ({len(skipped)} {conv} subclasses were skipped)" if skipped else ""),
                         hint="a kernel-target spec converts convs; use a feature target to insert attention")
     if where is not None:
-        return _select(convs, where, dims)
+        return _select(convs, where, spatial_dims)
     placement = conv_placement(spec)
     if placement == conv_placement(AttnSpec(target="kernel")):  # every conv: nothing to find out
         return convs
-    static = placement_parts(model, spec, convs, inputs, dims)
+    static = placement_parts(model, spec, convs, inputs, spatial_dims)
     chosen = [(n, m) for n, m in convs if n not in static]
     if not chosen:
         raise ModelError("model", type(model).__name__,

@@ -2,7 +2,7 @@
 
 Feature targets: the model (or, where its own forward does not trace, its largest parts that do)
 is traced, shapes are propagated on meta tensors and sites are selected (``analysis.py``). Then
-only the blocks that hold sites are rewritten (``placement.py``, ``rewrite.py``): each such block
+only the blocks that hold sites are rewritten (``owners.py``, ``rewrite.py``): each such block
 gets one built module per site, registered on it under a readable name (``layer1.0.bn3_cbam``),
 and a forward generated from its own graph with those modules called. The model, and every block,
 keeps its class, methods and attributes; every original state_dict key stays as it was. Several
@@ -21,9 +21,11 @@ import copy
 import re
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx as fx
 from torch import nn
 
 from dynattn import AttnSpec, SpecError, build
@@ -99,8 +101,8 @@ def _build_all(specs: list[AttnSpec], placed: list[Anchor], strict: bool, device
     for anchor in placed:
         site = anchor.site
         try:
-            dims = len(site.shape) - 2  # each site's own rank: 1-D, 2-D or 3-D maps
-            built[site.name] = [build(sp, site.channels, spatial_dims=dims, device=device, dtype=dtype)
+            spatial_dims = len(site.shape) - 2  # each site's own: 1-D, 2-D or 3-D maps
+            built[site.name] = [build(sp, site.channels, spatial_dims=spatial_dims, device=device, dtype=dtype)
                                 for sp in specs]
         except SpecError as exc:
             reason = str(exc)
@@ -154,53 +156,92 @@ def insert_attention(
     Returns the model, of its own class (a deep copy unless ``inplace=True``), with only the
     blocks that hold sites rewritten; ``graph_passes.report(result)`` describes what was done.
     """
+    specs, inputs, options = _check_arguments(model, spec, example_inputs, inplace, strict, compile)
+    params_before = _param_count(model)
+    if specs[0].kind == "kernel":
+        chosen = plan_conversion(model, specs[0], where, inputs)  # check the selection on the caller's model first
+        names = [name for name, _ in chosen]
+        return _compile(convert_convs(model, specs[0], names, inplace, params_before), options)
+    # analyse the caller's model read-only, and build every module: every error comes before any change
+    analysis = analyse(model, where, inputs, leaf_modules)
+    placed = anchors(analysis)
+    built, skipped = _build_all(specs, placed, strict, *_device_dtype(model))
+    work = model if inplace else copy.deepcopy(model)
+    edits = _plan_edits(work, analysis, placed, built, specs)
+    for edit in edits:  # only the owners' traced graphs change: a site not found again raises before any edit
+        _insert_calls(edit)
+    for edit in edits:
+        _apply(edit)
+    records = [record for edit in edits for record in _records(edit)]
+    attach(work, _report(model, analysis, records, skipped, params_before, tuple(edit.owner for edit in edits)))
+    return _compile(work, options)
+
+
+def _check_arguments(model: Any, spec: Any, example_inputs: Any, inplace: Any, strict: Any, compile: Any
+                     ) -> tuple[list[AttnSpec], tuple[Any, ...] | None, dict | None]:
+    """(specs, example inputs, compile options), every argument checked in the order of the signature."""
     _check_model(model)
     specs = _as_specs(spec)
     inputs = _check_inputs(example_inputs)
     options = compile_options(compile)
     _check_bool("inplace", inplace)
     _check_bool("strict", strict)
-    params_before = _param_count(model)
-    if specs[0].kind == "kernel":
-        chosen = plan_conversion(model, specs[0], where, inputs)  # check the selection on the caller's model first
-        names = [name for name, _ in chosen]
-        return _compile(convert_convs(model, specs[0], names, inplace, params_before), options)
+    return specs, inputs, options
 
-    # analyse the caller's model read-only, and build every module: every error comes before any change
-    analysis = analyse(model, where, inputs, leaf_modules)
-    placed = anchors(analysis)
-    built, skipped = _build_all(specs, placed, strict, *_device_dtype(model))
-    work = model if inplace else copy.deepcopy(model)
+
+@dataclass
+class _OwnerEdit:
+    """The edit of one owner block: its traced forward, and for each of its anchors the chain of
+    (attribute name, built module, spec) to call there."""
+
+    owner: str
+    block: nn.Module
+    graphs: dict[str, fx.Graph]
+    chains: list[tuple[Anchor, list[tuple[str, nn.Module, AttnSpec]]]]
+
+
+def _plan_edits(work: nn.Module, analysis: Analysis, placed: list[Anchor], built: dict[str, list[nn.Module]],
+                specs: list[AttnSpec]) -> list[_OwnerEdit]:
+    """One edit per owner of a built site, each owner traced (in ``work``) before any is changed."""
     by_owner: dict[str, list[Anchor]] = {}
     for anchor in placed:
         if anchor.site.name in built:
             by_owner.setdefault(anchor.owner, []).append(anchor)
-    owners = {}
+    edits = []
     for owner, group in by_owner.items():
         inline = sorted({p for a in group for p in a.inline})
         keep = [o for o in by_owner if o != owner] + list(analysis.leaves)
-        owners[owner] = (work.get_submodule(owner), owner_graphs(work, owner, inline, dict(group[0].concrete), keep))
-    records = []
-    for owner, owner_anchors in by_owner.items():
-        block, graphs = owners[owner]
-        taken = {name for name, _ in block.named_children()} | set(vars(block))
-        placed_here = []
-        for anchor in owner_anchors:
-            chain = []
-            for sp, module in zip(specs, built[anchor.site.name]):
-                name = local_name(anchor, _tag(sp), taken)
-                chain.append((name, module))
-                path = join_path(owner, name)
-                records.append(SiteRecord(anchor.site.name, path, sp.name or "attention", anchor.site.channels,
-                                          sum(p.numel() for p in module.parameters()), anchor.site.strategy))
-            placed_here.append((anchor, chain))
-        insert_chains(graphs, owner, [(a, [n for n, _ in chain]) for a, chain in placed_here])
-        for _, chain in placed_here:
-            for name, module in chain:
-                block.add_module(name, module)
-        rewrite_forward(block, graphs)
-    attach(work, _report(model, analysis, records, skipped, params_before, tuple(by_owner)))
-    return _compile(work, options)
+        block = work.get_submodule(owner)
+        graphs = owner_graphs(work, owner, inline, dict(group[0].concrete), keep)
+        edits.append(_OwnerEdit(owner, block, graphs, _name_chains(block, group, specs, built)))
+    return edits
+
+
+def _name_chains(block: nn.Module, group: list[Anchor], specs: list[AttnSpec], built: dict[str, list[nn.Module]]
+                 ) -> list[tuple[Anchor, list[tuple[str, nn.Module, AttnSpec]]]]:
+    """Each anchor's modules with the attribute names they get on ``block`` (``bn3_cbam``), unique there."""
+    taken = {name for name, _ in block.named_children()} | set(vars(block))
+    return [(anchor, [(local_name(anchor, _tag(sp), taken), module, sp)
+                      for sp, module in zip(specs, built[anchor.site.name])]) for anchor in group]
+
+
+def _records(edit: _OwnerEdit) -> list[SiteRecord]:
+    return [SiteRecord(anchor.site.name, join_path(edit.owner, name), sp.name or "attention", anchor.site.channels,
+                       sum(p.numel() for p in module.parameters()), anchor.site.rule)
+            for anchor, chain in edit.chains for name, module, sp in chain]
+
+
+def _insert_calls(edit: _OwnerEdit) -> None:
+    """Call each chain's modules in the owner's traced graphs (the model itself is not changed)."""
+    insert_chains(edit.graphs, edit.owner, [(anchor, [name for name, _, _ in chain]) for anchor, chain in edit.chains])
+
+
+def _apply(edit: _OwnerEdit) -> None:
+    """Register the owner's new modules and give it the forward of its edited graphs."""
+    for _, chain in edit.chains:
+        for name, module, _ in chain:
+            edit.block.add_module(name, module)
+    rewrite_forward(edit.block, edit.graphs)
 
 
 def _report(model: nn.Module, analysis: Analysis, records: list[SiteRecord], skipped: list[SkippedSite],
@@ -227,7 +268,7 @@ def list_sites(
 ) -> list[Site]:
     """The sites ``insert_attention`` would use, in graph order; the model is not changed.
 
-    For a kernel-target spec, the convs it would replace (``strategy="conv"``). Where the model's
+    For a kernel-target spec, the convs it would replace (``rule="conv"``). Where the model's
     own forward does not trace, the sites of its largest parts that do (as ``insert_attention``)."""
     _check_model(model)
     specs = _as_specs(spec)

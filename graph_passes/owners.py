@@ -81,7 +81,7 @@ def anchors(analysis: Analysis) -> list[Anchor]:
             for site in part.sites.get(mode, []):
                 if site.name in out:
                     continue
-                node = nodes[site.node]
+                node = nodes[site.node_name]
                 where = nodes[site.feeds] if site.feeds is not None else node
                 owner, inline = _owner(where, single)
                 common = dict(owner=join_path(part.path, owner), inline=tuple(join_path(part.path, p) for p in inline),

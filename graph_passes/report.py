@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .sites import warn_renamed
+
 __all__ = ["SiteRecord", "SkippedSite", "InsertionReport", "report", "text_table"]
 
 REPORT_KEY = "dynattn_report"
@@ -31,8 +33,21 @@ class SiteRecord:
     spec: str
     channels: int
     params_added: int
-    #: How the site was selected: "residual", "conv", "stage", "match".
-    strategy: str
+    #: How the site was selected: a site rule ("residual", "conv", "stage"), or "match".
+    rule: str
+
+    @property
+    def strategy(self) -> str:
+        """Deprecated: :attr:`rule`."""
+        warn_renamed("SiteRecord", "strategy", "rule")
+        return self.rule
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle a record of an earlier version, whose ``rule`` was called ``strategy``."""
+        if "strategy" in state:
+            state = {**state, "rule": state["strategy"]}
+            del state["strategy"]
+        self.__dict__.update(state)
 
 
 @dataclass(frozen=True)

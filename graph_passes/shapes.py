@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from dynattn._passes_api import ModelError, leaf_modules
+from dynattn._deprecated import moved_attribute
+from dynattn._passes_api import CONVS, ModelError, leaf_modules
 
 __all__ = ["propagate", "shape_of", "TENSOR_META", "DATA", "LAYOUT", "NCHW", "NCL", "NCDHW", "FEATURE_LAYOUTS",
-           "is_feature_map", "ACTIVATIONS", "guess_input_sizes",
-           "example_for", "has_conv", "NoInputGuess", "DEFAULT_SIZES", "DEFAULT_SIZES_BY_DIMS", "is_conv_module"]
+           "is_feature_map", "ACTIVATIONS", "guess_input_sizes", "example_for", "has_conv", "NoInputGuess",
+           "DEFAULT_SIZES", "DEFAULT_SIZES_BY_SPATIAL_DIMS", "is_conv_module", "conv_spatial_dims"]
 
 #: torch.fx's key (ShapeProp, FakeTensorProp-based passes read it too).
 TENSOR_META = "tensor_meta"
@@ -61,17 +62,33 @@ def shape_of(n: fx.Node) -> tuple[int, ...] | None:
     return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
 
 
-#: The convs of 1-D, 2-D and 3-D networks.
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: The convs of 1-D, 2-D and 3-D networks (``dynattn.layers.CONVS``: spatial dims -> class).
+_CONV_TYPES = tuple(CONVS.values())
 
 
 def is_conv_module(module: object) -> bool:
     """An ``nn.Conv1d/2d/3d`` (or subclass) or a module registered with ``role="conv"`` (DynamicConv2d)."""
-    return isinstance(module, (*CONVS, *leaf_modules("conv")))
+    return isinstance(module, (*_CONV_TYPES, *leaf_modules("conv")))
+
+
+def conv_spatial_dims(module: object) -> int | None:
+    """The spatial dims of a conv: 1, 2 or 3 for an ``nn.Conv1d/2d/3d`` (or subclass), the ``spatial_dims``
+    attribute of a module registered with ``role="conv"`` (``dims`` for a class written before it had that
+    name); None for anything else."""
+    for spatial_dims, cls in CONVS.items():
+        if isinstance(module, cls):
+            return spatial_dims
+    if not isinstance(module, leaf_modules("conv")):
+        return None
+    spatial_dims = getattr(module, "spatial_dims", None)
+    if spatial_dims is None:
+        spatial_dims = getattr(module, "dims", None)
+    return spatial_dims if spatial_dims in CONVS else None
+
 
 # modules whose 3-D / 4-D / 5-D output is a feature map (NCL / NCHW / NCDHW)
 _NCHW_MODULES = (
-    *CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d,
+    *_CONV_TYPES, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d,
     nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LocalResponseNorm,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
@@ -97,7 +114,7 @@ _KEEP_METHODS = {
     "clone", "to", "float", "half", "type_as", "mean", "sum", "amax", "max", "softmax", "expand_as", "__add__",
     "__mul__", "__sub__", "__truediv__",
 }
-#: Element-wise activation modules (sites.py's "conv" strategy extends a conv block over them).
+#: Element-wise activation modules (sites.py's "conv" site rule extends a conv block over them).
 ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
     nn.ELU, nn.Mish, nn.PReLU,
@@ -112,23 +129,28 @@ def _swapped_state(module: nn.Module, convert, *, parameters: bool = True) -> It
     saved: list[tuple[dict, str, torch.Tensor]] = []
     seen: dict[int, torch.Tensor] = {}
     try:
-        for mod in module.modules():
-            for store in ((mod._parameters, mod._buffers) if parameters else (mod._buffers,)):
-                for key, value in list(store.items()):
-                    if value is None:
-                        continue
-                    saved.append((store, key, value))
-                    new = seen.get(id(value))
-                    if new is None:
-                        new = convert(value)
-                        if isinstance(value, nn.Parameter):
-                            new = nn.Parameter(new, requires_grad=value.requires_grad)
-                        seen[id(value)] = new
-                    store[key] = new
+        for store, key, value in _state_slots(module, parameters):
+            saved.append((store, key, value))
+            if id(value) not in seen:
+                seen[id(value)] = _converted(value, convert)
+            store[key] = seen[id(value)]
         yield
     finally:
         for store, key, value in saved:
             store[key] = value
+
+
+def _state_slots(module: nn.Module, parameters: bool) -> Iterator[tuple[dict, str, torch.Tensor]]:
+    """(store, key, tensor) for every buffer, and every parameter when ``parameters``, of every submodule."""
+    for mod in module.modules():
+        for store in ((mod._parameters, mod._buffers) if parameters else (mod._buffers,)):
+            yield from ((store, key, value) for key, value in list(store.items()) if value is not None)
+
+
+def _converted(value: torch.Tensor, convert) -> torch.Tensor:
+    """``convert(value)``, a parameter again (with the same ``requires_grad``) where ``value`` is one."""
+    new = convert(value)
+    return nn.Parameter(new, requires_grad=value.requires_grad) if isinstance(value, nn.Parameter) else new
 
 
 # modules whose output has their input's shape and dtype: propagation skips running them
@@ -249,15 +271,15 @@ def _tensor_args(n: fx.Node) -> list[fx.Node]:
     return [a for a in n.all_input_nodes if shape_of(a) is not None]
 
 
-def _layout(n: fx.Node, modules: dict[str, nn.Module], ranks: frozenset[int]) -> tuple[str, ...] | None:
-    """The axes of ``n``'s output; ``ranks``: the feature-map ranks the model's convs make (a 3-D or 5-D
-    input is a feature map only where a 1-D or 3-D conv will read it)."""
+def _layout(n: fx.Node, modules: dict[str, nn.Module], map_ndims: frozenset[int]) -> tuple[str, ...] | None:
+    """The axes of ``n``'s output; ``map_ndims``: the numbers of dims of the feature maps the model's convs
+    read (a 3-D or 5-D input is a feature map only where a 1-D or 3-D conv will read it)."""
     shape = shape_of(n)
     if shape is None or len(shape) not in FEATURE_LAYOUTS:
         return None
     layout = FEATURE_LAYOUTS[len(shape)]
     if n.op == "placeholder":
-        return layout if len(shape) == 4 or len(shape) in ranks else None
+        return layout if len(shape) == 4 or len(shape) in map_ndims else None
     inputs = _tensor_args(n)
     # the layout an element-wise op keeps: that of an input of the output's own shape
     same = [a.meta.get(LAYOUT) for a in inputs if shape_of(a) == shape and a.meta.get(LAYOUT)]
@@ -284,8 +306,8 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module], ranks: frozenset[int]) ->
         if n.target in _KEEP_METHODS:
             return first
         if n.target == "permute" and first is not None:
-            dims = n.args[1:] if not isinstance(n.args[1], (tuple, list)) else n.args[1]
-            return tuple(first[d] for d in dims)
+            order = n.args[1:] if not isinstance(n.args[1], (tuple, list)) else n.args[1]
+            return tuple(first[d] for d in order)
         if n.target in ("transpose", "swapaxes") and first is not None:
             return _swap(first, n.args[1], n.args[2])
         if n.target in ("view", "reshape") and inputs and shape_of(inputs[0]) == shape:
@@ -313,17 +335,17 @@ def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
             hint="pass example_inputs=(tensor,) with the shape the model expects (channels, size)",
         ) from exc.failures[-1][1].error
     modules = dict(gm.named_modules())
-    ranks = frozenset(d + 2 for d, conv in enumerate(CONVS, start=1)
-                      if any(isinstance(m, conv) for m in modules.values()))
+    map_ndims = frozenset(spatial_dims + 2 for spatial_dims, conv in CONVS.items()
+                          if any(isinstance(m, conv) for m in modules.values()))
     for n in gm.graph.nodes:
-        n.meta[LAYOUT] = _layout(n, modules, ranks)
+        n.meta[LAYOUT] = _layout(n, modules, map_ndims)
 
 
 #: Image sizes tried, in order, when no example input is given (after timm's ``pretrained_cfg`` size).
 DEFAULT_SIZES = (224, 299, 384, 512)
 #: The same for a 1-D conv net's first Conv1d (signal lengths) and a 3-D one's first Conv3d (clips and volumes:
 #: 16 frames of 112 x 112, torchvision's video models; then cubes).
-DEFAULT_SIZES_BY_DIMS: dict[int, tuple[tuple[int, ...], ...]] = {
+DEFAULT_SIZES_BY_SPATIAL_DIMS: dict[int, tuple[tuple[int, ...], ...]] = {
     1: ((1024,), (4096,), (16000,)),
     2: tuple((s, s) for s in DEFAULT_SIZES),
     3: ((16, 112, 112), (96, 96, 96), (32, 224, 224), (128, 128, 128)),
@@ -362,13 +384,13 @@ def guess_input_sizes(gm: fx.GraphModule, module: nn.Module) -> tuple[tuple[int,
                            "its forward does not start from one image tensor feeding a conv",
                            hint="pass example_inputs=(torch.randn(2, 3, 224, 224),)")
     channels = conv.in_channels
-    dims = len(conv.kernel_size) if isinstance(getattr(conv, "kernel_size", None), tuple) else 2
+    spatial_dims = len(conv.kernel_size) if isinstance(getattr(conv, "kernel_size", None), tuple) else 2
     shapes: list[tuple[int, ...]] = []
     cfg = getattr(module, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
-    if isinstance(size, (tuple, list)) and len(size) == dims + 1 and size[0] == channels:
+    if isinstance(size, (tuple, list)) and len(size) == spatial_dims + 1 and size[0] == channels:
         shapes.append((2, *map(int, size)))
-    candidates = ((2, channels, *s) for s in DEFAULT_SIZES_BY_DIMS.get(dims, ()))
+    candidates = ((2, channels, *s) for s in DEFAULT_SIZES_BY_SPATIAL_DIMS.get(spatial_dims, ()))
     shapes.extend(s for s in candidates if s not in shapes)
     return tuple(shapes)
 
@@ -378,3 +400,9 @@ def example_for(gm: fx.GraphModule, shape: tuple[int, ...]) -> tuple[torch.Tenso
     param = next(iter(gm.parameters()), None)
     dd = {"dtype": param.dtype, "device": param.device} if param is not None else {}
     return (torch.empty(shape, **dd),)
+
+
+def __getattr__(name: str):
+    if name == "DEFAULT_SIZES_BY_DIMS":
+        return moved_attribute(__name__, name, __name__, "DEFAULT_SIZES_BY_SPATIAL_DIMS")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,14 +10,17 @@ that is the single output of a container module also answers to the container's 
 
 ``where`` (first match wins for each string):
 
-1. ``"residual"``, ``"conv"``, ``"stage"``: a named strategy;
-   ``"residual:<glob>"`` etc. keeps the strategy's sites whose names match the glob;
+1. ``"residual"``, ``"conv"``, ``"stage"``: a site rule;
+   ``"residual:<glob>"`` etc. keeps the rule's sites whose names match the glob;
 2. ``"re:<regex>"``: sites whose name (or a container alias) fully matches the regex;
 3. any other string: an fnmatch glob over the same names;
 4. a callable ``(node, module) -> bool`` (module is the called submodule or None);
 5. a list or tuple of the above: their union, in graph order.
 
-Strategies: ``residual`` is the branch output just before each residual add of two feature-map
+Each item is parsed once into an immutable selector (:func:`parse_selector`; strings are cached),
+whose ``pick`` chooses sites from an analysed graph (:class:`SiteGraph`).
+
+Site rules: ``residual`` is the branch output just before each residual add of two feature-map
 tensors of one shape (the SE-ResNet placement; only the add's input is rewired);
 ``conv`` is after each conv, or after its BatchNorm and activation when they follow it
 directly; ``stage`` is each tensor every path passes through, where the next such tensor
@@ -28,10 +31,12 @@ model has residual adds, else ``"stage"``.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import math
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,14 +46,16 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from dynattn._deprecated import moved_attribute
 from dynattn._passes_api import ModelError, SpecError
 
 from .shapes import ACTIVATIONS, DATA, is_conv_module, is_feature_map, shape_of
 
-__all__ = ["Site", "SITE_STRATEGIES", "Where", "find_sites", "site_names", "join_path"]
+__all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites", "parse_selector", "parse_where",
+           "site_names", "join_path"]
 
-#: The named placements ``where=`` accepts (see the module docstring).
-SITE_STRATEGIES = ("residual", "conv", "stage")
+#: The site rules ``where=`` accepts by name (see the module docstring).
+SITE_RULES = ("residual", "conv", "stage")
 Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -59,16 +66,27 @@ _ACT_FUNCTIONS = {F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.leaky_relu, F.
 _ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
 
 
+_warned: set[str] = set()
+
+
+def warn_renamed(cls: str, old: str, new: str) -> None:
+    """One ``DeprecationWarning`` per process that ``cls.old`` is now ``cls.new``."""
+    if f"{cls}.{old}" not in _warned:
+        _warned.add(f"{cls}.{old}")
+        warnings.warn(f"{cls}.{old} is now {cls}.{new}; read that ({cls}.{old} will be removed in a later release)",
+                      DeprecationWarning, stacklevel=3)
+
+
 @dataclass(frozen=True)
 class Site:
     """One place attention can go."""
 
     #: Stable name (see the module docstring).
     name: str
-    #: The fx node producing the tensor.
-    node: str
-    #: How it was selected: a strategy ("residual", "conv", "stage"), or "match" (a glob, regex or predicate).
-    strategy: str
+    #: The name of the fx node producing the tensor.
+    node_name: str
+    #: How it was selected: a site rule ("residual", "conv", "stage"), or "match" (a glob, regex or predicate).
+    rule: str
     channels: int
     #: Shape for the example input, (N, C, H, W).
     shape: tuple[int, ...]
@@ -78,6 +96,24 @@ class Site:
     feeds: str | None = None
     #: Container modules whose output this node is.
     aliases: tuple[str, ...] = ()
+
+    @property
+    def node(self) -> str:
+        """Deprecated: :attr:`node_name`."""
+        warn_renamed("Site", "node", "node_name")
+        return self.node_name
+
+    @property
+    def strategy(self) -> str:
+        """Deprecated: :attr:`rule`."""
+        warn_renamed("Site", "strategy", "rule")
+        return self.rule
+
+
+def __getattr__(name: str):
+    if name == "SITE_STRATEGIES":
+        return moved_attribute(__name__, name, __name__, "SITE_RULES")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_nchw(n: fx.Node) -> bool:
@@ -130,7 +166,7 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
     return names
 
 
-# ------------------------------------------------------------------ strategies
+# ------------------------------------------------------------------ site rules
 def _input_dependent(graph: fx.Graph) -> list[fx.Node]:
     """Nodes carrying tensors that depend on the input, in graph order (shape arithmetic such
     as ``x.shape[0]`` is not data flow and is left out)."""
@@ -231,21 +267,51 @@ def _stage(graph: fx.Graph) -> list[fx.Node]:
 
 
 # ------------------------------------------------------------------ selection
-def _site(n: fx.Node, strategy: str, names: dict, modules: dict[str, nn.Module],
-          feeds: fx.Node | None = None) -> Site:
-    primary, aliases = names[n]
-    producer = type(modules[n.target]).__name__ if n.op == "call_module" else _op_name(n)
-    shape = tuple(shape_of(n))
-    return Site(primary, n.name, strategy, shape[1], shape, producer, feeds.name if feeds is not None else None,
-                aliases)
+class SiteGraph:
+    """An analysed graph (shapes propagated) as the selectors see it: the stable name of each node,
+    the modules its calls run, and the sites of each rule and every candidate, each computed once."""
 
+    def __init__(self, graph: fx.Graph, modules: dict[str, nn.Module], prefix: str = "") -> None:
+        self.graph, self.modules = graph, modules
+        self.names = site_names(graph, prefix)
+        self._rules: dict[str, list[Site]] = {}
+        self._candidates: list[Site] | None = None
 
-def _strategy(name: str, graph: fx.Graph, modules: dict[str, nn.Module], names: dict) -> list[Site]:
-    if name == "residual":
-        return [_site(b, "residual", names, modules, add) for b, add in _residual(graph)]
-    if name == "conv":
-        return [_site(n, "conv", names, modules) for n in _conv(graph, modules)]
-    return [_site(n, "stage", names, modules) for n in _stage(graph)]
+    def site(self, n: fx.Node, rule: str, feeds: fx.Node | None = None) -> Site:
+        primary, aliases = self.names[n]
+        producer = type(self.modules[n.target]).__name__ if n.op == "call_module" else _op_name(n)
+        shape = tuple(shape_of(n))
+        return Site(primary, n.name, rule, shape[1], shape, producer, feeds.name if feeds is not None else None,
+                    aliases)
+
+    def default_rule(self) -> str:
+        """``where=None``: ``"residual"`` when the graph has residual adds, else ``"stage"``."""
+        return "residual" if self.rule_sites("residual") else "stage"
+
+    def rule_sites(self, rule: str) -> list[Site]:
+        """The sites of a site rule ("residual", "conv", "stage"), in graph order."""
+        if rule not in self._rules:
+            if rule == "residual":
+                found = [self.site(b, "residual", add) for b, add in _residual(self.graph)]
+            elif rule == "conv":
+                found = [self.site(n, "conv") for n in _conv(self.graph, self.modules)]
+            else:
+                found = [self.site(n, "stage") for n in _stage(self.graph)]
+            self._rules[rule] = found
+        return self._rules[rule]
+
+    def candidates(self) -> list[Site]:
+        """Every feature map of the graph as a site selected by a match (glob, regex or predicate)."""
+        if self._candidates is None:
+            self._candidates = [self.site(n, "match") for n in self.graph.nodes if n in self.names and _is_nchw(n)]
+        return self._candidates
+
+    def module_of(self, n: fx.Node) -> nn.Module | None:
+        return self.modules.get(n.target) if n.op == "call_module" else None
+
+    def in_graph_order(self, sites: Iterable[Site]) -> list[Site]:
+        order = {n.name: i for i, n in enumerate(self.graph.nodes)}
+        return sorted(sites, key=lambda s: order[s.node_name])
 
 
 def _matches(site: Site, test: Callable[[str], bool]) -> bool:
@@ -256,16 +322,95 @@ def _glob(pattern: str) -> Callable[[str], bool]:
     return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
-def _regex(pattern: str, where: Any) -> Callable[[str], bool]:
+def _compile(pattern: str, where: Any) -> re.Pattern:
     try:
-        compiled = re.compile(pattern)
+        return re.compile(pattern)
     except re.error as exc:
         raise SpecError("where", where, f"is not a valid regular expression ({exc})") from exc
+
+
+def _regex(pattern: str, where: Any) -> Callable[[str], bool]:
+    compiled = _compile(pattern, where)
     return lambda name: compiled.fullmatch(name) is not None
 
 
-def default_where(graph: fx.Graph) -> str:
-    return "residual" if _residual(graph) else "stage"
+@dataclass(frozen=True)
+class RuleSelector:
+    """A site rule's sites (``rule=None``: the graph's default rule), those whose names match ``glob`` if given."""
+
+    rule: str | None
+    glob: str | None = None
+
+    def pick(self, graph: SiteGraph) -> list[Site]:
+        sites = graph.rule_sites(self.rule or graph.default_rule())
+        return sites if self.glob is None else [s for s in sites if _matches(s, _glob(self.glob))]
+
+
+@dataclass(frozen=True)
+class NameSelector:
+    """Every candidate whose name (or a container alias) matches: the compiled ``regex`` when given
+    (``"re:<regex>"``), else the fnmatch glob ``pattern``."""
+
+    pattern: str
+    regex: re.Pattern | None = None
+
+    def test(self, name: str) -> bool:
+        if self.regex is not None:
+            return self.regex.fullmatch(name) is not None
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+    def pick(self, graph: SiteGraph) -> list[Site]:
+        return [s for s in graph.candidates() if _matches(s, self.test)]
+
+
+@dataclass(frozen=True)
+class PredicateSelector:
+    """Every candidate for whose node ``predicate(node, module)`` is true (module: the called submodule or None)."""
+
+    predicate: Callable[[fx.Node, Any], bool]
+
+    def pick(self, graph: SiteGraph) -> list[Site]:
+        by_node = {s.node_name: s for s in graph.candidates()}
+        return [by_node[n.name] for n in graph.graph.nodes
+                if n.name in by_node and self.predicate(n, graph.module_of(n))]
+
+
+Selector = RuleSelector | NameSelector | PredicateSelector
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(item: str | None) -> Selector:
+    if item is None:
+        return RuleSelector(None)
+    head, _, tail = item.partition(":")
+    if item in SITE_RULES:
+        return RuleSelector(item)
+    if head in SITE_RULES and tail:
+        return RuleSelector(head, tail)
+    if item.startswith("re:"):
+        return NameSelector(item, _compile(item[3:], item))
+    return NameSelector(item)
+
+
+def parse_selector(item: Any) -> Selector:
+    """One ``where`` item as a selector (strings and None parsed once, then cached); raises ``SpecError``
+    for an invalid regex or something that is no selector."""
+    if item is None or isinstance(item, str):
+        return _parse_text(item)
+    if callable(item):
+        return PredicateSelector(item)
+    raise SpecError("where", item, "is not a selector", ("'residual'", "'conv'", "'stage'", "'re:<regex>'",
+                    "a glob", "a callable (node, module) -> bool", "a list of these"))
+
+
+def where_items(where: Where) -> list[Any]:
+    """The items of ``where``: its elements for a list or tuple, else ``where`` itself."""
+    return list(where) if isinstance(where, (list, tuple)) else [where]
+
+
+def parse_where(where: Where) -> tuple[Selector, ...]:
+    """Every item of ``where`` as a selector, in order."""
+    return tuple(parse_selector(item) for item in where_items(where))
 
 
 def find_sites(
@@ -282,51 +427,20 @@ def find_sites(
     ``prefix``: the qualified name of the traced module within the model (site names are the
     model's). A ``where`` item that matches nothing raises ``ModelError``, or is appended to
     ``unmatched`` when a list is given (the caller looks at several graphs)."""
-    names = site_names(graph, prefix)
-    candidates = None
-
-    def all_candidates() -> list[Site]:
-        nonlocal candidates
-        if candidates is None:
-            candidates = [_site(n, "match", names, modules) for n in graph.nodes if n in names and _is_nchw(n)]
-        return candidates
-
-    def select(item: Any) -> list[Site]:
-        if item is None:
-            return _strategy(default_where(graph), graph, modules, names)
-        if isinstance(item, str):
-            head, _, tail = item.partition(":")
-            if item in SITE_STRATEGIES:
-                return _strategy(item, graph, modules, names)
-            if head in SITE_STRATEGIES and tail:
-                return [s for s in _strategy(head, graph, modules, names) if _matches(s, _glob(tail))]
-            if item.startswith("re:"):
-                return [s for s in all_candidates() if _matches(s, _regex(item[3:], item))]
-            return [s for s in all_candidates() if _matches(s, _glob(item))]
-        if callable(item):
-            by_node = {s.node: s for s in all_candidates()}
-            out = []
-            for n in graph.nodes:
-                if n.name in by_node and item(n, modules.get(n.target) if n.op == "call_module" else None):
-                    out.append(by_node[n.name])
-            return out
-        raise SpecError("where", item, "is not a selector", ("'residual'", "'conv'", "'stage'", "'re:<regex>'",
-                        "a glob", "a callable (node, module) -> bool", "a list of these"))
-
-    items = list(where) if isinstance(where, (list, tuple)) else [where]
+    items = where_items(where)
     if not items:
         raise SpecError("where", where, "selects nothing", hint="use None for the default placement")
+    analysed = SiteGraph(graph, modules, prefix)
     chosen: dict[str, Site] = {}
-    for item in items:
-        found = select(item)
-        if not found and unmatched is not None:
-            unmatched.append(item)
-        elif not found:
+    for item in items:  # each item parsed as it is reached: the first bad one raises
+        found = parse_selector(item).pick(analysed)
+        if not found and unmatched is None:
             raise ModelError(
                 "where", item, f"matches no site in {model_name}",
                 hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
             )
+        if not found:
+            unmatched.append(item)
         for s in found:
-            chosen.setdefault(s.node, s)
-    order = {n.name: i for i, n in enumerate(graph.nodes)}
-    return sorted(chosen.values(), key=lambda s: order[s.node])
+            chosen.setdefault(s.node_name, s)
+    return analysed.in_graph_order(chosen.values())

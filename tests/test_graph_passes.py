@@ -16,6 +16,7 @@ from dynattn.builder import is_attention
 from dynattn.conv_placement import conv_placement
 from dynattn.errors import ModelError
 from graph_passes import InsertionReport, LeafTracer, TraceFailure, insert_attention, list_sites, report
+from graph_passes.sites import NameSelector, RuleSelector, parse_selector, parse_where
 
 
 def _snapshot(model):
@@ -87,7 +88,7 @@ def test_result_traces_again_and_trains(resnet18):
     assert all(p.grad is not None for n, p in out.named_parameters() if "_cbam." not in n or "mix" in n)
 
 
-def test_strategies_and_selectors(resnet18):
+def test_site_rules_and_selectors(resnet18):
     conv = list_sites(resnet18, "se", where="conv")
     assert len(conv) == 20 and conv[0].name == "relu" and conv[1].name == "layer1.0.relu"
     assert {s.producer for s in conv} >= {"ReLU", "BatchNorm2d"}  # conv-bn-relu, or conv-bn before an add
@@ -105,7 +106,7 @@ def test_strategies_and_selectors(resnet18):
     union = list_sites(resnet18, "se", where=["layer1.0.bn1", "stage"])
     assert [s.name for s in union][:3] == ["relu", "layer1.0.bn1", "layer1.1.relu:2"]
     default = list_sites(resnet18, "se")
-    assert [s.strategy for s in default] == ["residual"] * 8
+    assert [s.rule for s in default] == ["residual"] * 8
 
 
 def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
@@ -119,10 +120,61 @@ def test_selector_that_matches_nothing_points_to_list_sites(resnet18):
     assert _unchanged(resnet18, snap)
 
 
+def test_where_is_parsed_once_into_selectors():
+    assert parse_selector("re:layer[12].*") is parse_selector("re:layer[12].*")  # parsed once, then cached
+    assert parse_where(["residual:layer1*", "layer*", None, "stage"]) == (
+        RuleSelector("residual", "layer1*"), NameSelector("layer*"), RuleSelector(None), RuleSelector("stage"))
+    assert parse_selector(r"re:a\.b").test("a.b") and not parse_selector(r"re:a\.b").test("a.bc")
+    with pytest.raises(SpecError, match="is not a valid regular expression"):
+        parse_selector("re:([")
+    with pytest.raises(SpecError, match="is not a selector"):
+        parse_where(["stage", 42])
+
+
+def test_renamed_site_names_still_read_warning_once(resnet18, monkeypatch):
+    import graph_passes
+    from dynattn import _deprecated
+    from graph_passes import sites
+
+    monkeypatch.setattr(sites, "_warned", set())
+    monkeypatch.setattr(_deprecated, "_warned", set())
+    site = list_sites(resnet18, "se")[0]
+    with pytest.warns(DeprecationWarning, match=r"Site\.node is now Site\.node_name"):
+        assert site.node == site.node_name
+    with pytest.warns(DeprecationWarning, match=r"Site\.strategy is now Site\.rule"):
+        assert site.strategy == site.rule == "residual"
+    record = report(insert_attention(resnet18, "se")).records[0]
+    with pytest.warns(DeprecationWarning, match=r"SiteRecord\.strategy is now SiteRecord\.rule"):
+        assert record.strategy == record.rule == "residual"
+    with pytest.warns(DeprecationWarning, match="SITE_STRATEGIES moved to graph_passes.sites.SITE_RULES"):
+        assert graph_passes.SITE_STRATEGIES == sites.SITE_RULES == ("residual", "conv", "stage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once each
+        assert site.node == site.node_name and site.strategy == site.rule and record.strategy == record.rule
+
+
+def test_registered_conv_spatial_dims_read_from_spatial_dims_or_dims(monkeypatch):
+    from dynattn import registry
+    from graph_passes.shapes import conv_spatial_dims
+
+    class NewConv(nn.Conv2d):  # an nn.ConvNd subclass: its class decides
+        spatial_dims = 3
+
+    class Conv1dOld(nn.Module):
+        dims = 1
+
+    class Conv3dNew(nn.Module):
+        spatial_dims = 3
+
+    for cls in (Conv1dOld, Conv3dNew):
+        monkeypatch.setitem(registry._LEAVES, cls, "conv")
+    assert [conv_spatial_dims(m) for m in (NewConv(1, 1, 1), Conv1dOld(), Conv3dNew(), nn.ReLU())] == [2, 1, 3, None]
+
+
 def test_default_is_stage_without_residual_adds():
     vgg = torchvision.models.vgg11(weights=None).eval()
     sites = list_sites(vgg, "cbam")
-    assert [s.strategy for s in sites] == ["stage"] * len(sites)
+    assert [s.rule for s in sites] == ["stage"] * len(sites)
     assert [s.shape[2] for s in sites] == [224, 112, 56, 28, 14, 7]  # before each pool, and the 7x7 output
 
 
@@ -385,4 +437,4 @@ def test_meta_device_model_costs_no_memory():
 def test_list_sites_for_a_kernel_target(resnet18):
     sites = list_sites(resnet18, AttnSpec.dyconv(), where="conv:layer1.*")
     assert [s.name for s in sites] == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"]
-    assert all(s.strategy == "conv" for s in sites)
+    assert all(s.rule == "conv" for s in sites)

@@ -1,6 +1,6 @@
 """insert_attention on 1-D and 3-D conv nets: torchvision's video models, MONAI's 3-D and 1-D networks and a
-1-D ResNet written here. Sites are found with the same strategies as on 2-D nets (on NCL / NCDHW maps), each
-module is built for its site's rank, identity init leaves the outputs unchanged, the model keeps its class
+1-D ResNet written here. Sites are found with the same site rules as on 2-D nets (on NCL / NCDHW maps), each
+module is built for its site's spatial dims, identity init leaves the outputs unchanged, the model keeps its class
 and every original state_dict key, and the result trains."""
 
 import pytest

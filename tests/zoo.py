@@ -81,5 +81,5 @@ def check_model(model: nn.Module, size: int, *, cbam_tol: float = 1e-5, dyn_tol:
 
     current = model.state_dict()  # the caller's model is untouched
     assert set(current) == set(snapshot) and all(torch.equal(current[k], v) for k, v in snapshot.items())
-    return {"sites": len(rep.records), "kinds": sorted({r.strategy for r in rep.records}), "cbam_err": cbam_err,
+    return {"sites": len(rep.records), "kinds": sorted({r.rule for r in rep.records}), "cbam_err": cbam_err,
             "dyn_err": dyn_err, "rewritten": len(rep.rewritten), "leaves": len(rep.leaves)}

@@ -153,7 +153,6 @@ def _long_functions() -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=False, reason="until the refactor branches merge")
 def test_every_function_is_at_most_60_lines():
     assert not _long_functions(), "\n".join(_long_functions())
 

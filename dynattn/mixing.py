@@ -38,6 +38,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import workspace
+
 __all__ = ["ConvArgs", "is_pointwise", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv",
            "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels"]
 
@@ -247,10 +249,16 @@ def kernel_mixing(
     and cheaper where the maps hold more values than the kernels (large maps, few channels).
     ``columns``: a conv of one group runs as a batched matmul of the B kernels with the input's im2col
     columns (zero-padded by ``pad_amounts``, F.pad's order; default: from ``conv.padding``), which take
-    the scalings instead of the kernels."""
+    the scalings instead of the kernels. In inference the B kernels go to this thread's scratch buffer
+    (:mod:`dynattn.workspace`), a batch whose kernels exceed it in chunks of samples."""
+    scratch = _scratch_use(x, weight, a, s, in_scale, out_scale)
+    if scratch:
+        chunks = _sample_chunks(x.shape[0], math.prod(shape[1:]) * weight.element_size())
+        if chunks:
+            return torch.cat([kernel_mixing(x[c], shape, weight, bias, *_rows(c, a, s, out_scale), conv,
+                                            _rows(c, in_scale)[0], fold_out, columns, pad_amounts) for c in chunks])
     _, o, i_g, *ks = shape
     spatial_dims = len(ks)
-    ones = (1,) * spatial_dims
     b = x.shape[0]
     mixed_bias = _mixed_bias(bias, a, b, o)
     if a is None:
@@ -259,16 +267,11 @@ def kernel_mixing(
     if cols is not None:  # the scalings go to the columns (or, one kernel position, to the mix weights)
         a, s, cols = _scale_columns(cols, a, s, in_scale, b, i_g, math.prod(ks))
         in_scale = None
-    w = _mixed(weight, a, s, b, o, i_g, ks)
-    if in_scale is not None:
-        g = conv.groups
-        if g == 1 or g == o:  # one group, or one output per group (depthwise): a broadcast, no regrouping views
-            w = w * in_scale.view(b, 1 if g == 1 else o, i_g, *ones)
-        else:
-            w = (w.view(b, g, o // g, i_g, *ks) * in_scale.view(b, g, 1, i_g, *ones)).view(b, o, i_g, *ks)
-    if fold_out and out_scale is not None:
-        w = w * out_scale.view(b, o, 1, *ones)
-        out_scale = None
+    if not fold_out:
+        out_scale, kernel_out_scale = out_scale, None
+    else:
+        out_scale, kernel_out_scale = None, out_scale
+    w = _mixed(weight, a, s, b, o, i_g, ks, in_scale, kernel_out_scale, conv.groups, scratch)
     fused_bias = mixed_bias is not None and out_scale is None
     if cols is not None:
         y = _pointwise_conv(cols, w.reshape(b, o, -1), mixed_bias if fused_bias else None).view(b, o, *outs)
@@ -284,16 +287,61 @@ def kernel_mixing(
     return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
 
 
+def _scratch_use(x: torch.Tensor, weight: torch.Tensor, *factors: torch.Tensor | None) -> bool:
+    """Whether the B mixed kernels may go to this thread's scratch buffer: inference on plain CPU tensors of one
+    dtype, the batch size an int, no autocast (see :mod:`dynattn.workspace`)."""
+    return (isinstance(x.shape[0], int) and not torch.is_autocast_enabled("cpu")
+            and all(f is None or f.dtype == weight.dtype for f in factors)
+            and workspace.usable(x, weight, *factors))
+
+
+def _sample_chunks(batch: int, per_sample_bytes: int) -> list[slice]:
+    """Chunks of samples whose mixed kernels fit the scratch buffer (none where the whole batch fits)."""
+    total = batch * per_sample_bytes
+    if batch <= 1 or total <= workspace.MAX_BYTES:
+        return []
+    size = -(-batch // -(-total // workspace.MAX_BYTES))
+    return [slice(i, i + size) for i in range(0, batch, size)]
+
+
+def _rows(chunk: slice, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t[chunk] for t in tensors]
+
+
 def _mixed(weight: torch.Tensor, a: torch.Tensor | None, s: torch.Tensor | None, b: int, o: int, i_g: int,
-           ks: list[int]) -> torch.Tensor:
+           ks: list[int], in_scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
+           groups: int = 1, scratch: bool = False) -> torch.Tensor:
     """The B kernels (B, O, I/g, *ks) of the experts ``weight`` (K, O, I/g, *ks): ``sum_k a_bk W_k`` (``W_0`` for
-    every sample when ``a`` is None), scaled per kernel position by ``s`` (B, prod(ks)) when given."""
-    if a is None:  # one expert: the kernel varies only through s
-        w = weight[0].unsqueeze(0).expand(b, o, i_g, *ks)
-    else:
-        w = torch.mm(a, weight.reshape(weight.shape[0], -1)).view(b, o, i_g, *ks)
+    every sample when ``a`` is None), scaled per kernel position by ``s`` (B, prod(ks)), then per input channel by
+    ``in_scale`` (B, I), then per output channel by ``out_scale`` (B, O) where given. ``scratch``: written to this
+    thread's scratch buffer and scaled there in place (inference only: nothing may keep them)."""
+    shape, ones = (b, o, i_g, *ks), (1,) * len(ks)
+    factors = []  # (factor, the view of the kernels it broadcasts against)
     if s is not None:
-        w = w * s.view(b, 1, 1, *ks)
+        factors.append((s.view(b, 1, 1, *ks), shape))
+    if in_scale is not None and groups in (1, o):  # one group, or depthwise: a broadcast, no regrouping views
+        factors.append((in_scale.view(b, 1 if groups == 1 else o, i_g, *ones), shape))
+    elif in_scale is not None:
+        factors.append((in_scale.view(b, groups, 1, i_g, *ones), (b, groups, o // groups, i_g, *ks)))
+    if out_scale is not None:
+        factors.append((out_scale.view(b, o, 1, *ones), shape))
+    if a is None and not factors:  # one expert, nothing per sample: no kernels to write
+        return weight[0].unsqueeze(0).expand(shape)
+    out = workspace.scratch(math.prod(shape), weight) if scratch else None
+    if a is None:
+        w, written = weight[0].unsqueeze(0).expand(shape), False
+    else:
+        flat = weight.reshape(weight.shape[0], -1)
+        w = (torch.mm(a, flat) if out is None else torch.mm(a, flat, out=out.view(b, -1))).view(shape)
+        written = True
+    for factor, view in factors:
+        if out is None:
+            w = w.view(view) * factor
+        elif written:
+            w = w.view(view).mul_(factor)
+        else:  # the first scaling of the one expert writes the buffer
+            w, written = torch.mul(w.view(view), factor, out=out.view(view)), True
+        w = w.view(shape)
     return w
 
 
@@ -368,6 +416,7 @@ def blocked_kernel_mixing(
         return kernel_mixing(x, shape, weight, bias, a, s, out_scale, conv, columns=columns, pad_amounts=pad_amounts)
     o_g = o // groups
     experts = weight.reshape(k, o, i_g, *ks)
+    scratch = _scratch_use(x, weight, a, s, out_scale)  # every block's kernels to one buffer, in turn
     mixed_bias = _mixed_bias(bias, a, b, o)
     if a is None:
         experts = experts[:1]
@@ -382,7 +431,7 @@ def blocked_kernel_mixing(
     outs = []
     for block, xb, bb in zip(experts.split(step, dim=1), xs, biases):
         n = block.shape[1]
-        wb = _mixed(block, a, s, b, n, i_g, ks)
+        wb = _mixed(block, a, s, b, n, i_g, ks, scratch=scratch)
         if cols is not None:
             outs.append(_pointwise_conv(cols, wb.reshape(b, n, -1), bb).view(b, n, *out_sizes))
             continue

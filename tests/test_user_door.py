@@ -261,11 +261,11 @@ def test_strategy_and_network_benchmarks_run_on_a_tiny_config(tmp_path, capsys):
     """Smoke runs of the two dynamic-conv benchmarks (timings are never asserted)."""
     from dynattn.bench import networks, strategies
 
-    assert strategies.main(["--quick", "--batch", "2", "--repeats", "1", "--filter", "@4", "--system-malloc"]) == 0
+    assert strategies.main(["--quick", "--batch", "2", "--repeats", "1", "--filter", "@4"]) == 0
     out = capsys.readouterr().out
     assert "| 512->512 3x3 @4 | resnet18 | 2 | 4 | eval |" in out and "worst regret" in out
     assert networks.main(["--layers", "--models", "resnet18", "--specs", "odconv", "--batch", "2", "--size", "32",
-                          "--repeats", "1", "--modes", "eval", "--out", str(tmp_path), "--system-malloc"]) == 0
+                          "--repeats", "1", "--modes", "eval", "--out", str(tmp_path)]) == 0
     layers = (tmp_path / "layers.md").read_text()
     assert "| layer1.0.conv1 | 64->64 3x3 @8x8 |" in layers and "| all |" in layers and "downsample" not in layers
 

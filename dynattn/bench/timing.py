@@ -70,14 +70,17 @@ def peak_allocated_mb(fn: Callable[[], object]) -> float:
 
 
 def add_allocator_option(parser: argparse.ArgumentParser) -> None:
-    """``--system-malloc``: run without :func:`steady_allocator` (read with ``allocator_line``)."""
-    parser.add_argument("--system-malloc", action="store_true",
-                        help="leave glibc's allocator as it is (page faults then add noise to CPU timings)")
+    """``--steady-malloc``: run under :func:`steady_allocator` (read with ``allocator_line``). The default is
+    the system allocator as it is, what a user's plain ``python`` process runs with."""
+    parser.add_argument("--steady-malloc", action="store_true",
+                        help="turn off glibc's mmap path and heap trimming (MALLOC_MMAP_MAX_=0 "
+                             "MALLOC_TRIM_THRESHOLD_=2147483647 does the same for any process); default: the "
+                             "system allocator as a plain python process has it")
 
 
 def allocator_line(args: argparse.Namespace) -> str:
     """Apply the allocator the command line asked for; the line that names it in a header."""
-    return "system allocator" if args.system_malloc else steady_allocator()
+    return steady_allocator() if args.steady_malloc else "system allocator"
 
 
 def steady_allocator() -> str:

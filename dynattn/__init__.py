@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._deprecated import moved_attribute
+from ._version import __version__ as __version__
 from .builder import build
 from .dynamic_conv import DynamicConv1d, DynamicConv2d, DynamicConv3d
 from .errors import DynattnError, SpecError
@@ -32,7 +33,6 @@ __all__ = [
     "DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "record_gates", "GateMaps", "set_temperature",
     "TemperatureSchedule", "load_timm_weights",
 ]
-__version__ = "0.1.0"
 
 #: Former top-level names: (module they live in now, name there).
 _MOVED = {

@@ -29,3 +29,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "heavy" in item.keywords:
             item.add_marker(skip)
+
+# the cost model's fitted table (deterministic), and a profile cache of this run's own: no test reads or writes
+# the user's cache (tests that calibrate point DYNATTN_CACHE_DIR elsewhere themselves)
+os.environ["DYNATTN_COST_MODEL"] = "fitted"
+os.environ["DYNATTN_CACHE_DIR"] = os.path.join(
+    __import__("tempfile").mkdtemp(prefix="dynattn-test-cache-"), "cache")

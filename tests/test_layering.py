@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Layer of each module (the longest matching prefix wins); a module may import its own layer or lower.
 LAYERS = {
-    "dynattn.errors": 0, "dynattn._deprecated": 0, "dynattn.vocab": 0, "dynattn.einops_calls": 0,
+    "dynattn.errors": 0, "dynattn._deprecated": 0, "dynattn._version": 0, "dynattn.vocab": 0, "dynattn.einops_calls": 0,
     "dynattn.leaf_calls": 0, "dynattn.workspace": 0, "dynattn.checks": 1, "dynattn.registry": 1, "dynattn.validate": 1,
     "dynattn.spec": 2,
     "dynattn.presets": 3, "dynattn.conv_placement": 3, "dynattn.spec_parse": 3,

@@ -37,7 +37,8 @@ from torch import nn
 
 from graph_passes import insert_attention
 
-from ..dynamic_conv import DynamicConv2d
+from ..dynamic_conv import CostModel, DynamicConv2d, calibrated_model, use_cost_model
+from ..dynamic_conv.costs import fitted_model
 from ..presets import get_spec
 from .timing import (
     add_allocator_option,
@@ -93,23 +94,27 @@ class Cell:
 
 
 def run_networks(models, specs, batches, sizes, modes, *, where=None, repeats=7, memory=True,
-                 progress=True, clock=time.perf_counter) -> list[Cell]:
+                 progress=True, clock=time.perf_counter, cost_models: dict[str, CostModel] | None = None
+                 ) -> list[Cell]:
+    """Time each model, static and with each spec, per size, batch and mode; with ``cost_models`` (name ->
+    constants) each converted network runs once under each, as variants ``"<spec> <name>"``, in the same
+    interleaved run."""
     cells = []
     for name in models:
         base = make_model(name)
-        variants = {"static": base}
+        variants = {"static": (base, None)}
         for spec in specs:
-            variants[spec] = convert(base, spec, where)
-        params = {v: _params(m) for v, m in variants.items()}
+            converted = convert(base, spec, where)
+            for label, model in (cost_models or {"": None}).items():
+                variants[f"{spec} {label}".strip()] = (converted, model)
+        params = {v: _params(m) for v, (m, _) in variants.items()}
         for size in sizes:
             for b in batches:
                 x = torch.randn(b, 3, size, size)
                 target = torch.randint(0, 1000, (b,))
                 for train in modes:
-                    fns = {}
-                    for v, m in variants.items():
-                        m.train(train)
-                        fns[v] = _train_step(m, x, target) if train else no_grad_call(m, x)
+                    fns = {v: _under(model, _train_step(m.train(train), x, target) if train
+                                     else no_grad_call(m.train(train), x)) for v, (m, model) in variants.items()}
                     times = interleaved_medians(fns, repeats=repeats, warmup=2, clock=clock)
                     mem = {v: peak_allocated_mb(fn) for v, fn in fns.items()} if memory else {}
                     cells.append(Cell(name, size, b, train, times, params, mem))
@@ -118,6 +123,17 @@ def run_networks(models, specs, batches, sizes, modes, *, where=None, repeats=7,
                         print(f"... {name} {size}px B={b} {'train' if train else 'eval'}: static "
                               f"{times['static'] * 1e3:.1f} ms; {ratios}", file=sys.stderr, flush=True)
     return cells
+
+
+def _under(model: CostModel | None, fn):
+    """``fn`` run under the cost model ``model`` (None: the one in force)."""
+    if model is None:
+        return fn
+
+    def run():
+        with use_cost_model(model):
+            return fn()
+    return run
 
 
 def table(cells: list[Cell], specs) -> str:
@@ -277,6 +293,15 @@ def layers_table(rows: list[LayerRow]) -> str:
 
 
 # ----------------------------------------------------------------------------- entry point
+def _cost_models(names: list[str]) -> dict[str, CostModel] | None:
+    """The constants each name stands for at torch's thread count (calibrating now where none is cached)."""
+    if not names:
+        return None
+    found = {"fitted": lambda: fitted_model(torch.get_num_threads()), "calibrated": calibrated_model}
+    return {name: found[name]() for name in names}
+
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
@@ -289,7 +314,7 @@ def _names(text: str, allowed: tuple[str, ...], p: argparse.ArgumentParser, what
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dynattn.bench.networks", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", "--network", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
     p.add_argument("--specs", "--spec", default=",".join(SPECS), help="comma-separated: " + ",".join(SPECS))
@@ -305,10 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--benchmark-strategies", action="store_true",
                    help="DynamicConv2d.benchmark = True (time the strategies per shape instead of the cost model)")
+    p.add_argument("--cost-models", default="", help="'fitted,calibrated': each converted network under the "
+                   "fitted table and under this machine's calibration, in one interleaved run")
     p.add_argument("--layers", action="store_true", help="per-layer times against the floor (first model, spec, "
                    "batch and size)")
     p.add_argument("--out", default="outputs/bench/networks", help="folder for networks.md and networks.png")
     add_allocator_option(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     models = _names(args.models, MODELS, p, "model(s)")
     specs = _names(args.specs, SPECS, p, "spec(s)")
@@ -332,17 +364,19 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         (out / "layers.md").write_text(text)
         return 0
+    cost_models = _cost_models(_names(args.cost_models, ("fitted", "calibrated"), p, "cost model(s)"))
     cells = run_networks(models, specs, _ints(args.batch), _ints(args.size), modes, where=args.where,
-                         repeats=args.repeats, memory=not args.no_memory, clock=clock)
-    parts = [f"dynamic-conv networks vs static; {header}", table(cells, specs),
-             "Parameters:\n\n" + params_table(cells, specs)]
-    mem = memory_table(cells, specs)
+                         repeats=args.repeats, memory=not args.no_memory, clock=clock, cost_models=cost_models)
+    variants = [v for v in cells[0].times if v != "static"] if cells else specs
+    parts = [f"dynamic-conv networks vs static; {header}", table(cells, variants),
+             "Parameters:\n\n" + params_table(cells, variants)]
+    mem = memory_table(cells, variants)
     if mem:
         parts.append("Peak tensor memory one call allocates (input excluded):\n\n" + mem)
     text = "\n\n".join(parts) + "\n"
     print(text)
     (out / "networks.md").write_text(text)
-    if plot(cells, specs, out / "networks.png"):
+    if plot(cells, variants, out / "networks.png"):
         print(f"wrote {out / 'networks.md'} and {out / 'networks.png'}")
     else:
         print(f"wrote {out / 'networks.md'} (pip install matplotlib for the plot)")

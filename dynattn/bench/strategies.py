@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import mixing
-from ..dynamic_conv import DynamicConv2d, clear_measured_strategies
+from ..dynamic_conv import DynamicConv2d, clear_measured_strategies, cost_model, profile_cache
 from ..dynamic_conv.measure import benchmark_key, measured_strategy
 from ..spec import AttnSpec
 from .timing import add_allocator_option, allocator_line, interleaved_medians, machine_summary
@@ -194,6 +195,16 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def resolve_cost_model() -> str:
+    """Put the cost model ``DYNATTN_COST_MODEL`` names in force for this thread count (calibrating where that is
+    what it asks for and nothing is cached) before any cell is timed; a line that says what it took."""
+    source = os.environ.get("DYNATTN_COST_MODEL") or "cached"
+    t0 = time.perf_counter()
+    cost_model()
+    where = "" if source == "fitted" else f", profile cache {profile_cache.cache_dir()}"
+    return f"calibration: {time.perf_counter() - t0:.1f} s (DYNATTN_COST_MODEL={source}{where})"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dynattn.bench.strategies", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", default="1,8,32")
@@ -211,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     allocator = allocator_line(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    calibration = resolve_cost_model()
     layers = [lay for lay in (QUICK if args.quick else GRID) if args.filter in lay.label() or args.filter == lay.net]
     modes = [m == "train" for m in args.modes.split(",") if m]
     chooser = measured_choice if args.measured else None
@@ -218,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                     chooser=chooser)
     print(f"DynamicConv2d strategies; auto = {'benchmark mode' if args.measured else 'the cost model'}; "
           f"medians of {args.repeats} interleaved runs ({args.clock} clock); "
-          f"{machine_summary()}; {allocator}\n")
+          f"{machine_summary()}; {allocator}")
+    print(calibration + "\n")
     print(table(cells))
     print()
     print(summary(cells))

@@ -13,13 +13,18 @@ incl. depthwise, bias, non-cubic kernels; the arguments are checked by the torch
 implementation (:class:`~dynattn.dynamic_conv.module._DynamicConvNd`) serves the three ranks.
 
 The package's files: :mod:`.module` (the layers), :mod:`.cost_model` (how ``strategy="auto"`` chooses),
-:mod:`.measure` (benchmark mode's timings), :mod:`.upcycle` (a torch conv's weight into every expert).
+:mod:`.costs` (the model's arithmetic and fitted table), :mod:`.calibration` (its constants measured on this machine),
+:mod:`.profile_cache` (what was measured, kept on disk), :mod:`.measure` (benchmark mode's timings),
+:mod:`.upcycle` (a torch conv's weight into every expert).
 """
 
+from .calibration import calibrate
 from .cost_model import (
+    COST_MODEL_SOURCES,
     COST_MODELS,
     ConvProblem,
     CostModel,
+    calibrated_model,
     choose_columns,
     choose_strategy,
     cost_model,
@@ -31,4 +36,5 @@ from .module import MIXING_STRATEGIES, DynamicConv1d, DynamicConv2d, DynamicConv
 
 __all__ = ["DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "MIXING_STRATEGIES", "choose_strategy", "strategy_costs",
            "choose_columns", "clear_measured_strategies", "CostModel", "COST_MODELS", "cost_model",
-           "dynamic_conv_class", "ConvProblem", "use_cost_model"]
+           "dynamic_conv_class", "ConvProblem", "use_cost_model", "calibrate", "calibrated_model",
+           "COST_MODEL_SOURCES"]

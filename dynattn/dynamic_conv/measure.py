@@ -1,5 +1,6 @@
 """Benchmark mode (``DynamicConv2d.benchmark = True``): time the strategies the cost model does not rule out,
-once per layer geometry, input shape and mode, and keep the fastest for every layer of that geometry."""
+once per layer geometry, input shape and mode, and keep the fastest for every layer of that geometry, in this
+process and in the profile cache (:mod:`.profile_cache`), so that the next process does not time it again."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .. import mixing
+from . import profile_cache
 from .cost_model import cost_model, strategy_costs
 
 __all__ = ["BENCHMARK_PRUNE", "BENCHMARK_CALLS", "benchmark_key", "measured_strategy", "measure_strategy",
@@ -24,8 +26,23 @@ _MEASURED: dict[tuple, str] = {}
 
 
 def clear_measured_strategies() -> None:
-    """Forget benchmark mode's choices (they are timed again on the next call of each shape)."""
+    """Forget benchmark mode's choices, in this process and in the profile cache (they are timed again on the next
+    call of each shape)."""
     _MEASURED.clear()
+    for path in profile_cache.cache_dir().glob(f"{_KIND}-*.json"):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+_KIND = "strategies"  # the profile cache's files of measured choices
+
+
+def _disk_key(key: tuple) -> dict:
+    """The profile cache's key of the file that holds ``key`` (a :func:`benchmark_key`): its machine."""
+    *_, dtype, device, _training, threads, _model = key
+    return profile_cache.machine_key(str(device), dtype, threads)
 
 
 def benchmark_key(layer, x: torch.Tensor) -> tuple:
@@ -33,12 +50,30 @@ def benchmark_key(layer, x: torch.Tensor) -> tuple:
     mode, the thread count and the cost model in force (which prunes the candidates and sizes the blocks)."""
     return (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
             layer.groups, layer.padding_mode, layer.experts, layer.router.heads, tuple(x.shape), x.stride(),
-            x.dtype, x.device, layer.training and torch.is_grad_enabled(), torch.get_num_threads(), cost_model())
+            x.dtype, x.device, layer.training and torch.is_grad_enabled(), torch.get_num_threads(),
+            cost_model(device=x.device, dtype=x.dtype))
 
 
 def measured_strategy(key: tuple) -> str | None:
-    """The strategy benchmark mode chose for ``key``, None where it has yet to time it."""
-    return _MEASURED.get(key)
+    """The strategy benchmark mode chose for ``key`` (in this process, or in an earlier one that cached it), None
+    where it has yet to time it."""
+    choice = _MEASURED.get(key)
+    if choice is None:
+        choice = _cached_choices(key).get(repr(key))
+        if choice not in ("kernel", "blocked", "output"):
+            return None
+        _MEASURED[key] = choice
+    return choice
+
+
+def _cached_choices(key: tuple) -> dict:
+    """The choices the profile cache holds for ``key``'s machine and cost model (a file holds one model's: choices
+    made under an earlier calibration are dropped with it, so the file does not grow past one model's shapes)."""
+    cached = profile_cache.load(_KIND, _disk_key(key))
+    if not isinstance(cached, dict) or cached.get("model") != repr(key[-1]) or not isinstance(
+            cached.get("choices"), dict):
+        return {}
+    return cached["choices"]
 
 
 def measure_strategy(layer, key: tuple, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,
@@ -46,7 +81,7 @@ def measure_strategy(layer, key: tuple, x: torch.Tensor, mixed: tuple, conv: mix
     """Time ``layer``'s strategies that the cost model does not rule out on ``x``, keep the fastest for ``key``
     (rank 0's under torch.distributed)."""
     problem = layer.conv_problem(x)
-    costs = strategy_costs(problem)
+    costs = strategy_costs(problem, cost_model(device=x.device, dtype=x.dtype))
     best = min(costs.values())
     timings = {}
     for strategy in (s for s, c in costs.items() if c <= BENCHMARK_PRUNE * best):
@@ -54,7 +89,16 @@ def measure_strategy(layer, key: tuple, x: torch.Tensor, mixed: tuple, conv: mix
                                                                           problem.training, columns))
     choice = _same_on_every_rank(min(timings, key=timings.__getitem__))
     _MEASURED[key] = choice
+    _remember(key, choice)
     return choice
+
+
+def _remember(key: tuple, choice: str) -> None:
+    """Add a measured choice to the profile cache's file of this machine (what another process added meanwhile is
+    kept where it was written first; a lost update is only timed again)."""
+    choices = dict(_cached_choices(key))
+    choices[repr(key)] = choice
+    profile_cache.store(_KIND, _disk_key(key), {"model": repr(key[-1]), "choices": choices})
 
 
 def _timed_call(layer, strategy: str, x: torch.Tensor, mixed: tuple, conv: mixing.ConvArgs,

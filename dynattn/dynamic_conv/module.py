@@ -205,13 +205,14 @@ class _DynamicConvNd(nn.Module):
         """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
         if isinstance(x, fx.Proxy) or mixing.is_exporting():
             return "output"
+        model = cost_model(device=x.device, dtype=x.dtype)
         if torch.compiler.is_compiling():
-            return choose_strategy(self.conv_problem(x), compiling=True)
+            return choose_strategy(self.conv_problem(x), model, compiling=True)
         # eager: the choice for this input shape, mode and cost model is kept (the model is Python that a batch
         # of 1 would notice on every call); the key holds everything the choice reads that can change between calls
-        key = ("strategy", x.shape, x.dtype, self.training and torch.is_grad_enabled(), cost_model(),
+        key = ("strategy", x.shape, x.dtype, self.training and torch.is_grad_enabled(), model,
                self.stride, self.padding, self.dilation, self.padding_mode)
-        return self._memo(x, key, lambda: choose_strategy(self.conv_problem(x)))
+        return self._memo(x, key, lambda: choose_strategy(self.conv_problem(x), model))
 
     def _memo(self, x: torch.Tensor, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()``, which derives from the input's shape alone: kept per ``key`` in eager calls (a per-layer
@@ -292,8 +293,9 @@ class _DynamicConvNd(nn.Module):
         :func:`choose_columns`); a conv of B groups where the sizes are an fx tracer's proxies."""
         if isinstance(x, fx.Proxy) or self.groups != 1 or math.prod(self.kernel_size) == 1:
             return False  # a 1 x 1 kernel of one group runs as a matmul of its own (mixing._pointwise)
-        key = ("columns", x.shape, x.dtype, cost_model(), self.stride, self.padding, self.dilation, self.padding_mode)
-        return self._memo(x, key, lambda: choose_columns(self.conv_problem(x)))
+        model = cost_model(device=x.device, dtype=x.dtype)
+        key = ("columns", x.shape, x.dtype, model, self.stride, self.padding, self.dilation, self.padding_mode)
+        return self._memo(x, key, lambda: choose_columns(self.conv_problem(x), model))
 
     def _kernels_smaller(self, x: torch.Tensor) -> bool:
         """Whether one sample's kernel holds fewer values than its input and output maps."""
@@ -308,7 +310,7 @@ class _DynamicConvNd(nn.Module):
         if strategy == "kernel":
             return mixing.kernel_mixing(x, shape, *mixed, conv, columns=columns, pad_amounts=pad_amounts)
         if strategy == "blocked":
-            m = cost_model()  # its block size
+            m = cost_model(device=x.device, dtype=x.dtype)  # its block size
             return mixing.blocked_kernel_mixing(x, shape, *mixed, conv, columns=columns, pad_amounts=pad_amounts,
                                                 block_bytes=m.block_bytes, min_block_channels=m.min_block_channels)
         return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)

@@ -461,3 +461,19 @@ def test_fullgraph_compile_under_a_cached_profile(monkeypatch, tmp_path):
     finally:
         torch._dynamo.reset()
     assert counter.frame_count == 1
+
+
+def test_a_first_call_under_inference_mode_and_autocast_calibrates(monkeypatch, tmp_path):
+    """Calibration times training steps too: it runs with autograd on and autocast off whatever the caller's
+    context, and the call that triggered it gives the layer's output."""
+    monkeypatch.setenv("DYNATTN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DYNATTN_COST_MODEL", "cached")
+    layer = DynamicConv2d(8, 8, 3, padding=1).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.inference_mode(), torch.autocast("cpu", enabled=True):
+        got = layer(x)
+    assert len(_files(tmp_path)) == 1  # calibrated (under the caller's contexts) and cached
+    with torch.no_grad():
+        want = layer(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)

@@ -169,9 +169,9 @@ class SENd(nn.Module):
     (adaptive average pooling, Linear -> ReLU -> Linear -> sigmoid, view, multiply): the stand-in where MONAI
     is not installed."""
 
-    def __init__(self, dims: int, channels: int, reduction: int = 16) -> None:
+    def __init__(self, spatial_dims: int, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        self.pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
+        self.pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[spatial_dims - 1](1)
         hidden = channels // reduction
         self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
                                 nn.Sigmoid())
@@ -181,13 +181,13 @@ class SENd(nn.Module):
         return x * self.fc(self.pool(x).view(b, c)).view([b, c] + [1] * (x.dim() - 2))
 
 
-def se_nd(dims: int, channels: int, reduction: int = 16) -> nn.Module:
+def se_nd(spatial_dims: int, channels: int, reduction: int = 16) -> nn.Module:
     """MONAI's ``ChannelSELayer`` (``r=reduction``), or :class:`SENd` where MONAI is not installed."""
     try:
         from monai.networks.blocks import ChannelSELayer
     except ImportError:
-        return SENd(dims, channels, reduction)
-    return ChannelSELayer(dims, channels, r=reduction)
+        return SENd(spatial_dims, channels, reduction)
+    return ChannelSELayer(spatial_dims, channels, r=reduction)
 
 
 class CBAM3d(nn.Module):

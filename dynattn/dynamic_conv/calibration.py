@@ -29,7 +29,7 @@ from .costs import ConvProblem, CostModel, cheapest, fitted_model, kernel_form, 
 __all__ = ["BUDGET_S", "PROBES", "Probe", "calibrate", "fit", "measure_probe"]
 
 #: Seconds a calibration may take (its probes stop being timed past it).
-BUDGET_S = 3.0
+BUDGET_S = 4.0
 _CALLS = 3  # timed calls per candidate, after one warm-up; the fastest counts
 _EXPERTS = 4
 
@@ -52,20 +52,24 @@ class Probe:
                            pointwise=self.k == 1 and self.groups == 1)
 
 
-#: In the order they are timed (the most telling first: a calibration short of time skips the last).
+#: In the order they are timed (a calibration short of time skips the last): the small-map convs of a network's
+#: last stages first, where the strategies differ most, a training step of one among them early.
 PROBES = (
-    Probe(256, 256, 3, 1, 4, 8, False), Probe(64, 64, 3, 1, 16, 8, False), Probe(64, 256, 1, 1, 8, 8, False),
-    Probe(96, 96, 3, 96, 14, 8, False), Probe(256, 256, 3, 1, 4, 8, True), Probe(64, 64, 3, 1, 16, 8, True),
-    Probe(128, 128, 3, 1, 8, 1, False), Probe(256, 64, 1, 1, 8, 1, False), Probe(64, 256, 1, 1, 8, 8, True),
-    Probe(96, 96, 3, 96, 14, 8, True), Probe(256, 256, 3, 1, 4, 32, False), Probe(32, 32, 3, 1, 32, 1, False),
-    Probe(128, 128, 3, 1, 8, 32, True), Probe(512, 512, 3, 1, 4, 8, False), Probe(512, 512, 3, 1, 4, 8, True),
-    Probe(256, 256, 3, 1, 4, 32, True), Probe(512, 512, 3, 1, 7, 1, True),
+    Probe(256, 256, 3, 1, 4, 8, False), Probe(512, 512, 3, 1, 4, 8, False), Probe(64, 64, 3, 1, 16, 8, False),
+    Probe(64, 256, 1, 1, 8, 8, False), Probe(96, 96, 3, 96, 14, 8, False), Probe(256, 256, 3, 1, 4, 8, True),
+    Probe(64, 64, 3, 1, 16, 8, True), Probe(512, 512, 3, 1, 4, 1, False), Probe(256, 64, 1, 1, 8, 1, False),
+    Probe(64, 256, 1, 1, 8, 8, True), Probe(96, 96, 3, 96, 14, 8, True), Probe(64, 256, 1, 1, 8, 32, False),
+    Probe(512, 512, 3, 1, 4, 8, True),
+    Probe(256, 256, 3, 1, 4, 32, False), Probe(32, 32, 3, 1, 32, 1, False), Probe(128, 128, 3, 1, 8, 1, False),
+    Probe(128, 128, 3, 1, 8, 32, True),
+    Probe(512, 512, 3, 1, 7, 1, True), Probe(256, 256, 3, 1, 4, 32, True),
 )
 
 
 def _timer(device: torch.device) -> Callable[..., float]:
-    """``timer(call, bound=inf)``: the fastest of ``_CALLS`` timed calls after one warm-up, in seconds; where the
-    warm-up alone takes over ``bound`` seconds (a clear loser), the warm-up's time, without timing it again."""
+    """``timer(call, bound=inf, deadline=inf)``: the fastest of ``_CALLS`` timed calls after one warm-up, in seconds;
+    the warm-up's time alone where it took over ``bound`` seconds (a clear loser) or where timing it again would
+    pass ``deadline`` (on ``time.perf_counter``'s clock)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def timed(call: Callable[[], object]) -> float:
@@ -74,9 +78,9 @@ def _timer(device: torch.device) -> Callable[..., float]:
         sync()
         return time.perf_counter() - t0
 
-    def best_of(call: Callable[[], object], bound: float = math.inf) -> float:
+    def best_of(call: Callable[[], object], bound: float = math.inf, deadline: float = math.inf) -> float:
         first = timed(call)
-        if first > bound:
+        if first > bound or time.perf_counter() + _CALLS * first > deadline:
             return first
         return min(timed(call) for _ in range(_CALLS))
     return best_of
@@ -145,14 +149,15 @@ def measure_probe(probe: Probe, device: torch.device, dtype: torch.dtype, m: Cos
     for candidate in _candidates(problem, m):  # a candidate 3x slower than the best so far is timed once
         if time.perf_counter() > deadline:
             return None
-        times[candidate] = timer(run(*candidate), 3 * min(times.values(), default=math.inf))
+        times[candidate] = timer(run(*candidate), 3 * min(times.values(), default=math.inf), deadline)
     return times
 
 
 # the constants the fit moves, with the range each may take
 _FITTED = {"kernel_mix": (1e-3, 1e6), "pointwise_mix": (1e-3, 1e6), "im2col": (1e-3, 1e6),
            "blocked_share": (0.05, 1.0), "block_conv": (1.0, 20.0), "pointwise_block": (1.0, 20.0),
-           "expert_bytes_per_s": (1e6, 1e14), "macs_per_s": (1e6, 1e16), "bytes_per_s": (1e6, 1e14)}
+           "expert_bytes_per_s": (1e6, 1e14), "train_mix": (1.0, 50.0), "train_columns": (0.2, 20.0),
+           "macs_per_s": (1e6, 1e16), "bytes_per_s": (1e6, 1e14)}
 _FACTORS = (0.25, 0.5, 0.7, 0.85, 1.2, 1.4, 2.0, 4.0)
 
 
@@ -202,31 +207,38 @@ def fit(start: CostModel, cells: list[tuple[ConvProblem, dict]], passes: int = 8
     return best
 
 
+def _measure_and_fit(device: torch.device, dtype: torch.dtype, threads: int, deadline: float) -> CostModel:
+    """The rates timed, the fitted table's constants rescaled to them, the probes timed until ``deadline``, the fit."""
+    timer = _timer(device)
+    start = fitted_model(threads)
+    rates = _rates(device, dtype, timer)
+    scale = rates["macs_per_s"] / start.macs_per_s  # keeps the constants counted in multiply-adds as timed
+    start = dataclasses.replace(
+        start, macs_per_s=rates["macs_per_s"], bytes_per_s=rates["bytes_per_s"], call_s=rates["call_s"],
+        kernel_mix=tuple(v * scale for v in start.kernel_mix),
+        pointwise_mix=tuple(v * scale for v in start.pointwise_mix), im2col=start.im2col * scale)
+    cells, itemsize = [], torch.empty(0, dtype=dtype).element_size()
+    for probe in PROBES:
+        times = measure_probe(probe, device, dtype, start, timer, deadline=deadline)
+        if times is None:
+            break
+        cells.append((probe.problem(itemsize), times))
+    return fit(start, cells)
+
+
 def calibrate(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, threads: int | None = None,
               budget_s: float = BUDGET_S) -> tuple[CostModel, float]:
     """The cost model measured on ``device`` for ``dtype`` at ``threads`` (default: torch's), and the seconds it
-    took. The thread count is set for the calibration and restored after."""
+    took. The thread count is set for the calibration and restored after; it runs with autograd on and autocast
+    off whatever the caller's context (the first forward of a dynamic conv under ``inference_mode``, say)."""
     device = torch.device(device)
     start_time = time.perf_counter()
     saved = torch.get_num_threads()
     threads = saved if threads is None else threads
     torch.set_num_threads(threads)
     try:
-        timer = _timer(device)
-        start = fitted_model(threads)
-        rates = _rates(device, dtype, timer)
-        scale = rates["macs_per_s"] / start.macs_per_s  # keeps the constants counted in multiply-adds as timed
-        start = dataclasses.replace(
-            start, macs_per_s=rates["macs_per_s"], bytes_per_s=rates["bytes_per_s"], call_s=rates["call_s"],
-            kernel_mix=tuple(v * scale for v in start.kernel_mix),
-            pointwise_mix=tuple(v * scale for v in start.pointwise_mix), im2col=start.im2col * scale)
-        cells, itemsize = [], torch.empty(0, dtype=dtype).element_size()
-        for probe in PROBES:
-            times = measure_probe(probe, device, dtype, start, timer, deadline=start_time + budget_s)
-            if times is None:
-                break
-            cells.append((probe.problem(itemsize), times))
-        model = fit(start, cells)
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            model = _measure_and_fit(device, dtype, threads, start_time + budget_s)
     finally:
         torch.set_num_threads(saved)
     return model, time.perf_counter() - start_time

@@ -58,6 +58,12 @@ class CostModel:
     #: :func:`mixing.kernel_mixing`): writing and reading the columns, in multiply-adds per column value
     im2col: float = 60.0
     call_s: float = 1.5e-5  #: a fixed cost per op call, seconds
+    #: kernel mixing's extra cost in a training step, relative to inference: its backward writes the gradient of
+    #: all B mixed kernels (blocked mixing's stays in cache, and the rest of a step costs 2x)
+    train_mix: float = 2.0
+    #: the columns form's extra cost in a training step, relative to the conv form's (its backward is a batched
+    #: matmul for the B kernels' gradient and a col2im for the input's)
+    train_columns: float = 1.0
     cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
     #: blocked mixing's block size: the bytes of one block's B mixed kernels (:func:`mixing.block_channels`) ...
     block_bytes: int = mixing.BLOCK_BYTES
@@ -95,7 +101,8 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
     maps = batch * (p.in_per_group * p.groups * in_positions + p.out_channels * p.out_positions) * itemsize * byte
     compute, extra = (3, 2) if p.training else (1, 1)
     kernel_extra, _ = kernel_form(p, m, columns)
-    costs = {"kernel": compute * conv + extra * (maps + kernel_extra + 3 * call)}
+    mix = round(100 * m.train_mix) if p.training else 100  # percent
+    costs = {"kernel": compute * conv + extra * (maps + 3 * call) + mix * kernel_extra // 100}
     shape = (p.experts, p.out_channels, p.in_per_group, p.kernel_area, 1)
     step = mixing.block_channels(batch, shape, p.groups, itemsize, block_bytes=m.block_bytes,
                                  min_channels=m.min_block_channels) if blocked else p.out_channels
@@ -128,6 +135,8 @@ def kernel_form(p: ConvProblem, m: CostModel, columns: bool | None = None) -> tu
         return extra, False
     as_matmul = round(m.pointwise_mix[0] if batch == 1 else m.pointwise_mix[1]) * batch * w * mac
     as_columns = as_matmul + round(m.im2col) * batch * p.in_per_group * p.kernel_area * p.out_positions * mac
+    if p.training:
+        as_columns = as_columns * round(100 * m.train_columns) // 100
     if columns is None:
         columns = as_columns < extra
     return (as_columns, True) if columns else (extra, False)

@@ -6,6 +6,8 @@
   of the 14 that ``timm.layers.create_attn`` names) into the module ``build`` made from the matching
   ``flavor="timm"`` preset, so a checkpoint trained with timm keeps its numerics. timm is not
   imported: the mapping works on state_dict keys, and shapes are checked before anything is copied.
+- ``load_smp_weights(module, smp_module)`` does the same for segmentation_models_pytorch's ``SCSEModule``
+  into the module built from ``AttnSpec.scse(flavor="smp")``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import SpecError
 from .spec import AttnSpec
 from .validate import has_hidden
 
-__all__ = ["load_timm_weights", "TIMM_KEY_MAPS", "SpecLayer"]
+__all__ = ["load_timm_weights", "load_smp_weights", "TIMM_KEY_MAPS", "SMP_KEY_MAPS", "SpecLayer"]
 
 #: timm module class name -> (timm key prefix -> dynattn key prefix).
 TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
@@ -48,6 +50,11 @@ TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
                            "norm_w.": "excite.norm_w."},
     "StripAttn": {"conv_h.": "excite.conv_h.", "conv_w.": "excite.conv_w."},
 }
+#: segmentation_models_pytorch module class name -> (smp key prefix -> dynattn key prefix).
+SMP_KEY_MAPS: dict[str, dict[str, str]] = {
+    "SCSEModule": {"cSE.1.": "channel.excite.fc1.", "cSE.3.": "channel.excite.fc2.",
+                   "sSE.0.": "spatial.excite.conv."},
+}
 # ECA-MLP is an EcaModule too: its second conv maps alongside the first
 TIMM_KEY_MAPS["EcaModule"]["conv2."] = "excite.conv2."
 TIMM_KEY_MAPS["LightCbamModule"] = TIMM_KEY_MAPS["CbamModule"]
@@ -69,24 +76,46 @@ def load_timm_weights(module: nn.Module, timm_module: nn.Module) -> nn.Module:
     """
     kind = type(timm_module).__name__
     if kind not in TIMM_KEY_MAPS:
-        raise SpecError("timm_module", kind, "no weight mapping for this timm class", tuple(TIMM_KEY_MAPS))
-    mapping = TIMM_KEY_MAPS[kind]
+        hint = "segmentation_models_pytorch's modules load with dynattn.interop.load_smp_weights" if (
+            kind in SMP_KEY_MAPS) else None
+        raise SpecError("timm_module", kind, "no weight mapping for this timm class", tuple(TIMM_KEY_MAPS), hint=hint)
+    return _load_mapped(module, timm_module, TIMM_KEY_MAPS[kind], "timm_module", "flavor='timm'")
+
+
+@torch.no_grad()
+def load_smp_weights(module: nn.Module, smp_module: nn.Module) -> nn.Module:
+    """Copy a segmentation_models_pytorch attention module's weights into ``module``; returns ``module``.
+
+    ``SCSEModule(C, reduction=r)`` loads into ``build(AttnSpec.scse(flavor="smp", reduction=r), C)``. Raises
+    ``SpecError``, before copying, when the class has no mapping or a shape differs.
+    """
+    kind = type(smp_module).__name__
+    if kind not in SMP_KEY_MAPS:
+        raise SpecError("smp_module", kind, "no weight mapping for this segmentation_models_pytorch class",
+                        tuple(SMP_KEY_MAPS))
+    return _load_mapped(module, smp_module, SMP_KEY_MAPS[kind], "smp_module", "flavor='smp'")
+
+
+def _load_mapped(module: nn.Module, theirs: nn.Module, mapping: dict[str, str], what: str, flavor: str) -> nn.Module:
+    """Copy ``theirs``'s state into ``module`` under ``mapping``, every key and shape checked before anything is
+    copied."""
+    kind = type(theirs).__name__
     target = module.state_dict()
     pending: list[tuple[str, torch.Tensor]] = []
-    for key, value in timm_module.state_dict().items():
+    for key, value in theirs.state_dict().items():
         new_key = _rename(key, mapping)
         if new_key is None or new_key not in target:
-            raise SpecError("timm_module", key, f"has no counterpart in the dynattn module ({kind} mapped to "
-                            f"{new_key!r})", hint="build the matching preset with flavor='timm'")
+            raise SpecError(what, key, f"has no counterpart in the dynattn module ({kind} mapped to "
+                            f"{new_key!r})", hint=f"build the matching preset with {flavor}")
         if target[new_key].numel() != value.numel():
-            raise SpecError("timm_module", key, f"has shape {tuple(value.shape)} but {new_key} has "
+            raise SpecError(what, key, f"has shape {tuple(value.shape)} but {new_key} has "
                             f"{tuple(target[new_key].shape)}",
-                            hint="build with the same channels and flavor='timm'")
+                            hint=f"build with the same channels and {flavor}")
         pending.append((new_key, value.reshape(target[new_key].shape)))
     missing = set(target) - {k for k, _ in pending}
     if missing:
         raise SpecError("module", sorted(missing)[0], f"is not set by {kind}'s weights",
-                        hint="build the matching preset with flavor='timm'")
+                        hint=f"build the matching preset with {flavor}")
     module.load_state_dict(dict(pending))
     return module
 

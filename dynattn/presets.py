@@ -25,8 +25,8 @@ from .spec import AttnSpec
 
 __all__ = [
     "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "ese", "ecam", "ceca", "ge", "gc", "gca",
-    "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "get_spec", "list_presets", "PRESETS",
-    "as_spec", "TIMM_ATTENTIONS",
+    "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "scse", "get_spec", "list_presets",
+    "PRESETS", "as_spec", "TIMM_ATTENTIONS",
 ]
 
 _FLAVORS = {
@@ -53,6 +53,7 @@ _FLAVORS = {
     "bam": ("official", "paper"),
     "srm": ("official",),
     "fca": ("official",),
+    "scse": ("official", "smp"),
 }
 
 #: The lightweight attentions ``timm.layers.create_attn`` names (``get_attn``); each is a preset of
@@ -533,6 +534,35 @@ def fca(reduction: float = 16, frequencies: str = "top16", *, flavor: str = "off
     )
 
 
+def scse(reduction: float | None = None, *, flavor: str = "official", init: str = "default") -> AttnSpec:
+    """Concurrent spatial and channel squeeze & excitation: a channel gate (average pooling, MLP
+    C -> C/r -> C with bias and ReLU, sigmoid) and a spatial gate (a 1x1 layer C -> 1 with bias, sigmoid) in
+    parallel on x, ``x * cSE(x) + x * sSE(x)``, computed as ``x * (cSE(x) + sSE(x))``. Hidden ``C // r``.
+
+    - ``official``: Roy et al., "Concurrent Spatial and Channel 'Squeeze & Excitation' in Fully
+      Convolutional Networks", MICCAI 2018 (arXiv:1803.02579): the paper's sum of the two recalibrated
+      maps, with r = 2, the reduction of the authors' ai-med/squeeze_and_excitation code. That code's
+      ``ChannelSpatialSELayer`` takes the element-wise *max* of the two maps instead (the aggregation of
+      the authors' later journal version, arXiv:1808.08127); a spec has no max of scaled maps, so that
+      form is not offered.
+    - ``smp``: segmentation_models_pytorch's ``SCSEModule(C, reduction=16)`` (``decoder_attention_type=
+      "scse"``): the same sum, r = 16; its weights load with :func:`dynattn.interop.load_smp_weights`.
+
+    ``init="identity"``: the module returns x exactly (``x * (cSE + sSE)`` is 2x at any weights where both
+    gates are near 1, so the two gates' sum is blended with 1 by a learnable ``mix`` that starts at 0:
+    ``x * ((1 - mix) + mix * (cSE + sSE))``).
+    """
+    smp = _flavor("scse", flavor) == "smp"
+    r = (16 if smp else 2) if reduction is None else reduction
+    channel = AttnSpec(pool=("avg",), target="channel", excite="mlp", reduction=r, rounding="floor", bias=True,
+                       act="relu", gate="sigmoid", name="channel")
+    spatial = AttnSpec(pool=("none",), target="spatial", excite="linear", bias=True, gate="sigmoid", name="spatial")
+    reference = ("segmentation_models_pytorch.base.modules.SCSEModule" if smp else
+                 "Roy et al. 2018, scSE (arXiv:1803.02579), the paper's sum, ai-med/squeeze_and_excitation")
+    return AttnSpec(stages=(channel, spatial), merge="sum", gate="identity", fuse="mul", init=init, name="scSE",
+                    reference=reference)
+
+
 PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "se": se,
     "eca": eca,
@@ -557,6 +587,7 @@ PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "bam": bam,
     "srm": srm,
     "fca": fca,
+    "scse": scse,
 }
 
 

@@ -242,9 +242,9 @@ def _normalize_merge_excite_gate(spec: Any, target: str, pool: tuple[str, ...]) 
         raise _err(
             "excite", excite, f"does not serve target={target!r}", vocab.EXCITES_BY_TARGET[target]
         )
-    if target == "spatial" and pool == ("none",) and excite != "conv":
+    if target == "spatial" and pool == ("none",) and excite not in ("conv", "linear"):
         raise _err("excite", excite, "an unpooled spatial stage maps every channel to one map with a conv "
-                   "bottleneck", ("conv",))
+                   "bottleneck or a 1x1 layer", ("conv", "linear"))
     _set(spec, "excite", excite)
 
     gate = spec.gate if spec.gate is not None else vocab.DEFAULT_GATE[target]

@@ -46,10 +46,12 @@ FUSE_NEUTRAL = {"mul": 1.0, "mul_one_plus": 0.0, "add": 0.0}
 #: before ECA's conv (timm's ECA-MLP); ``channelwise``: each channel's descriptors weighted by
 #: that channel's own weights (SRM's channel-wise fully connected layer); ``energy``: SimAM's
 #: parameter-free energy, (x - mean)^2 / (4 (var + lambda)) + 1/2 over each map (lambda: ``energy_lambda``).
+#: On target ``spatial``, ``linear`` is one 1x1 layer from the stage's input channels to one map (every
+#: channel with ``pool="none"``: scSE's spatial squeeze), ``conv`` a k x k conv (or, unpooled, BAM's bottleneck).
 EXCITES = ("mlp", "linear", "conv1d", "conv1d_mlp", "channelwise", "conv", "pixel_mlp", "energy", "none")
 EXCITES_BY_TARGET: dict[str, tuple[str, ...]] = {
     "channel": ("mlp", "linear", "conv1d", "conv1d_mlp", "channelwise", "none"),
-    "spatial": ("conv", "none"),
+    "spatial": ("conv", "linear", "none"),
     "element": ("pixel_mlp", "conv", "energy", "none"),
     "kernel": ("mlp", "linear"),
     "strip": ("mlp", "conv", "none"),

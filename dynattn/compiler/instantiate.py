@@ -37,6 +37,8 @@ def excite_module(branch: BranchPlan, dd: dict) -> nn.Module | None:
         return layers.CONVS[spatial_dims](branch.excite_in, branch.excite_out, 1, bias=spec.bias, **dd)
     if spec.excite == "mlp":
         return layers.MLP(branch.excite_in, branch.hidden, branch.excite_out, **hidden)
+    if spec.excite == "linear" and spec.target == "spatial":  # a 1x1 layer to one map (scSE's sSE)
+        return layers.SpatialConv(branch.excite_in, 1, spatial_dims=spatial_dims, bias=spec.bias, **dd)
     if spec.excite == "linear":
         return nn.Linear(branch.excite_in, branch.excite_out, bias=spec.bias, **dd)
     if spec.excite == "conv1d":

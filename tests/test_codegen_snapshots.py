@@ -43,6 +43,8 @@ CASES = {
     "bam_identity": AttnSpec.bam(init="identity"),
     "srm": AttnSpec.srm(),
     "fca": AttnSpec.fca(),
+    "scse": AttnSpec.scse(),
+    "scse_identity": AttnSpec.scse(init="identity"),
 }
 
 

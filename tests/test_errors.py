@@ -79,7 +79,7 @@ def test_unknown_preset_lists_valid_names():
 
 def test_excite_that_does_not_serve_the_target():
     _raises(lambda: AttnSpec(target="spatial", excite="mlp"), "AttnSpec.excite='mlp'",
-            "does not serve target='spatial'", "allowed: 'conv', 'none'")
+            "does not serve target='spatial'", "allowed: 'conv', 'linear', 'none'")
 
 
 def test_field_without_effect():

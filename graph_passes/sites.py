@@ -10,7 +10,7 @@ that is the single output of a container module also answers to the container's 
 
 ``where`` (first match wins for each string):
 
-1. ``"residual"``, ``"conv"``, ``"stage"``: a site rule;
+1. ``"residual"``, ``"conv"``, ``"stage"``, ``"decoder"``, ``"skip"``: a site rule;
    ``"residual:<glob>"`` etc. keeps the rule's sites whose names match the glob;
 2. ``"re:<regex>"``: sites whose name (or a container alias) fully matches the regex;
 3. any other string: an fnmatch glob over the same names;
@@ -24,8 +24,12 @@ Site rules: ``residual`` is the branch output just before each residual add of t
 tensors of one shape (the SE-ResNet placement; only the add's input is rewired);
 ``conv`` is after each conv, or after its BatchNorm and activation when they follow it
 directly; ``stage`` is each tensor every path passes through, where the next such tensor
-has another spatial size (stage outputs). ``where=None`` means ``"residual"`` when the
-model has residual adds, else ``"stage"``.
+has another spatial size (stage outputs). For encoder-decoder networks, ``skip`` is the output of
+each concatenation along channels that merges an upsampled path with a skip tensor (where
+segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each decoder block's output
+(the largest module around one upsampling op holding no other up- or downsampling op). ``where=None``
+means ``"residual"`` when the model has residual adds; else ``"skip"`` and ``"decoder"`` when it has
+those (a U-Net of concatenations); else ``"stage"``.
 """
 
 from __future__ import annotations
@@ -359,10 +363,23 @@ def _skip(graph: fx.Graph) -> list[fx.Node]:
     return out
 
 
+def _is_logits(n: fx.Node, modules: dict[str, nn.Module], steps: int = 8) -> bool:
+    """``n`` is the model's output, or reaches it through no module with weights (only resized: the logits)."""
+    for _ in range(steps):
+        if any(user.op == "output" for user in n.users):
+            return True
+        if len(n.users) != 1:
+            return False
+        n = next(iter(n.users))
+        if _is_conv(n, modules) or (n.op == "call_module" and next(modules[n.target].parameters(), None) is not None):
+            return False
+    return False
+
+
 def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
     """Each decoder block's output. A block is the largest module around an upsampling op that holds no other
     upsampling op and no downsampling one (a leaf module that upsamples is a block itself); its output is a
-    site unless it is the model's output (the logits)."""
+    site unless it is the model's output or reaches it through no weighted module (the logits, only resized)."""
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     members = _scope_members(nodes)
     exits = _scope_exits(members)
@@ -381,10 +398,10 @@ def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
                 break
             block = path
         end = exits.get(block) if block is not None else None
-        if end is not None and _is_nchw(end) and not any(user.op == "output" for user in end.users):
+        if end is not None and _is_nchw(end):
             found.append(end)
     order = {n: i for i, n in enumerate(graph.nodes)}
-    return sorted(dict.fromkeys(found), key=order.__getitem__)
+    return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules)), key=order.__getitem__)
 
 
 # ------------------------------------------------------------------ selection

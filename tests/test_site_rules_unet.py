@@ -162,3 +162,21 @@ def test_rule_glob_and_union_select_among_a_rules_sites():
     assert every == list_sites(model, AttnSpec.se(), example_inputs=(x,))  # the default is the same union
     inner = list_sites(model, AttnSpec.se(), where="skip:model.1.submodule.*", example_inputs=(x,))
     assert [s.name for s in inner] == ["model.1.submodule.1.submodule.1.cat", "model.1.submodule.1.cat"]
+
+
+def test_monai_3d_unet_with_residual_units_decoder_sites_are_whole_up_layers():
+    """With residual units an up layer is a transposed conv and a ResidualUnit: its site is the whole layer's
+    output (the unit's add), not the transposed conv's. The model has residual adds, so the default stays residual."""
+    torch.manual_seed(0)
+    model = monai_nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16, 32), strides=(2, 2, 2),
+                            num_res_units=1).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    ups = [name for name, m in model.named_modules() if isinstance(m, nn.ConvTranspose3d)]
+    layers = [u.rsplit(".", 2)[0] for u in ups[:-1]]  # <up layer>.0.conv: the transposed conv's layer
+    decoder = list_sites(model, AttnSpec.se(reduction=2), where="decoder", example_inputs=(x,))
+    assert len(layers) == 2 and [next(a for a in s.aliases if a in layers) for s in decoder] == layers
+    assert [s.channels for s in decoder] == [model.get_submodule(u).out_channels for u in ups[:-1]]
+    skips = [name for name, m in model.named_modules() if type(m).__name__ == "SkipConnection"]
+    skip = list_sites(model, AttnSpec.se(reduction=2), where="skip", example_inputs=(x,))
+    assert [s.name for s in skip] == [f"{p}.cat" for p in reversed(skips)]
+    assert {s.rule for s in list_sites(model, AttnSpec.se(reduction=2), example_inputs=(x,))} == {"residual"}

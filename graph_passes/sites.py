@@ -56,8 +56,8 @@ from dynattn._passes_api import ModelError, SpecError
 
 from .shapes import ACTIVATIONS, DATA, is_conv_module, is_feature_map, shape_of
 
-__all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites", "parse_selector", "parse_where",
-           "site_names", "join_path"]
+__all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites", "no_match_error", "parse_selector",
+           "parse_where", "site_names", "join_path"]
 
 #: The site rules ``where=`` accepts by name (see the module docstring).
 SITE_RULES = ("residual", "conv", "stage", "decoder", "skip")

@@ -18,7 +18,7 @@ from torch import nn
 from dynattn._passes_api import ModelError, leaf_modules
 
 from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
-from .sites import Site, Where, find_sites, join_path, where_items
+from .sites import Site, Where, find_sites, join_path, no_match_error, where_items
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
 
 __all__ = ["Analysis", "Part", "analyse"]
@@ -194,10 +194,7 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
                 raise ModelError("model", type(model).__name__, "has no 4-D (N, C, H, W) feature map (nor a 1-D or "
                                  "3-D one of a Conv1d / Conv3d net) where attention can go" + _parts_note(analysis),
                                  hint="attention here scales the feature maps of convolutional networks")
-            raise ModelError(
-                "where", item, f"matches no site in {type(model).__name__}" + _parts_note(analysis),
-                hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
-            )
+            raise no_match_error(item, type(model).__name__, _parts_note(analysis))
 
 
 def _parts_note(analysis: Analysis) -> str:

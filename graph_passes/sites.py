@@ -10,7 +10,7 @@ that is the single output of a container module also answers to the container's 
 
 ``where`` (first match wins for each string):
 
-1. ``"residual"``, ``"conv"``, ``"stage"``: a site rule;
+1. ``"residual"``, ``"conv"``, ``"stage"``, ``"decoder"``, ``"skip"``: a site rule;
    ``"residual:<glob>"`` etc. keeps the rule's sites whose names match the glob;
 2. ``"re:<regex>"``: sites whose name (or a container alias) fully matches the regex;
 3. any other string: an fnmatch glob over the same names;
@@ -24,12 +24,17 @@ Site rules: ``residual`` is the branch output just before each residual add of t
 tensors of one shape (the SE-ResNet placement; only the add's input is rewired);
 ``conv`` is after each conv, or after its BatchNorm and activation when they follow it
 directly; ``stage`` is each tensor every path passes through, where the next such tensor
-has another spatial size (stage outputs). ``where=None`` means ``"residual"`` when the
-model has residual adds, else ``"stage"``.
+has another spatial size (stage outputs). For encoder-decoder networks, ``skip`` is the output of
+each concatenation along channels that merges an upsampled path with a skip tensor (where
+segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each decoder block's output
+(the largest module around one upsampling op holding no other up- or downsampling op). ``where=None``
+means ``"residual"`` when the model has residual adds; else ``"skip"`` and ``"decoder"`` when it has
+those (a U-Net of concatenations); else ``"stage"``.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import itertools
@@ -51,11 +56,11 @@ from dynattn._passes_api import ModelError, SpecError
 
 from .shapes import ACTIVATIONS, DATA, is_conv_module, is_feature_map, shape_of
 
-__all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites", "parse_selector", "parse_where",
-           "site_names", "join_path"]
+__all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites", "no_match_error", "parse_selector",
+           "parse_where", "site_names", "join_path"]
 
 #: The site rules ``where=`` accepts by name (see the module docstring).
-SITE_RULES = ("residual", "conv", "stage")
+SITE_RULES = ("residual", "conv", "stage", "decoder", "skip")
 Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -85,7 +90,7 @@ class Site:
     name: str
     #: The name of the fx node producing the tensor.
     node_name: str
-    #: How it was selected: a site rule ("residual", "conv", "stage"), or "match" (a glob, regex or predicate).
+    #: How it was selected: a site rule (one of ``SITE_RULES``), or "match" (a glob, regex or predicate).
     rule: str
     channels: int
     #: Shape for the example input, (N, C, H, W).
@@ -151,19 +156,31 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
         calls[base] = calls.get(base, 0) + 1
         names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
     # container outputs: the one node of a module's scope that something outside it uses
+    for path, node in _scope_exits(_scope_members(nodes)).items():
+        if node is not None:
+            primary, aliases = names[node]
+            alias = join_path(prefix, path)
+            names[node] = (primary, tuple(sorted((*aliases, alias), key=lambda p: (p.count("."), p))))
+    return names
+
+
+def _scope_members(nodes: Iterable[fx.Node]) -> dict[str, set[fx.Node]]:
+    """The nodes run inside each module's forward (a leaf module's own call is not inside it)."""
     members: dict[str, set[fx.Node]] = {}
     for n in nodes:
         for path in _stack(n):
             if path and not (n.op == "call_module" and n.target == path):
                 members.setdefault(path, set()).add(n)
+    return members
+
+
+def _scope_exits(members: dict[str, set[fx.Node]]) -> dict[str, fx.Node | None]:
+    """Each scope's output: its one node that something outside it uses (None when there are several)."""
+    out: dict[str, fx.Node | None] = {}
     for path, inside in members.items():
         exits = [n for n in inside if any(u not in inside for u in n.users)]
-        if len(exits) == 1:
-            node = exits[0]
-            primary, aliases = names[node]
-            alias = join_path(prefix, path)
-            names[node] = (primary, tuple(sorted((*aliases, alias), key=lambda p: (p.count("."), p))))
-    return names
+        out[path] = exits[0] if len(exits) == 1 else None
+    return out
 
 
 # ------------------------------------------------------------------ site rules
@@ -181,8 +198,8 @@ def _input_dependent(graph: fx.Graph) -> list[fx.Node]:
     return order
 
 
-def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
-    """(branch node, add node) for every residual add of two same-shape NCHW tensors."""
+def _ancestry(graph: fx.Graph) -> tuple[list[fx.Node], dict[fx.Node, int], dict[fx.Node, int]]:
+    """The input-dependent nodes in order, each one's index, and each one's ancestors as a bit mask of indices."""
     order = _input_dependent(graph)
     index = {n: i for i, n in enumerate(order)}
     ancestors: dict[fx.Node, int] = {}
@@ -192,6 +209,12 @@ def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
             if a in index:
                 mask |= ancestors[a] | (1 << index[a])
         ancestors[n] = mask
+    return order, index, ancestors
+
+
+def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
+    """(branch node, add node) for every residual add of two same-shape NCHW tensors."""
+    order, index, ancestors = _ancestry(graph)
     out = []
     for n in order:
         is_add = (n.op == "call_function" and n.target in _ADD_FUNCTIONS) or (
@@ -266,6 +289,121 @@ def _stage(graph: fx.Graph) -> list[fx.Node]:
     return out
 
 
+# ------------------------------------------------------------------ encoder-decoder rules
+_UPSAMPLE_FUNCTIONS = {F.interpolate, F.upsample, F.upsample_bilinear, F.upsample_nearest, F.pixel_shuffle,
+                       torch.pixel_shuffle, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+_MERGES = _CAT_FUNCTIONS | _ADD_FUNCTIONS
+
+
+def _spatial(n: Any) -> int | None:
+    """The number of positions of a feature map (None for anything else)."""
+    return math.prod(shape_of(n)[2:]) if isinstance(n, fx.Node) and _is_nchw(n) else None
+
+
+def _rescales(n: fx.Node, up: bool) -> bool:
+    """``n`` makes a feature map of more (``up``) or fewer (not ``up``, global pooling aside) positions than its
+    first feature-map input: an upsampling op (interpolate, a transposed conv, pixel shuffle, or any module,
+    a leaf block included; a function that broadcasts a 1x1 map back, as ASPP's image pooling does, is none)
+    or a downsampling one (a strided conv, pooling)."""
+    here = _spatial(n)
+    first = next((a for a in n.all_input_nodes if _spatial(a) is not None), None)
+    if here is None or first is None:
+        return False
+    if not up:
+        return 1 < here < _spatial(first)
+    if n.op == "call_module":
+        return here > _spatial(first)
+    return here > _spatial(first) > 1 and n.target in _UPSAMPLE_FUNCTIONS
+
+
+def _channel_cat(n: fx.Node) -> list[fx.Node] | None:
+    """The inputs of a concatenation along channels of same-size feature maps (None when ``n`` is none)."""
+    if n.op != "call_function" or n.target not in _CAT_FUNCTIONS or not _is_nchw(n) or not n.args:
+        return None
+    parts, dim = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or len(parts) < 2 or not isinstance(dim, int):
+        return None
+    if dim % len(shape_of(n)) != 1 or not all(isinstance(p, fx.Node) and _is_nchw(p) for p in parts):
+        return None
+    return list(parts) if len({shape_of(p)[2:] for p in parts}) == 1 else None
+
+
+def _feeds_upsample(n: fx.Node, steps: int = 8) -> bool:
+    """``n`` goes on, one user at a time and through no other merge, into an upsampling op."""
+    for _ in range(steps):
+        if len(n.users) != 1:
+            return False
+        n = next(iter(n.users))
+        if _rescales(n, up=True):
+            return True
+        if n.op == "call_function" and n.target in _MERGES:
+            return False
+    return False
+
+
+def _skip(graph: fx.Graph) -> list[fx.Node]:
+    """Concatenations along channels that merge an upsampled path with a skip: one input's own ancestry
+    (what the others do not share) holds an upsampling op and another's does not; or one input is computed
+    from another (``cat([x, f(x)])``) and the result is upsampled next (MONAI's innermost SkipConnection)."""
+    order, index, ancestors = _ancestry(graph)
+    ups = sum(1 << index[n] for n in order if _rescales(n, up=True))
+    out = []
+    for n in order:
+        parts = _channel_cat(n)
+        if parts is None or not all(p in index for p in parts):
+            continue
+        closure = [ancestors[p] | (1 << index[p]) for p in parts]
+        own = [c & ~functools.reduce(operator.or_, (d for j, d in enumerate(closure) if j != i), 0)
+               for i, c in enumerate(closure)]
+        upsampled = [bool(o & ups) for o in own]
+        nested = any(closure[j] >> index[p] & 1 for i, p in enumerate(parts) for j in range(len(parts)) if j != i)
+        if (any(upsampled) and not all(upsampled)) or (nested and _feeds_upsample(n)):
+            out.append(n)
+    return out
+
+
+def _is_logits(n: fx.Node, modules: dict[str, nn.Module], steps: int = 8) -> bool:
+    """``n`` is the model's output, or reaches it through no module with weights (only resized: the logits)."""
+    for _ in range(steps):
+        if any(user.op == "output" for user in n.users):
+            return True
+        if len(n.users) != 1:
+            return False
+        n = next(iter(n.users))
+        if _is_conv(n, modules) or (n.op == "call_module" and next(modules[n.target].parameters(), None) is not None):
+            return False
+    return False
+
+
+def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
+    """Each decoder block's output. A block is the largest module around an upsampling op that holds no other
+    upsampling op and no downsampling one (a leaf module that upsamples is a block itself); its output is a
+    site unless it is the model's output or reaches it through no weighted module (the logits, only resized)."""
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    members = _scope_members(nodes)
+    exits = _scope_exits(members)
+    ups = [n for n in nodes if n.meta.get(DATA, False) and _rescales(n, up=True)]
+    downs = {path for path, inside in members.items() if any(_rescales(m, up=False) for m in inside)}
+    counts = {path: sum(1 for u in ups if u in inside) for path, inside in members.items()}
+    found: list[fx.Node] = []
+    for u in ups:
+        if u.op == "call_module" and next(modules[u.target].children(), None) is not None:
+            found.append(u)
+            continue
+        scopes = [p for p in _stack(u) if p in members and u in members[p]]
+        block = None
+        for path in reversed(scopes):
+            if block is not None and (counts[path] != 1 or path in downs):
+                break
+            block = path
+        end = exits.get(block) if block is not None else None
+        if end is not None and _is_nchw(end):
+            found.append(end)
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules)), key=order.__getitem__)
+
+
 # ------------------------------------------------------------------ selection
 class SiteGraph:
     """An analysed graph (shapes propagated) as the selectors see it: the stable name of each node,
@@ -284,17 +422,26 @@ class SiteGraph:
         return Site(primary, n.name, rule, shape[1], shape, producer, feeds.name if feeds is not None else None,
                     aliases)
 
-    def default_rule(self) -> str:
-        """``where=None``: ``"residual"`` when the graph has residual adds, else ``"stage"``."""
-        return "residual" if self.rule_sites("residual") else "stage"
+    def default_rule(self) -> tuple[str, ...]:
+        """``where=None``: ``"residual"`` when the graph has residual adds; else, in an encoder-decoder network
+        (a U-Net built of concatenations), ``"skip"`` and ``"decoder"``; else ``"stage"``."""
+        if self.rule_sites("residual"):
+            return ("residual",)
+        if self.rule_sites("skip") or self.rule_sites("decoder"):
+            return ("skip", "decoder")
+        return ("stage",)
 
     def rule_sites(self, rule: str) -> list[Site]:
-        """The sites of a site rule ("residual", "conv", "stage"), in graph order."""
+        """The sites of a site rule (one of ``SITE_RULES``), in graph order."""
         if rule not in self._rules:
             if rule == "residual":
                 found = [self.site(b, "residual", add) for b, add in _residual(self.graph)]
             elif rule == "conv":
                 found = [self.site(n, "conv") for n in _conv(self.graph, self.modules)]
+            elif rule == "decoder":
+                found = [self.site(n, "decoder") for n in _decoder(self.graph, self.modules)]
+            elif rule == "skip":
+                found = [self.site(n, "skip") for n in _skip(self.graph)]
             else:
                 found = [self.site(n, "stage") for n in _stage(self.graph)]
             self._rules[rule] = found
@@ -342,7 +489,8 @@ class RuleSelector:
     glob: str | None = None
 
     def pick(self, graph: SiteGraph) -> list[Site]:
-        sites = graph.rule_sites(self.rule or graph.default_rule())
+        rules = (self.rule,) if self.rule else graph.default_rule()
+        sites = graph.in_graph_order({s.node_name: s for r in rules for s in graph.rule_sites(r)}.values())
         return sites if self.glob is None else [s for s in sites if _matches(s, _glob(self.glob))]
 
 
@@ -399,7 +547,7 @@ def parse_selector(item: Any) -> Selector:
         return _parse_text(item)
     if callable(item):
         return PredicateSelector(item)
-    raise SpecError("where", item, "is not a selector", ("'residual'", "'conv'", "'stage'", "'re:<regex>'",
+    raise SpecError("where", item, "is not a selector", (*(repr(rule) for rule in SITE_RULES), "'re:<regex>'",
                     "a glob", "a callable (node, module) -> bool", "a list of these"))
 
 
@@ -411,6 +559,32 @@ def where_items(where: Where) -> list[Any]:
 def parse_where(where: Where) -> tuple[Selector, ...]:
     """Every item of ``where`` as a selector, in order."""
     return tuple(parse_selector(item) for item in where_items(where))
+
+
+_RULE_FINDS = {
+    "residual": "no residual add of two same-shape feature maps",
+    "conv": "no conv",
+    "stage": "no stage output",
+    "decoder": "no decoder block (a module around an upsampling op, none inside a leaf)",
+    "skip": "no skip connection (a channel concatenation of an upsampled path and a skip, none inside a leaf)",
+}
+
+
+def no_match_error(item: Any, model_name: str, note: str = "") -> SpecError | ModelError:
+    """The error for a ``where`` item that selects nothing in ``model_name``: a ``SpecError`` with a did-you-mean
+    for a likely misspelt rule name (``"decodr"``), else a ``ModelError`` pointing to ``list_sites``."""
+    hint = "graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name"
+    selector = parse_selector(item)
+    if isinstance(selector, RuleSelector) and selector.rule is not None:
+        found = f"no site named {selector.glob!r}" if selector.glob else _RULE_FINDS[selector.rule]
+        return ModelError("where", item, f"site rule {selector.rule!r} finds {found} in {model_name}{note}",
+                          hint=hint)
+    head = item.partition(":")[0] if isinstance(item, str) else ""
+    close = difflib.get_close_matches(head, SITE_RULES, n=1, cutoff=0.6) if head.isidentifier() else []
+    if close:
+        return SpecError("where", item, f"is no site rule and matches no site name in {model_name}{note}", SITE_RULES,
+                         hint=f"did you mean {close[0]!r}?")
+    return ModelError("where", item, f"matches no site in {model_name}{note}", hint=hint)
 
 
 def find_sites(
@@ -435,10 +609,7 @@ def find_sites(
     for item in items:  # each item parsed as it is reached: the first bad one raises
         found = parse_selector(item).pick(analysed)
         if not found and unmatched is None:
-            raise ModelError(
-                "where", item, f"matches no site in {model_name}",
-                hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
-            )
+            raise no_match_error(item, model_name)
         if not found:
             unmatched.append(item)
         for s in found:

@@ -1,0 +1,182 @@
+"""The encoder-decoder site rules, ``where="skip"`` and ``where="decoder"``, and the default placement of a U-Net,
+checked against the models' own structure: segmentation_models_pytorch's Unet (where smp itself puts its decoder
+attention), MONAI's BasicUNet (its ``UpCat`` blocks) and UNet (its ``SkipConnection`` blocks and transposed convs)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dynattn import AttnSpec
+from dynattn.errors import ModelError, SpecError
+from graph_passes import insert_attention, list_sites, report
+from graph_passes.sites import SITE_RULES
+
+smp = pytest.importorskip("segmentation_models_pytorch")
+monai_nets = pytest.importorskip("monai.networks.nets")
+basic_unet = pytest.importorskip("monai.networks.nets.basic_unet")
+
+
+def _smp_unet(**kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return smp.Unet("resnet18", encoder_weights=None, classes=2, **kwargs).eval()
+
+
+def _smp_attention_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of what smp's own decoder attention slots receive, by slot name, from a forward hook."""
+    seen: dict[str, tuple[int, ...]] = {}
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            seen.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name))
+             for name, module in model.named_modules() if name.endswith((".attention1", ".attention2"))]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def test_smp_unet_rules_select_smps_own_attention_positions():
+    model, x = _smp_unet(), torch.randn(1, 3, 64, 64)
+    slots = _smp_attention_inputs(model, x)  # attention1 runs only in blocks that get a skip
+    skip = list_sites(model, AttnSpec.se(), where="skip", example_inputs=(x,))
+    decoder = list_sites(model, AttnSpec.se(), where="decoder", example_inputs=(x,))
+    blocks = [f"decoder.blocks.{i}" for i in range(len(model.decoder.blocks))]
+    with_skip = [b for b in blocks if f"{b}.attention1" in slots]
+    assert 0 < len(with_skip) < len(blocks)  # smp's last block has no skip
+    assert [s.name for s in skip] == [f"{b}.cat" for b in with_skip]
+    assert [s.shape for s in skip] == [slots[f"{b}.attention1"] for b in with_skip]
+    assert [s.channels for s in skip] == [model.get_submodule(b).conv1[0].in_channels for b in with_skip]
+    assert all(b in s.aliases for s, b in zip(decoder, blocks, strict=True))
+    assert [s.shape for s in decoder] == [slots[f"{b}.attention2"] for b in blocks]
+    assert [s.channels for s in decoder] == [model.get_submodule(b).conv2[0].out_channels for b in blocks]
+    assert {s.rule for s in skip} == {"skip"} and {s.rule for s in decoder} == {"decoder"}
+
+
+def test_smp_unet_attention_inserted_by_the_rules_equals_it_in_smps_own_slots():
+    """SE (random init) inserted with ``where=["decoder", "skip"]`` computes what the same modules compute
+    in smp's ``attention1`` / ``attention2`` slots: the sites are exactly smp's positions."""
+    model, x = _smp_unet(), torch.randn(2, 3, 64, 64)
+    torch.manual_seed(1)
+    out = insert_attention(model, AttnSpec.se(reduction=4), where=["decoder", "skip"], example_inputs=(x,))
+    records = report(out).records
+    assert len(records) == 2 * len(model.decoder.blocks) - 1
+    slotted = copy.deepcopy(model)
+    for rec in records:
+        block = rec.site.split(".cat")[0] if rec.rule == "skip" else rec.site.rsplit(".attention2", 1)[0]
+        slot = "attention1" if rec.rule == "skip" else "attention2"
+        getattr(slotted.get_submodule(block), slot).attention = copy.deepcopy(out.get_submodule(rec.module))
+    out.eval()
+    with torch.no_grad():
+        got, want, plain = out(x), slotted(x), model(x)
+    assert not torch.allclose(got, plain, atol=1e-4)  # the attention does something
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _monai_unet() -> nn.Module:
+    torch.manual_seed(0)
+    return monai_nets.UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
+                           strides=(2, 2, 2)).eval()
+
+
+def test_monai_unet_gets_a_site_per_level_by_default_and_identity_init_is_exact():
+    model, x = _monai_unet(), torch.randn(2, 1, 32, 32)
+    skips = [name for name, m in model.named_modules() if type(m).__name__ == "SkipConnection"]
+    ups = [name for name, m in model.named_modules()
+           if isinstance(m, nn.ConvTranspose2d)]  # MONAI's up layers; the outermost one makes the logits
+    sites = list_sites(model, AttnSpec.se(), example_inputs=(x,))
+    assert [s.name for s in sites if s.rule == "skip"] == [f"{p}.cat" for p in reversed(skips)]
+    decoder = [s for s in sites if s.rule == "decoder"]
+    assert [s.name.rsplit(".adn", 1)[0] for s in decoder] == [u.rsplit(".conv", 1)[0] for u in ups[:-1]]
+    assert [s.channels for s in decoder] == [model.get_submodule(u).out_channels for u in ups[:-1]]
+    assert {s.shape[-1] for s in sites} == {4, 8, 16}  # every level below the input's size
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=2), example_inputs=(x,))
+    assert type(out) is type(model) and set(model.state_dict()) <= set(out.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(out.eval()(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_monai_basic_unet_decoder_sites_are_its_upcat_blocks(dims):
+    torch.manual_seed(0)
+    model = monai_nets.BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2,
+                                 features=(4, 4, 8, 8, 16, 4)).eval()
+    x, leaves = torch.randn(1, 1, *(32,) * dims), [basic_unet.UpCat]
+    upcats = [(name, m) for name, m in model.named_children() if isinstance(m, basic_unet.UpCat)]
+    decoder = list_sites(model, AttnSpec.se(), where="decoder", example_inputs=(x,), leaf_modules=leaves)
+    assert [s.name for s in decoder] == [name for name, _ in upcats]
+    assert [s.channels for s in decoder] == [m.convs.conv_1.conv.out_channels for _, m in upcats]
+    # no residual add, so the default is the decoder (the concatenations are inside the leaves)
+    assert list_sites(model, AttnSpec.se(), example_inputs=(x,), leaf_modules=leaves) == decoder
+    with pytest.raises(ModelError, match=r"where='skip': site rule 'skip' finds no skip connection.*list_sites"):
+        list_sites(model, AttnSpec.se(), where="skip", example_inputs=(x,), leaf_modules=leaves)
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=2), example_inputs=(x,),
+                           leaf_modules=leaves)
+    assert len(report(out).records) == len(upcats)
+    with torch.no_grad():
+        torch.testing.assert_close(out.eval()(x), model(x), rtol=0, atol=0)
+
+
+class _DenseNet(nn.Module):
+    """Dense blocks concatenate ``x`` with ``f(x)`` too, with no upsampling anywhere: no skip connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.grow = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)])
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Conv2d(24, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for conv in self.grow:
+            x = torch.cat([x, torch.relu(conv(x))], dim=1)
+        return self.head(self.pool(x))
+
+
+def test_rules_have_no_false_positives_and_clear_errors():
+    assert {"decoder", "skip"} <= set(SITE_RULES)
+    model, x = _DenseNet(), torch.randn(1, 3, 16, 16)
+    for rule in ("skip", "decoder"):
+        with pytest.raises(ModelError, match=rf"site rule '{rule}' finds no .* in _DenseNet.*list_sites\(model, spec"):
+            list_sites(model, AttnSpec.se(), where=rule, example_inputs=(x,))
+    with pytest.raises(SpecError, match=r"where='decodr'.*did you mean 'decoder'\?"):
+        list_sites(model, AttnSpec.se(), where="decodr", example_inputs=(x,))
+    with pytest.raises(SpecError, match=r"where='skp:layer\*'.*did you mean 'skip'\?"):
+        list_sites(model, AttnSpec.se(), where="skp:layer*", example_inputs=(x,))
+    with pytest.raises(SpecError, match=r"is not a selector.*'decoder'.*'skip'.*'re:<regex>'"):
+        list_sites(model, AttnSpec.se(), where=3, example_inputs=(x,))
+    assert [s.name for s in list_sites(model, AttnSpec.se(), where="grow*", example_inputs=(x,))] == ["grow.0",
+                                                                                                      "grow.1"]
+
+
+def test_rule_glob_and_union_select_among_a_rules_sites():
+    model, x = _monai_unet(), torch.randn(1, 1, 32, 32)
+    every = list_sites(model, AttnSpec.se(), where=["decoder", "skip"], example_inputs=(x,))
+    assert every == list_sites(model, AttnSpec.se(), example_inputs=(x,))  # the default is the same union
+    inner = list_sites(model, AttnSpec.se(), where="skip:model.1.submodule.*", example_inputs=(x,))
+    assert [s.name for s in inner] == ["model.1.submodule.1.submodule.1.cat", "model.1.submodule.1.cat"]
+
+
+def test_monai_3d_unet_with_residual_units_decoder_sites_are_whole_up_layers():
+    """With residual units an up layer is a transposed conv and a ResidualUnit: its site is the whole layer's
+    output (the unit's add), not the transposed conv's. The model has residual adds, so the default stays residual."""
+    torch.manual_seed(0)
+    model = monai_nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16, 32), strides=(2, 2, 2),
+                            num_res_units=1).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    ups = [name for name, m in model.named_modules() if isinstance(m, nn.ConvTranspose3d)]
+    layers = [u.rsplit(".", 2)[0] for u in ups[:-1]]  # <up layer>.0.conv: the transposed conv's layer
+    decoder = list_sites(model, AttnSpec.se(reduction=2), where="decoder", example_inputs=(x,))
+    assert len(layers) == 2 and [next(a for a in s.aliases if a in layers) for s in decoder] == layers
+    assert [s.channels for s in decoder] == [model.get_submodule(u).out_channels for u in ups[:-1]]
+    skips = [name for name, m in model.named_modules() if type(m).__name__ == "SkipConnection"]
+    skip = list_sites(model, AttnSpec.se(reduction=2), where="skip", example_inputs=(x,))
+    assert [s.name for s in skip] == [f"{p}.cat" for p in reversed(skips)]
+    assert {s.rule for s in list_sites(model, AttnSpec.se(reduction=2), example_inputs=(x,))} == {"residual"}

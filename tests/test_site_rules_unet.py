@@ -12,6 +12,7 @@ from torch import nn
 
 from dynattn import AttnSpec
 from dynattn.errors import ModelError, SpecError
+from dynattn.interop import load_smp_weights
 from graph_passes import insert_attention, list_sites, report
 from graph_passes.sites import SITE_RULES
 
@@ -180,3 +181,27 @@ def test_monai_3d_unet_with_residual_units_decoder_sites_are_whole_up_layers():
     skip = list_sites(model, AttnSpec.se(reduction=2), where="skip", example_inputs=(x,))
     assert [s.name for s in skip] == [f"{p}.cat" for p in reversed(skips)]
     assert {s.rule for s in list_sites(model, AttnSpec.se(reduction=2), example_inputs=(x,))} == {"residual"}
+
+
+def test_scse_inserted_at_smps_positions_equals_smps_own_scse_unet():
+    """smp's ``Unet(decoder_attention_type="scse")`` against the same network built without attention, scSE
+    (``flavor="smp"``) inserted by ``where=["decoder", "skip"]`` and its weights loaded from smp's modules: the
+    same outputs, which proves the preset and the placement together."""
+    torch.manual_seed(0)
+    theirs = smp.Unet("resnet18", encoder_weights=None, classes=2, decoder_attention_type="scse").eval()
+    with torch.no_grad():  # scSE's own weights moved off their init, so that every path matters
+        for name, p in theirs.named_parameters():
+            if ".attention" in name:
+                p.copy_(torch.randn_like(p) * 0.3)
+    plain = _smp_unet()
+    missing, unexpected = plain.load_state_dict(theirs.state_dict(), strict=False)
+    assert not missing and all(".attention" in k for k in unexpected)
+    x = torch.randn(2, 3, 64, 64)
+    ours = insert_attention(plain, AttnSpec.scse(flavor="smp"), where=["decoder", "skip"], example_inputs=(x,))
+    for rec in report(ours).records:
+        block = rec.site.split(".cat")[0] if rec.rule == "skip" else rec.site.rsplit(".attention2", 1)[0]
+        slot = "attention1" if rec.rule == "skip" else "attention2"
+        load_smp_weights(ours.get_submodule(rec.module), getattr(theirs.get_submodule(block), slot).attention)
+    with torch.no_grad():  # float64: x * (cSE + sSE) and smp's x * cSE + x * sSE round apart in float32 (2e-5)
+        torch.testing.assert_close(ours.eval().double()(x.double()), theirs.double()(x.double()), rtol=1e-9,
+                                   atol=1e-9)

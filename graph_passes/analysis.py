@@ -8,6 +8,10 @@ they are. Site names are always the whole model's qualified names, whatever part
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +21,17 @@ from torch import nn
 
 from dynattn._passes_api import ModelError, leaf_modules
 
-from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
+from .shapes import (
+    PROBE_BYTES,
+    NoInputGuess,
+    ProbeBudget,
+    example_for,
+    guess_input_sizes,
+    has_conv,
+    is_feature_map,
+    module_stack,
+    propagate,
+)
 from .sites import Site, Where, find_sites, join_path, where_items
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
 
@@ -33,6 +47,8 @@ class Part:
     traced: Traced
     sites: dict[str, list[Site]]
     graph_modules: dict[str, fx.GraphModule]
+    #: (path within the part, why) of submodules made leaves because shape propagation failed inside them.
+    recovered: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,32 +96,77 @@ def _propagate_part(module: nn.Module, traced: Traced, inputs: tuple | None) -> 
 
 def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | None) -> None:
     """Shapes on ``probe``: with ``inputs``, else with each guessed input in turn until one runs (Inception
-    takes 299 x 299, not 224); the last guess's failure is raised."""
+    takes 299 x 299, not 224), within the probe budget (``PROBE_S`` seconds in all, ``PROBE_BYTES`` a run
+    on real tensors); the last guess's failure is raised."""
     if inputs is not None:
         propagate(probe, inputs)
         return
     shapes = guess_input_sizes(probe, module)
+    start = time.monotonic()
     for i, shape in enumerate(shapes):
         try:
-            propagate(probe, example_for(probe, shape))
+            propagate(probe, example_for(probe, shape), max_bytes=PROBE_BYTES)
             return
         except ModelError:
             if i == len(shapes) - 1:
                 raise
+        if time.monotonic() - start > PROBE_S:
+            raise ProbeBudget("example_inputs", None, f"guessing an input for {type(module).__name__} took over "
+                              f"{PROBE_S:g} s (the probe budget)", hint="pass example_inputs=(tensor,)")
+
+
+#: Seconds that guessing one part's input may take (``DYNATTN_PROBE_S``, default 20).
+PROBE_S = float(os.environ.get("DYNATTN_PROBE_S", "20"))
+#: How many submodules shape propagation may make leaves in one part.
+_MAX_RECOVERIES = 32
 
 
 def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec]
               ) -> Part | tuple[str, Exception]:
+    """Trace and propagate ``module``; where propagation fails inside a submodule whose forward branches
+    (fx followed one branch for all inputs), retry with that submodule as a leaf."""
+    recovered: list[tuple[str, str]] = []
+    for _ in range(_MAX_RECOVERIES):
+        try:
+            traced = trace_model(module, [*_relative_leaves(leaves, path), *(p for p, _ in recovered)])
+            probes = _propagate_part(module, traced, inputs)
+        except (TraceFailure, NoInputGuess) as exc:
+            return (path, exc)
+        except ModelError as exc:
+            leaf = _recovery_leaf(module, exc, [p for p, _ in recovered])
+            if leaf is not None:
+                recovered.append((leaf, f"its forward branches on sizes, values or types; traced as one call "
+                                  f"(shape propagation failed at node {exc.node.name!r})"))
+                continue
+            if inputs is not None:
+                raise
+            return (path, exc)
+        return Part(path, module, traced, {}, probes, recovered)
+    return (path, ModelError("model", type(module).__name__, f"shape propagation still fails after making "
+                             f"{len(recovered)} submodules leaves", hint="pass example_inputs= and leaf_modules="))
+
+
+def _branches(module: nn.Module) -> bool:
+    """Whether ``module``'s own forward has control flow (``if``, ``while``, a ternary) or type tests."""
     try:
-        traced = trace_model(module, _relative_leaves(leaves, path))
-        probes = _propagate_part(module, traced, inputs)
-    except (TraceFailure, NoInputGuess) as exc:
-        return (path, exc)
-    except ModelError as exc:
-        if inputs is not None:
-            raise
-        return (path, exc)
-    return Part(path, module, traced, {}, probes)
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return True  # no source to read: assume it may
+    return re.search(r"\b(if|while|isinstance)\b", source) is not None
+
+
+def _recovery_leaf(module: nn.Module, exc: ModelError, done: list[str]) -> str | None:
+    """The innermost module around the failing node whose forward branches, not yet a leaf; None if none."""
+    node = getattr(exc, "node", None)
+    if node is None or isinstance(exc, ProbeBudget):
+        return None
+    stack = module_stack(node)
+    if node.op == "call_module":
+        stack = stack[:-1]  # the called module is a leaf already
+    for path in reversed(stack):
+        if path not in done and _branches(module.get_submodule(path)):
+            return path
+    return None
 
 
 def _relative_leaves(leaves: Sequence[LeafSpec], path: str) -> list[LeafSpec]:
@@ -161,14 +222,35 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
             _descend("", model, leaves, analysis.parts, analysis.untraced)
             if not analysis.parts:
                 raise result[1]
-        unmatched: list[Any] = []
-        for part in analysis.parts:
-            modules = dict(part.module.named_modules())
-            for mode, graph in part.traced.graphs.items():
-                part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
-                                              prefix=part.path, unmatched=unmatched)
+        analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
+        unmatched = _select(model, analysis, where)
+        if where is None and not analysis.sites() and _has_feature_map(analysis):
+            unmatched = _select(model, analysis, _fallback_where(analysis))
+            unmatched = [None] * len(unmatched) if not analysis.sites() else []
     _check_matched(model, where, analysis, unmatched)
     return analysis
+
+
+def _select(model: nn.Module, analysis: Analysis, where: Where) -> list[Any]:
+    """Find the sites of every part (in place); the ``where`` items that matched nothing, once per graph."""
+    unmatched: list[Any] = []
+    for part in analysis.parts:
+        modules = dict(part.module.named_modules())
+        for mode, graph in part.traced.graphs.items():
+            part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
+                                          prefix=part.path, unmatched=unmatched)
+    return unmatched
+
+
+def _has_feature_map(analysis: Analysis) -> bool:
+    return any(is_feature_map(n) for part in analysis.parts for g in part.traced.graphs.values() for n in g.nodes)
+
+
+def _fallback_where(analysis: Analysis) -> list[str]:
+    """Where the default placement finds nothing in a model with feature maps (a U-Net of concatenations
+    has no residual adds, and its skips cross every resolution change): each conv block, and the output of
+    each submodule made a leaf because its forward branches (a U-Net's decoder block)."""
+    return ["conv", *(join_path(part.path, leaf) for part in analysis.parts for leaf, _ in part.recovered)]
 
 
 def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:

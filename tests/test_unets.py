@@ -1,0 +1,102 @@
+"""U-Nets from MONAI and segmentation_models_pytorch (references nobody here wrote) through the pass:
+tracing that recovers from a branching forward, and the bounded input guess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dynattn import AttnSpec
+from dynattn.errors import ModelError
+from graph_passes import insert_attention, report
+from graph_passes.rewrite import original_class
+
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+
+def _check_unchanged(model, out, x):
+    assert isinstance(out, type(model)) and original_class(out) is type(model)
+    assert set(model.state_dict()) <= set(out.state_dict())
+    model.eval()
+    out.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model(x), atol=1e-6, rtol=0)
+
+
+def _training_step_moves_attention(out, x):
+    out.train()
+    names = [r.module for r in report(out).records]
+    before = {n: [p.detach().clone() for p in out.get_submodule(n).parameters()] for n in names}
+    out(x).square().mean().backward()
+    with torch.no_grad():
+        for n in names:
+            for p in out.get_submodule(n).parameters():
+                if p.grad is not None:
+                    p -= 0.1 * p.grad
+    moved = [n for n in names if any(not torch.equal(a, b) for a, b in
+                                    zip(before[n], out.get_submodule(n).parameters()))]
+    assert moved, "no attention module's weights moved in a training step"
+
+
+def test_basic_unet_2d_recovers_from_upcat():
+    torch.manual_seed(0)
+    model = monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8)).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    rep = report(out)
+    sites = [r.site for r in rep.records]
+    assert any(s.startswith("down_") for s in sites), sites  # encoder
+    assert any(s.startswith("upcat_") for s in sites), sites  # decoder
+    assert {p for p, _ in rep.untraced} == {"upcat_1", "upcat_2", "upcat_3", "upcat_4"}
+    assert all("branches" in why and len(why) < 200 for _, why in rep.untraced)
+    x = torch.randn(2, 1, 32, 32)
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+@pytest.mark.heavy
+def test_basic_unet_3d_recovers_from_upcat():
+    torch.manual_seed(0)
+    model = monai_nets.BasicUNet(spatial_dims=3, features=(4, 4, 8, 16, 32, 4)).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    sites = [r.site for r in report(out).records]
+    assert any(s.startswith("down_") for s in sites) and any(s.startswith("upcat_") for s in sites), sites
+    x = torch.randn(1, 1, 16, 16, 16)
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+def test_propagation_error_is_short_with_details():
+    model = monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8))
+    with pytest.raises(ModelError) as info:
+        insert_attention(model, "se", example_inputs=torch.randn(2, 3, 32, 32))
+    first = str(info.value).splitlines()[0]
+    assert len(first) < 200, first
+    assert "failed at node 'conv_0_conv_0_conv'" in first and "leaf_modules=['conv_0']" in first
+    assert "on meta tensors" in info.value.details
+
+
+_BOUNDED = textwrap.dedent("""
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (8_000_000_000, 8_000_000_000))
+    import segmentation_models_pytorch as smp
+    from graph_passes import list_sites
+    model = smp.UnetPlusPlus("resnet18", encoder_weights=None)
+    try:
+        sites = list_sites(model, "se")
+    except Exception as exc:
+        print("ERROR", type(exc).__name__, str(exc).splitlines()[0])
+    else:
+        print("SITES", len(sites), sorted({s.name.split(".")[0] for s in sites}))
+""")
+
+
+@pytest.mark.heavy
+def test_unetplusplus_guess_is_bounded():
+    pytest.importorskip("segmentation_models_pytorch")
+    run = subprocess.run([sys.executable, "-c", _BOUNDED], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("SITES") or "example_inputs" in run.stdout, run.stdout

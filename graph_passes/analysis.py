@@ -25,6 +25,7 @@ from .shapes import (
     PROBE_BYTES,
     NoInputGuess,
     ProbeBudget,
+    capture_calls,
     example_for,
     guess_input_sizes,
     has_conv,
@@ -121,7 +122,7 @@ PROBE_S = float(os.environ.get("DYNATTN_PROBE_S", "20"))
 _MAX_RECOVERIES = 32
 
 
-def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec]
+def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec], strict: bool = True
               ) -> Part | tuple[str, Exception]:
     """Trace and propagate ``module``; where propagation fails inside a submodule whose forward branches
     (fx followed one branch for all inputs), retry with that submodule as a leaf."""
@@ -138,7 +139,7 @@ def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequen
                 recovered.append((leaf, f"its forward branches on sizes, values or types; traced as one call "
                                   f"(shape propagation failed at node {exc.node.name!r})"))
                 continue
-            if inputs is not None:
+            if inputs is not None and strict:
                 raise
             return (path, exc)
         return Part(path, module, traced, {}, probes, recovered)
@@ -184,19 +185,20 @@ def _relative_leaves(leaves: Sequence[LeafSpec], path: str) -> list[LeafSpec]:
 
 
 def _descend(path: str, module: nn.Module, leaves: Sequence[LeafSpec], found: list[Part],
-             untraced: list[tuple[str, str]]) -> None:
-    """Try each child of ``module``; recurse into a child that does not trace."""
+             untraced: list[tuple[str, str]], calls: dict[str, tuple]) -> None:
+    """Try each child of ``module`` (on its arguments in ``calls``, captured from a run of the model on the
+    caller's inputs, else on a guessed input); recurse into a child that does not trace."""
     for name, child in module.named_children():
         child_path = join_path(path, name)
         if isinstance(child, leaf_modules()) or not has_conv(child) or next(child.children(), None) is None:
             continue  # a site needs a block with an inside: a lone conv holds none
-        result = _try_part(child_path, child, None, leaves)
+        result = _try_part(child_path, child, calls.get(child_path), leaves, strict=False)
         if isinstance(result, Part):
             found.append(result)
             continue
         before = len(found)
         nested: list[tuple[str, str]] = []
-        _descend(child_path, child, leaves, found, nested)
+        _descend(child_path, child, leaves, found, nested, calls)
         if len(found) == before:  # nothing inside it traced either: it is left as it is, as a whole
             untraced.append((child_path, _reason(result[1])))
         else:
@@ -216,10 +218,11 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
         if isinstance(result, Part):
             analysis = Analysis([result])
         else:
-            if inputs is not None or not has_conv(model):
+            if (inputs is not None and not isinstance(result[1], TraceFailure)) or not has_conv(model):
                 _raise_root(model, result[1], inputs)
             analysis = Analysis([], [("", _reason(result[1]))], root_failure=result[1])
-            _descend("", model, leaves, analysis.parts, analysis.untraced)
+            calls = capture_calls(model, inputs) if inputs is not None else {}
+            _descend("", model, leaves, analysis.parts, analysis.untraced, calls)
             if not analysis.parts:
                 raise result[1]
         analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)

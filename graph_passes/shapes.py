@@ -222,6 +222,45 @@ class _ShapeProp(fx.Interpreter):
         return result
 
 
+def map_tensors(fn, value: Any) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it (through lists, tuples and dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: map_tensors(fn, v) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    map_tensors(out.append, value)
+    return out
+
+
+def capture_calls(model: nn.Module, inputs: Sequence[Any]) -> dict[str, tuple]:
+    """The positional arguments (as meta tensors) of each submodule called exactly once, without keyword
+    arguments, when ``model`` runs on ``inputs`` with its state swapped for meta tensors (nothing is
+    computed or changed); empty when that run fails (an op with no meta kernel)."""
+    seen: dict[str, list[tuple | None]] = {}
+
+    def record(name: str):
+        return lambda _m, args, kwargs: seen.setdefault(name, []).append(None if kwargs else args)
+
+    handles = [m.register_forward_pre_hook(record(name), with_kwargs=True) for name, m in model.named_modules()
+               if name]
+    try:
+        with _swapped_state(model, _to_meta), torch.no_grad():
+            model(*map_tensors(_to_meta, tuple(inputs)))
+    except Exception:  # the model's own code decides; no input is captured then
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: calls[0] for name, calls in seen.items() if len(calls) == 1 and calls[0] is not None}
+
+
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
@@ -231,7 +270,7 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
     with the buffers cloned so that nothing is updated) where a leaf's control flow needs
     values, e.g. ``if x.mean() > 0``. Raises a ``NodeFailure`` per attempt when all fail."""
     failures: list[tuple[str, NodeFailure]] = []
-    meta_inputs = [_to_meta(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+    meta_inputs = map_tensors(_to_meta, inputs)
     try:
         with _swapped_state(gm, _to_meta), torch.no_grad():
             _ShapeProp(gm).run(*meta_inputs)
@@ -241,7 +280,7 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fake_inputs = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+    fake_inputs = map_tensors(mode.from_tensor, inputs)
     try:
         with _swapped_state(gm, mode.from_tensor), mode, torch.no_grad():
             _ShapeProp(gm).run(*fake_inputs)
@@ -250,8 +289,9 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
         failures.append(("fake tensors", exc))
     if not any(p.device.type == "meta" for p in gm.parameters()):
         _check_budget(gm, inputs, max_bytes, failures)
-        real_inputs = [torch.zeros(x.shape, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) and
-                       x.device.type == "meta" else x for x in inputs]
+        device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+        real_inputs = map_tensors(lambda x: torch.zeros(x.shape, dtype=x.dtype, device=device)
+                                  if x.device.type == "meta" else x, inputs)
         try:
             with _swapped_state(gm, torch.clone, parameters=False), torch.no_grad():  # nothing is updated
                 _ShapeProp(gm).run(*real_inputs)
@@ -399,10 +439,10 @@ def real_run_bytes(gm: fx.GraphModule, inputs: Sequence[Any]) -> int:
     way: the inputs, the buffers (cloned), every intermediate seen, and each node not reached counted
     as the largest tensor seen (a node's output kept to the end)."""
     seen = [_bytes(n.meta.get(TENSOR_META)) for n in gm.graph.nodes]
-    largest = max([*seen, *(x.numel() * x.element_size() for x in inputs if isinstance(x, torch.Tensor))])
+    largest = max([*seen, *(x.numel() * x.element_size() for x in _tensors(inputs))])
     unseen = sum(1 for n in gm.graph.nodes if TENSOR_META not in n.meta and n.op not in ("output", "get_attr"))
     buffers = sum(b.numel() * b.element_size() for b in gm.buffers())
-    inputs_bytes = sum(x.numel() * x.element_size() for x in inputs if isinstance(x, torch.Tensor))
+    inputs_bytes = sum(x.numel() * x.element_size() for x in _tensors(inputs))
     return inputs_bytes + buffers + sum(seen) + unseen * largest
 
 
@@ -461,10 +501,11 @@ def guess_input_sizes(gm: fx.GraphModule, module: nn.Module) -> tuple[tuple[int,
 
 
 def example_for(gm: fx.GraphModule, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """An empty input of ``shape`` with the dtype and device of the module's first parameter."""
+    """An input of ``shape`` on the meta device (no memory), with the dtype of the module's first parameter;
+    propagation makes it real zeros on the parameters' device only where it must, within its budget."""
     param = next(iter(gm.parameters()), None)
-    dd = {"dtype": param.dtype, "device": param.device} if param is not None else {}
-    return (torch.empty(shape, **dd),)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    return (torch.empty(shape, dtype=dtype, device="meta"),)
 
 
 def __getattr__(name: str):

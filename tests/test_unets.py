@@ -64,7 +64,7 @@ def test_basic_unet_3d_recovers_from_upcat():
     out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
     sites = [r.site for r in report(out).records]
     assert any(s.startswith("down_") for s in sites) and any(s.startswith("upcat_") for s in sites), sites
-    x = torch.randn(1, 1, 16, 16, 16)
+    x = torch.randn(1, 1, 32, 32, 32)  # InstanceNorm in training needs more than one voxel at the bottom
     _check_unchanged(model, out, x)
     _training_step_moves_attention(out, x)
 
@@ -100,3 +100,28 @@ def test_unetplusplus_guess_is_bounded():
     run = subprocess.run([sys.executable, "-c", _BOUNDED], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("SITES") or "example_inputs" in run.stdout, run.stdout
+
+
+# smp's root forward checks the input size (control flow fx cannot trace): the pass descends into the
+# encoder and decoder. Decoder sites under the default placement: FPN (both ways), UnetPlusPlus (with
+# example_inputs: the decoder takes a list of features, which only a run of the model gives); DeepLabV3Plus's
+# and Unet's decoders have none under the default placement (see the "decoder" / "skip" site rules).
+_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, False),
+        ("DeepLabV3Plus", True, False), ("DeepLabV3Plus", False, False), ("Unet", True, False), ("Unet", False, False)]
+
+
+@pytest.mark.parametrize("name, given, decoder", [pytest.param(*case, marks=() if case[:2] == ("FPN", True)
+                                                                else pytest.mark.heavy) for case in _SMP])
+def test_smp_untraceable_root_descends(name, given, decoder):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    model = getattr(smp, name)("resnet18", encoder_weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    out = insert_attention(model, AttnSpec.se(init="identity"), example_inputs=x if given else None)
+    rep = report(out)
+    parts = {r.site.split(".")[0] for r in rep.records}
+    assert "encoder" in parts and ("decoder" in parts) == decoder, parts
+    if name != "Unet":
+        assert rep.untraced[0][0] == "" and "forward itself" in rep.untraced[0][1]
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)

@@ -261,8 +261,7 @@ def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
     if not has_conv(model):
         raise ModelError("model", type(model).__name__, "has no 4-D feature maps (no nn.Conv1d/2d/3d or registered "
                          "conv module), so there is nowhere to put attention",
-                         hint="attention here scales the (B, C, L), (B, C, H, W) or (B, C, D, H, W) feature maps "
-                         "of convolutional networks") from exc
+                         hint="it scales the feature maps of conv nets") from exc
     raise exc
 
 
@@ -277,8 +276,8 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
         if counts[id(item)] >= graphs:
             if item is None:
                 raise ModelError("model", type(model).__name__, "has no 4-D (N, C, H, W) feature map (nor a 1-D or "
-                                 "3-D one of a Conv1d / Conv3d net) where attention can go" + _parts_note(analysis),
-                                 hint="attention here scales the feature maps of convolutional networks")
+                                 "3-D one of a Conv1d / Conv3d net)" + _parts_note(analysis),
+                                 hint="attention scales the feature maps of conv nets")
             raise ModelError(
                 "where", item, f"matches no site in {type(model).__name__}" + _parts_note(analysis),
                 hint="graph_passes.list_sites(model, spec, where='re:.*') lists every candidate with its name",
@@ -288,4 +287,5 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
 def _parts_note(analysis: Analysis) -> str:
     if analysis.parts and analysis.parts[0].path == "":
         return ""
-    return " (traced: " + ", ".join(p.path for p in analysis.parts) + ")"
+    note = ", ".join(p.path for p in analysis.parts)
+    return f" (traced: {note if len(note) < 60 else note[:57] + '...'})"

@@ -176,14 +176,17 @@ def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...], own_
 
 
 def _trace_failure(root: nn.Module, error: Exception | None, failed_at: str | None, auto: list[str]) -> TraceFailure:
-    """A short first line (where, the cause cut to fit, what to try); the whole cause in ``details``."""
+    """A first line under 200 characters (where, the cause cut to fit, what to try); all of it in ``details``."""
     where = f"in {failed_at!r}" if failed_at else f"in {type(root).__name__}.forward itself"
+    made = f"made leaves: {auto}" if auto and len(repr(auto)) < 40 else (f"{len(auto)} made leaves" if auto else
+                                                                        "made leaves: none")
+    hint = "pass leaf_modules=[...] naming what does not trace"
+    base = f"model={type(root).__name__!r}: does not trace with torch.fx {where} ({type(error).__name__}: ); {made} ()"
+    room = max(12, 198 - len(base) - len(hint))
     cause = " ".join(str(error).split())
-    cause = cause if len(cause) <= 70 else cause[:67] + "..."
-    made = f"; made leaves: {auto}" if auto and len(repr(auto)) < 40 else (f"; {len(auto)} made leaves" if auto else
-                                                                          "; made leaves: none")
+    cause = cause if len(cause) <= room else cause[:room - 3] + "..."
     err = TraceFailure("model", type(root).__name__, f"does not trace with torch.fx {where} ({type(error).__name__}: "
-                       f"{cause}){made}", hint="pass leaf_modules=[...] naming the submodule that does not trace")
+                       f"{cause}); {made}", hint=hint)
     err.details = f"{type(error).__name__}: {error}; made leaves: {auto}"
     return err
 

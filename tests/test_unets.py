@@ -12,8 +12,10 @@ import torch
 
 from dynattn import AttnSpec
 from dynattn.errors import ModelError
-from graph_passes import insert_attention, report
+from graph_passes import TraceFailure, insert_attention, list_sites, report
 from graph_passes.rewrite import original_class
+from graph_passes.shapes import ProbeBudget
+from graph_passes.trace import trace_model
 
 monai_nets = pytest.importorskip("monai.networks.nets")
 
@@ -123,5 +125,55 @@ def test_smp_untraceable_root_descends(name, given, decoder):
     assert "encoder" in parts and ("decoder" in parts) == decoder, parts
     if name != "Unet":
         assert rep.untraced[0][0] == "" and "forward itself" in rep.untraced[0][1]
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+class _ValueGate(torch.nn.Module):
+    """Control flow on a tensor's value: fx cannot trace it, and only real tensors can run it."""
+
+    def forward(self, x):
+        return x * 2 if x.mean() > 0 else x
+
+
+def _value_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), _ValueGate(), torch.nn.Conv2d(16, 16, 3),
+                               torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+
+
+def test_probe_on_real_tensors_is_bounded(monkeypatch):
+    import graph_passes.analysis as analysis
+
+    assert list_sites(_value_net(), "se")  # within the default budget: a guessed input runs on real zeros
+    monkeypatch.setattr(analysis, "PROBE_BYTES", 10_000)
+    with pytest.raises(ProbeBudget) as info:
+        list_sites(_value_net(), "se")
+    first = str(info.value).splitlines()[0]
+    assert "over the probe budget" in first and "pass example_inputs" in first and len(first) < 200, first
+    assert "on meta tensors" in info.value.details  # the attempts that led to a run on real tensors
+    # given inputs are the caller's choice: no budget
+    assert list_sites(_value_net(), "se", example_inputs=torch.randn(1, 3, 32, 32))
+
+
+def test_trace_failure_first_line_is_short():
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    with pytest.raises(TraceFailure) as info:
+        trace_model(smp.FPN("resnet18", encoder_weights=None))
+    first = str(info.value).splitlines()[0]
+    assert len(first) < 200 and "FPN.forward itself" in first and "leaf_modules" in first, first
+    assert "symbolically traced variables cannot be used as inputs to control flow" in info.value.details
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("dims", [2, 3])
+def test_monai_unet_residual_units(dims):
+    """MONAI's UNet with residual units: a site per residual unit, encoder and decoder (6 for 3 levels);
+    without residual units it gets one ("stage") until the decoder / skip site rules."""
+    torch.manual_seed(0)
+    model = monai_nets.UNet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
+                            strides=(2, 2, 2), num_res_units=2).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    assert len(report(out).records) == 6
+    x = torch.randn(2, 1, *(16,) * dims)
     _check_unchanged(model, out, x)
     _training_step_moves_attention(out, x)

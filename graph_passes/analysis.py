@@ -159,7 +159,7 @@ def _branches(module: nn.Module) -> bool:
 def _recovery_leaf(module: nn.Module, exc: ModelError, done: list[str]) -> str | None:
     """The innermost module around the failing node whose forward branches, not yet a leaf; None if none."""
     node = getattr(exc, "node", None)
-    if node is None or isinstance(exc, ProbeBudget):
+    if node is None:
         return None
     stack = module_stack(node)
     if node.op == "call_module":

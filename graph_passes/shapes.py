@@ -261,6 +261,14 @@ def capture_calls(model: nn.Module, inputs: Sequence[Any]) -> dict[str, tuple]:
     return {name: calls[0] for name, calls in seen.items() if len(calls) == 1 and calls[0] is not None}
 
 
+def _fake_on(mode: Any, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A fake tensor of ``x`` (a meta input: on ``device``, like the parameters; nothing allocated)."""
+    if x.device.type != "meta":
+        return mode.from_tensor(x)
+    with mode:
+        return torch.empty(x.shape, dtype=x.dtype, device=device)
+
+
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
@@ -280,7 +288,8 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fake_inputs = map_tensors(mode.from_tensor, inputs)
+    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    fake_inputs = map_tensors(lambda x: _fake_on(mode, x, device), inputs)
     try:
         with _swapped_state(gm, mode.from_tensor), mode, torch.no_grad():
             _ShapeProp(gm).run(*fake_inputs)
@@ -289,7 +298,6 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
         failures.append(("fake tensors", exc))
     if not any(p.device.type == "meta" for p in gm.parameters()):
         _check_budget(gm, inputs, max_bytes, failures)
-        device = next((p.device for p in gm.parameters()), torch.device("cpu"))
         real_inputs = map_tensors(lambda x: torch.zeros(x.shape, dtype=x.dtype, device=device)
                                   if x.device.type == "meta" else x, inputs)
         try:
@@ -310,7 +318,7 @@ def _check_budget(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | No
         err = ProbeBudget("example_inputs", None, f"guessing an input ({shapes}) would need up to {need / 2**30:.1f} "
                           f"GiB on real tensors, over the probe budget of {max_bytes / 2**30:.1f} GiB",
                           hint="pass example_inputs=(tensor,) of the shape the model expects")
-        err.details = str(PropagationFailure(failures))
+        err.details, err.node = str(PropagationFailure(failures)), failures[0][1].node  # where meta tensors failed
         raise err
 
 

@@ -177,3 +177,17 @@ def test_monai_unet_residual_units(dims):
     x = torch.randn(2, 1, *(16,) * dims)
     _check_unchanged(model, out, x)
     _training_step_moves_attention(out, x)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("dims", [2, 3])
+def test_basic_unet_default_features(dims):
+    """The issue's call as written: MONAI's defaults (32..256 features), no leaf, where or example_inputs.
+    The guessed input's probe stays on meta tensors once the UpCats are leaves (no real-tensor budget hit)."""
+    model = monai_nets.BasicUNet(spatial_dims=dims).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity"))
+    rep = report(out)
+    assert rep.traced == ("",) and "" not in {p for p, _ in rep.untraced}, rep.untraced
+    sites = [r.site for r in rep.records]
+    assert sum(s.startswith("down_") for s in sites) == 8 and {"upcat_1", "upcat_2", "upcat_3", "upcat_4"} <= set(sites)
+    _check_unchanged(model, out, torch.randn(1, 1, *(32,) * dims))

@@ -4,6 +4,15 @@ The model's own forward is traced first. Where it does not trace, or takes no in
 guessed (a detector's forward takes a list of images and targets), the analysis descends into its
 submodules and takes the largest ones that do (a detector's backbone), recording the parts left as
 they are. Site names are always the whole model's qualified names, whatever part they were found in.
+With ``example_inputs``, each such part is propagated on the arguments it got in one meta-device run of
+the model (a decoder's list of features), else on a guessed input.
+
+Tracing recovers: fx records one branch of a forward that branches on sizes, values or types (MONAI's
+``UpCat`` tests ``torch.jit.isinstance(x_e, torch.Tensor)``, False for a proxy); where shape propagation
+then fails inside such a module, the part is traced again with it as a leaf, and the module is listed
+in ``report(model).untraced`` with the reason. Guessing an input is bounded: ``shapes.PROBE_BYTES`` for a
+run on real tensors, ``PROBE_S`` seconds in all; past either, a ``ProbeBudget`` error asks for
+``example_inputs``.
 """
 
 from __future__ import annotations

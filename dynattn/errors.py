@@ -8,7 +8,8 @@ subclass per kind of mistake, so a caller can catch them all or tell them apart.
   feature maps, no site matches).
 
 Every message names the field, the bad value and what is allowed; the same facts are attributes
-for programs: ``field``, ``value`` and ``allowed``.
+for programs: ``field``, ``value`` and ``allowed``. Where a pass tried several things before giving
+up, the first line says what failed and what to try, and ``details`` holds the attempts (else None).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ __all__ = ["DynattnError", "SpecError", "InputError", "ModelError", "close_match
 
 class DynattnError(ValueError):
     """Base of every error dynattn and graph_passes raise for a caller's mistake."""
+
+    #: The long story (every attempt, the underlying exceptions' full text), kept off the message.
+    details: str | None = None
 
     def __init__(
         self,

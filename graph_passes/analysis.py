@@ -4,10 +4,23 @@ The model's own forward is traced first. Where it does not trace, or takes no in
 guessed (a detector's forward takes a list of images and targets), the analysis descends into its
 submodules and takes the largest ones that do (a detector's backbone), recording the parts left as
 they are. Site names are always the whole model's qualified names, whatever part they were found in.
+With ``example_inputs``, each such part is propagated on the arguments it got in one meta-device run of
+the model (a decoder's list of features), else on a guessed input.
+
+Tracing recovers: fx records one branch of a forward that branches on sizes, values or types (MONAI's
+``UpCat`` tests ``torch.jit.isinstance(x_e, torch.Tensor)``, False for a proxy); where shape propagation
+then fails inside such a module, the part is traced again with it as a leaf, and the module is listed
+in ``report(model).untraced`` with the reason. Guessing an input is bounded: ``shapes.PROBE_BYTES`` for a
+run on real tensors, ``PROBE_S`` seconds in all; past either, a ``ProbeBudget`` error asks for
+``example_inputs``.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +30,18 @@ from torch import nn
 
 from dynattn._passes_api import ModelError, leaf_modules
 
-from .shapes import NoInputGuess, example_for, guess_input_sizes, has_conv, propagate
+from .shapes import (
+    PROBE_BYTES,
+    NoInputGuess,
+    ProbeBudget,
+    capture_calls,
+    example_for,
+    guess_input_sizes,
+    has_conv,
+    is_feature_map,
+    module_stack,
+    propagate,
+)
 from .sites import Site, Where, find_sites, join_path, no_match_error, where_items
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
 
@@ -33,6 +57,8 @@ class Part:
     traced: Traced
     sites: dict[str, list[Site]]
     graph_modules: dict[str, fx.GraphModule]
+    #: (path within the part, why) of submodules made leaves because shape propagation failed inside them.
+    recovered: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,32 +106,77 @@ def _propagate_part(module: nn.Module, traced: Traced, inputs: tuple | None) -> 
 
 def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | None) -> None:
     """Shapes on ``probe``: with ``inputs``, else with each guessed input in turn until one runs (Inception
-    takes 299 x 299, not 224); the last guess's failure is raised."""
+    takes 299 x 299, not 224), within the probe budget (``PROBE_S`` seconds in all, ``PROBE_BYTES`` a run
+    on real tensors); the last guess's failure is raised."""
     if inputs is not None:
         propagate(probe, inputs)
         return
     shapes = guess_input_sizes(probe, module)
+    start = time.monotonic()
     for i, shape in enumerate(shapes):
         try:
-            propagate(probe, example_for(probe, shape))
+            propagate(probe, example_for(probe, shape), max_bytes=PROBE_BYTES)
             return
         except ModelError:
             if i == len(shapes) - 1:
                 raise
+        if time.monotonic() - start > PROBE_S:
+            raise ProbeBudget("example_inputs", None, f"guessing an input for {type(module).__name__} took over "
+                              f"{PROBE_S:g} s (the probe budget)", hint="pass example_inputs=(tensor,)")
 
 
-def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec]
+#: Seconds that guessing one part's input may take (``DYNATTN_PROBE_S``, default 20).
+PROBE_S = float(os.environ.get("DYNATTN_PROBE_S", "20"))
+#: How many submodules shape propagation may make leaves in one part.
+_MAX_RECOVERIES = 32
+
+
+def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec], strict: bool = True
               ) -> Part | tuple[str, Exception]:
+    """Trace and propagate ``module``; where propagation fails inside a submodule whose forward branches
+    (fx followed one branch for all inputs), retry with that submodule as a leaf."""
+    recovered: list[tuple[str, str]] = []
+    for _ in range(_MAX_RECOVERIES):
+        try:
+            traced = trace_model(module, [*_relative_leaves(leaves, path), *(p for p, _ in recovered)])
+            probes = _propagate_part(module, traced, inputs)
+        except (TraceFailure, NoInputGuess) as exc:
+            return (path, exc)
+        except ModelError as exc:
+            leaf = _recovery_leaf(module, exc, [p for p, _ in recovered])
+            if leaf is not None:
+                recovered.append((leaf, f"its forward branches on sizes, values or types; traced as one call "
+                                  f"(shape propagation failed at node {exc.node.name!r})"))
+                continue
+            if inputs is not None and strict:
+                raise
+            return (path, exc)
+        return Part(path, module, traced, {}, probes, recovered)
+    return (path, ModelError("model", type(module).__name__, f"shape propagation still fails after making "
+                             f"{len(recovered)} submodules leaves", hint="pass example_inputs= and leaf_modules="))
+
+
+def _branches(module: nn.Module) -> bool:
+    """Whether ``module``'s own forward has control flow (``if``, ``while``, a ternary) or type tests."""
     try:
-        traced = trace_model(module, _relative_leaves(leaves, path))
-        probes = _propagate_part(module, traced, inputs)
-    except (TraceFailure, NoInputGuess) as exc:
-        return (path, exc)
-    except ModelError as exc:
-        if inputs is not None:
-            raise
-        return (path, exc)
-    return Part(path, module, traced, {}, probes)
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return True  # no source to read: assume it may
+    return re.search(r"\b(if|while|isinstance)\b", source) is not None
+
+
+def _recovery_leaf(module: nn.Module, exc: ModelError, done: list[str]) -> str | None:
+    """The innermost module around the failing node whose forward branches, not yet a leaf; None if none."""
+    node = getattr(exc, "node", None)
+    if node is None:
+        return None
+    stack = module_stack(node)
+    if node.op == "call_module":
+        stack = stack[:-1]  # the called module is a leaf already
+    for path in reversed(stack):
+        if path not in done and _branches(module.get_submodule(path)):
+            return path
+    return None
 
 
 def _relative_leaves(leaves: Sequence[LeafSpec], path: str) -> list[LeafSpec]:
@@ -123,19 +194,20 @@ def _relative_leaves(leaves: Sequence[LeafSpec], path: str) -> list[LeafSpec]:
 
 
 def _descend(path: str, module: nn.Module, leaves: Sequence[LeafSpec], found: list[Part],
-             untraced: list[tuple[str, str]]) -> None:
-    """Try each child of ``module``; recurse into a child that does not trace."""
+             untraced: list[tuple[str, str]], calls: dict[str, tuple]) -> None:
+    """Try each child of ``module`` (on its arguments in ``calls``, captured from a run of the model on the
+    caller's inputs, else on a guessed input); recurse into a child that does not trace."""
     for name, child in module.named_children():
         child_path = join_path(path, name)
         if isinstance(child, leaf_modules()) or not has_conv(child) or next(child.children(), None) is None:
             continue  # a site needs a block with an inside: a lone conv holds none
-        result = _try_part(child_path, child, None, leaves)
+        result = _try_part(child_path, child, calls.get(child_path), leaves, strict=False)
         if isinstance(result, Part):
             found.append(result)
             continue
         before = len(found)
         nested: list[tuple[str, str]] = []
-        _descend(child_path, child, leaves, found, nested)
+        _descend(child_path, child, leaves, found, nested, calls)
         if len(found) == before:  # nothing inside it traced either: it is left as it is, as a whole
             untraced.append((child_path, _reason(result[1])))
         else:
@@ -155,20 +227,42 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
         if isinstance(result, Part):
             analysis = Analysis([result])
         else:
-            if inputs is not None or not has_conv(model):
+            if (inputs is not None and not isinstance(result[1], TraceFailure)) or not has_conv(model):
                 _raise_root(model, result[1], inputs)
             analysis = Analysis([], [("", _reason(result[1]))], root_failure=result[1])
-            _descend("", model, leaves, analysis.parts, analysis.untraced)
+            calls = capture_calls(model, inputs) if inputs is not None else {}
+            _descend("", model, leaves, analysis.parts, analysis.untraced, calls)
             if not analysis.parts:
                 raise result[1]
-        unmatched: list[Any] = []
-        for part in analysis.parts:
-            modules = dict(part.module.named_modules())
-            for mode, graph in part.traced.graphs.items():
-                part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
-                                              prefix=part.path, unmatched=unmatched)
+        analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
+        unmatched = _select(model, analysis, where)
+        if where is None and not analysis.sites() and _has_feature_map(analysis):
+            unmatched = _select(model, analysis, _fallback_where(analysis))
+            unmatched = [None] * len(unmatched) if not analysis.sites() else []
     _check_matched(model, where, analysis, unmatched)
     return analysis
+
+
+def _select(model: nn.Module, analysis: Analysis, where: Where) -> list[Any]:
+    """Find the sites of every part (in place); the ``where`` items that matched nothing, once per graph."""
+    unmatched: list[Any] = []
+    for part in analysis.parts:
+        modules = dict(part.module.named_modules())
+        for mode, graph in part.traced.graphs.items():
+            part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
+                                          prefix=part.path, unmatched=unmatched)
+    return unmatched
+
+
+def _has_feature_map(analysis: Analysis) -> bool:
+    return any(is_feature_map(n) for part in analysis.parts for g in part.traced.graphs.values() for n in g.nodes)
+
+
+def _fallback_where(analysis: Analysis) -> list[str]:
+    """Where the default placement finds nothing in a model with feature maps (a U-Net of concatenations
+    has no residual adds, and its skips cross every resolution change): each conv block, and the output of
+    each submodule made a leaf because its forward branches (a U-Net's decoder block)."""
+    return ["conv", *(join_path(part.path, leaf) for part in analysis.parts for leaf, _ in part.recovered)]
 
 
 def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
@@ -176,8 +270,7 @@ def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
     if not has_conv(model):
         raise ModelError("model", type(model).__name__, "has no 4-D feature maps (no nn.Conv1d/2d/3d or registered "
                          "conv module), so there is nowhere to put attention",
-                         hint="attention here scales the (B, C, L), (B, C, H, W) or (B, C, D, H, W) feature maps "
-                         "of convolutional networks") from exc
+                         hint="it scales the feature maps of conv nets") from exc
     raise exc
 
 
@@ -192,12 +285,13 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
         if counts[id(item)] >= graphs:
             if item is None:
                 raise ModelError("model", type(model).__name__, "has no 4-D (N, C, H, W) feature map (nor a 1-D or "
-                                 "3-D one of a Conv1d / Conv3d net) where attention can go" + _parts_note(analysis),
-                                 hint="attention here scales the feature maps of convolutional networks")
+                                 "3-D one of a Conv1d / Conv3d net)" + _parts_note(analysis),
+                                 hint="attention scales the feature maps of conv nets")
             raise no_match_error(item, type(model).__name__, _parts_note(analysis))
 
 
 def _parts_note(analysis: Analysis) -> str:
     if analysis.parts and analysis.parts[0].path == "":
         return ""
-    return " (traced: " + ", ".join(p.path for p in analysis.parts) + ")"
+    note = ", ".join(p.path for p in analysis.parts)
+    return f" (traced: {note if len(note) < 60 else note[:57] + '...'})"

@@ -143,7 +143,9 @@ def insert_attention(
       has residual adds, else ``"stage"``.
     - ``example_inputs``: inputs for shape propagation (only their shapes, dtypes and
       devices matter); by default batch 2 at timm's ``pretrained_cfg`` input size, else
-      224 x 224 (then 299, 384, 512), with the first conv's input channels.
+      224 x 224 (then 299, 384, 512), with the first conv's input channels, probed on meta
+      tensors; a probe that needs real tensors is bounded (``graph_passes.shapes.PROBE_BYTES``,
+      ``DYNATTN_PROBE_BYTES``), past which a ``ModelError`` asks for ``example_inputs``.
     - ``inplace``: reuse (and modify) the caller's modules instead of a deep copy.
     - ``leaf_modules``: qualified names (globs allowed) or classes not to trace into.
     - ``strict``: a site the spec cannot be built for (say 10 channels for a reduction of 16)

@@ -71,7 +71,8 @@ class InsertionReport:
     #: trace (a detector's ``"backbone"``).
     traced: tuple[str, ...] = ("",)
     #: (part, why) for the largest parts left as they are (their forward did not trace, or no input
-    #: could be guessed for it); ``""`` is the model's own forward.
+    #: could be guessed for it, or it was made a leaf because its forward branches on sizes, values or
+    #: types and shape propagation failed inside it); ``""`` is the model's own forward.
     untraced: tuple[tuple[str, str], ...] = ()
     #: Sites the spec could not be built for, skipped (see ``strict=``).
     skipped: tuple[SkippedSite, ...] = ()
@@ -101,6 +102,7 @@ class InsertionReport:
                 f"({100 * self.overhead:.2f}% of {self.params_before:,})")
         if self.traced != ("",):
             text += "\ntraced: " + ", ".join(self.traced)
+        if self.untraced:
             text += "\nleft as they are: " + "; ".join(f"{p or self.model + '.forward'} ({why})" for p, why in
                                                        self.untraced)
         for s in self.skipped:

@@ -22,7 +22,9 @@ forget them. Sites are only ever chosen at feature-map tensors (NCL, NCHW, NCDHW
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -220,16 +222,63 @@ class _ShapeProp(fx.Interpreter):
         return result
 
 
+def map_tensors(fn, value: Any) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it (through lists, tuples and dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: map_tensors(fn, v) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    map_tensors(out.append, value)
+    return out
+
+
+def capture_calls(model: nn.Module, inputs: Sequence[Any]) -> dict[str, tuple]:
+    """The positional arguments (as meta tensors) of each submodule called exactly once, without keyword
+    arguments, when ``model`` runs on ``inputs`` with its state swapped for meta tensors (nothing is
+    computed or changed); empty when that run fails (an op with no meta kernel)."""
+    seen: dict[str, list[tuple | None]] = {}
+
+    def record(name: str):
+        return lambda _m, args, kwargs: seen.setdefault(name, []).append(None if kwargs else args)
+
+    handles = [m.register_forward_pre_hook(record(name), with_kwargs=True) for name, m in model.named_modules()
+               if name]
+    try:
+        with _swapped_state(model, _to_meta), torch.no_grad():
+            model(*map_tensors(_to_meta, tuple(inputs)))
+    except Exception:  # the model's own code decides; no input is captured then
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: calls[0] for name, calls in seen.items() if len(calls) == 1 and calls[0] is not None}
+
+
+def _fake_on(mode: Any, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A fake tensor of ``x`` (a meta input: on ``device``, like the parameters; nothing allocated)."""
+    if x.device.type != "meta":
+        return mode.from_tensor(x)
+    with mode:
+        return torch.empty(x.shape, dtype=x.dtype, device=device)
+
+
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
+def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None) -> None:
     """Meta tensors first; fake tensors where an op has no meta kernel; real tensors (zeros,
     with the buffers cloned so that nothing is updated) where a leaf's control flow needs
     values, e.g. ``if x.mean() > 0``. Raises a ``NodeFailure`` per attempt when all fail."""
     failures: list[tuple[str, NodeFailure]] = []
-    meta_inputs = [_to_meta(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+    meta_inputs = map_tensors(_to_meta, inputs)
     try:
         with _swapped_state(gm, _to_meta), torch.no_grad():
             _ShapeProp(gm).run(*meta_inputs)
@@ -239,7 +288,8 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fake_inputs = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    fake_inputs = map_tensors(lambda x: _fake_on(mode, x, device), inputs)
     try:
         with _swapped_state(gm, mode.from_tensor), mode, torch.no_grad():
             _ShapeProp(gm).run(*fake_inputs)
@@ -247,8 +297,9 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
     except NodeFailure as exc:
         failures.append(("fake tensors", exc))
     if not any(p.device.type == "meta" for p in gm.parameters()):
-        real_inputs = [torch.zeros(x.shape, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) and
-                       x.device.type == "meta" else x for x in inputs]
+        _check_budget(gm, inputs, max_bytes, failures)
+        real_inputs = map_tensors(lambda x: torch.zeros(x.shape, dtype=x.dtype, device=device)
+                                  if x.device.type == "meta" else x, inputs)
         try:
             with _swapped_state(gm, torch.clone, parameters=False), torch.no_grad():  # nothing is updated
                 _ShapeProp(gm).run(*real_inputs)
@@ -256,6 +307,19 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
         except NodeFailure as exc:
             failures.append(("real zeros", exc))
     raise PropagationFailure(failures)
+
+
+def _check_budget(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None,
+                  failures: list[tuple[str, NodeFailure]]) -> None:
+    """Raise ``ProbeBudget`` when a run on real zeros could take more than ``max_bytes``."""
+    need = real_run_bytes(gm, inputs) if max_bytes is not None else 0
+    if max_bytes is not None and need > max_bytes:
+        shapes = [tuple(x.shape) for x in inputs if isinstance(x, torch.Tensor)]
+        err = ProbeBudget("example_inputs", None, f"guessing an input ({shapes}) would need up to {need / 2**30:.1f} "
+                          f"GiB on real tensors, over the probe budget of {max_bytes / 2**30:.1f} GiB",
+                          hint="pass example_inputs=(tensor,) of the shape the model expects")
+        err.details, err.node = str(PropagationFailure(failures)), failures[0][1].node  # where meta tensors failed
+        raise err
 
 
 class PropagationFailure(Exception):
@@ -321,24 +385,73 @@ def _swap(layout: tuple[str, ...], a: int, b: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any], max_bytes: int | None = None) -> None:
     """Write ``meta["tensor_meta"]`` and ``meta[LAYOUT]`` on every node of ``gm``'s graph.
 
-    Raises ``ModelError`` naming the node where the graph failed to run on the example inputs."""
+    Raises ``ModelError`` naming the node where the graph failed to run on the example inputs (its
+    ``node`` attribute; every attempt in ``details``). ``max_bytes`` bounds the memory of a run on real
+    zeros (a ``ProbeBudget`` error past it)."""
     try:
-        _run(gm, example_inputs)
+        _run(gm, example_inputs, max_bytes)
     except PropagationFailure as exc:
-        shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in example_inputs]
-        raise ModelError(
-            "example_inputs", shapes, f"shape propagation through {type(gm).__name__} failed at node "
-            f"{exc.node.name!r} ({exc})",
-            hint="pass example_inputs=(tensor,) with the shape the model expects (channels, size)",
-        ) from exc.failures[-1][1].error
+        raise _propagation_error(example_inputs, exc) from exc.failures[-1][1].error
     modules = dict(gm.named_modules())
     map_ndims = frozenset(spatial_dims + 2 for spatial_dims, conv in CONVS.items()
                           if any(isinstance(m, conv) for m in modules.values()))
     for n in gm.graph.nodes:
         n.meta[LAYOUT] = _layout(n, modules, map_ndims)
+
+
+def module_stack(n: fx.Node) -> list[str]:
+    """The modules ``n`` runs in, outermost first (a called module's own path last)."""
+    stack = [path for path, _ in n.meta.get("nn_module_stack", {}).values() if path]
+    if n.op == "call_module" and str(n.target) not in stack:
+        stack.append(str(n.target))
+    return stack
+
+
+def _propagation_error(example_inputs: Sequence[Any], exc: PropagationFailure) -> ModelError:
+    """One short first line (the node, its module, the cause, what to try); every attempt in ``details``."""
+    shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in example_inputs]
+    error = exc.failures[-1][1].error
+    stack = module_stack(exc.node)
+    inside = f" in {stack[-1]!r}" if stack and exc.node.op != "call_module" else ""  # else the node names it
+    hint = "pass example_inputs of the shape the model expects"
+    if stack:
+        hint += f", or leaf_modules=[{stack[0]!r}]"
+    cause = " ".join(str(error).split())
+    base = f"example_inputs={shapes!r}: shape propagation failed at node {exc.node.name!r}{inside} () ({hint})"
+    room = max(12, 196 - len(base) - len(type(error).__name__))
+    cause = cause if len(cause) <= room else cause[:room - 3] + "..."
+    err = ModelError("example_inputs", shapes, f"shape propagation failed at node {exc.node.name!r}{inside} "
+                     f"({type(error).__name__}: {cause})", hint=hint)
+    err.details, err.node = str(exc), exc.node
+    return err
+
+
+class ProbeBudget(ModelError):
+    """Running a guessed input on real tensors would take more memory than the probe budget."""
+
+
+#: The most memory a probe on real zeros may take (an upper bound, every intermediate kept), in bytes:
+#: ``DYNATTN_PROBE_BYTES``, default 1 GiB. Meta and fake tensors cost nothing and are not bounded.
+PROBE_BYTES = int(os.environ.get("DYNATTN_PROBE_BYTES", str(1 << 30)))
+
+
+def _bytes(meta: Any) -> int:
+    return math.prod(meta.shape) * meta.dtype.itemsize if isinstance(meta, TensorMetadata) else 0
+
+
+def real_run_bytes(gm: fx.GraphModule, inputs: Sequence[Any]) -> int:
+    """An upper bound on the memory of running ``gm`` on real tensors after a meta run that stopped part
+    way: the inputs, the buffers (cloned), every intermediate seen, and each node not reached counted
+    as the largest tensor seen (a node's output kept to the end)."""
+    seen = [_bytes(n.meta.get(TENSOR_META)) for n in gm.graph.nodes]
+    largest = max([*seen, *(x.numel() * x.element_size() for x in _tensors(inputs))])
+    unseen = sum(1 for n in gm.graph.nodes if TENSOR_META not in n.meta and n.op not in ("output", "get_attr"))
+    buffers = sum(b.numel() * b.element_size() for b in gm.buffers())
+    inputs_bytes = sum(x.numel() * x.element_size() for x in _tensors(inputs))
+    return inputs_bytes + buffers + sum(seen) + unseen * largest
 
 
 #: Image sizes tried, in order, when no example input is given (after timm's ``pretrained_cfg`` size).
@@ -396,10 +509,11 @@ def guess_input_sizes(gm: fx.GraphModule, module: nn.Module) -> tuple[tuple[int,
 
 
 def example_for(gm: fx.GraphModule, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """An empty input of ``shape`` with the dtype and device of the module's first parameter."""
+    """An input of ``shape`` on the meta device (no memory), with the dtype of the module's first parameter;
+    propagation makes it real zeros on the parameters' device only where it must, within its budget."""
     param = next(iter(gm.parameters()), None)
-    dd = {"dtype": param.dtype, "device": param.device} if param is not None else {}
-    return (torch.empty(shape, **dd),)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    return (torch.empty(shape, dtype=dtype, device="meta"),)
 
 
 def __getattr__(name: str):

@@ -27,9 +27,10 @@ directly; ``stage`` is each tensor every path passes through, where the next suc
 has another spatial size (stage outputs). For encoder-decoder networks, ``skip`` is the output of
 each concatenation along channels that merges an upsampled path with a skip tensor (where
 segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each decoder block's output
-(the largest module around one upsampling op holding no other up- or downsampling op). ``where=None``
-means ``"residual"`` when the model has residual adds; else ``"skip"`` and ``"decoder"`` when it has
-those (a U-Net of concatenations); else ``"stage"``.
+(the largest module around one upsampling op holding no other up- or downsampling op), ``encoder`` each
+encoder feature the decoder takes (a skip connection's input that no upsampling made, a leaf decoder block's
+input at its output's size). ``where=None`` means ``"residual"`` when the model has residual adds; else
+``"encoder"``, ``"skip"`` and ``"decoder"`` when it has the latter (a U-Net of concatenations); else ``"stage"``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ __all__ = ["Site", "SITE_RULES", "Where", "Selector", "SiteGraph", "find_sites",
            "parse_where", "site_names", "join_path"]
 
 #: The site rules ``where=`` accepts by name (see the module docstring).
-SITE_RULES = ("residual", "conv", "stage", "decoder", "skip")
+SITE_RULES = ("residual", "conv", "stage", "decoder", "skip", "encoder")
 Where = None | str | Callable[[fx.Node, Any], bool] | Iterable[Any]
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -404,6 +405,21 @@ def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
     return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules)), key=order.__getitem__)
 
 
+def _encoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
+    """The encoder's features that the decoder takes: the inputs of each skip connection whose own path holds no
+    upsampling op, and the feature-map inputs of a leaf decoder block (MONAI's ``UpCat``) at its output's size."""
+    order, index, ancestors = _ancestry(graph)
+    ups = sum(1 << index[n] for n in order if _rescales(n, up=True))
+    found: list[fx.Node] = []
+    for n in _skip(graph):
+        found += [p for p in _channel_cat(n) if p in index and not (ancestors[p] | (1 << index[p])) & ups]
+    for n in _decoder(graph, modules):
+        if n.op == "call_module" and next(modules[n.target].children(), None) is not None:
+            found += [a for a in n.all_input_nodes if _spatial(a) == _spatial(n) and a.op != "placeholder"]
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    return sorted(dict.fromkeys(found), key=position.__getitem__)
+
+
 # ------------------------------------------------------------------ selection
 class SiteGraph:
     """An analysed graph (shapes propagated) as the selectors see it: the stable name of each node,
@@ -424,11 +440,11 @@ class SiteGraph:
 
     def default_rule(self) -> tuple[str, ...]:
         """``where=None``: ``"residual"`` when the graph has residual adds; else, in an encoder-decoder network
-        (a U-Net built of concatenations), ``"skip"`` and ``"decoder"``; else ``"stage"``."""
+        (a U-Net built of concatenations), ``"encoder"``, ``"skip"`` and ``"decoder"``; else ``"stage"``."""
         if self.rule_sites("residual"):
             return ("residual",)
         if self.rule_sites("skip") or self.rule_sites("decoder"):
-            return ("skip", "decoder")
+            return ("encoder", "skip", "decoder")
         return ("stage",)
 
     def rule_sites(self, rule: str) -> list[Site]:
@@ -442,6 +458,8 @@ class SiteGraph:
                 found = [self.site(n, "decoder") for n in _decoder(self.graph, self.modules)]
             elif rule == "skip":
                 found = [self.site(n, "skip") for n in _skip(self.graph)]
+            elif rule == "encoder":
+                found = [self.site(n, "encoder") for n in _encoder(self.graph, self.modules)]
             else:
                 found = [self.site(n, "stage") for n in _stage(self.graph)]
             self._rules[rule] = found
@@ -567,6 +585,7 @@ _RULE_FINDS = {
     "stage": "no stage output",
     "decoder": "no decoder block (a module around an upsampling op, none inside a leaf)",
     "skip": "no skip connection (a channel concatenation of an upsampled path and a skip, none inside a leaf)",
+    "encoder": "no encoder feature that a skip connection or a decoder block takes",
 }
 
 

@@ -172,14 +172,23 @@ def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...], own_
             if not failed_at or failed_at in auto:
                 break
             auto.append(failed_at)
+    raise _trace_failure(root, last_error, failed_at, auto) from last_error
+
+
+def _trace_failure(root: nn.Module, error: Exception | None, failed_at: str | None, auto: list[str]) -> TraceFailure:
+    """A first line under 200 characters (where, the cause cut to fit, what to try); all of it in ``details``."""
     where = f"in {failed_at!r}" if failed_at else f"in {type(root).__name__}.forward itself"
-    raise TraceFailure(
-        "model", type(root).__name__,
-        f"does not trace with torch.fx ({type(last_error).__name__}: {last_error}) {where}; made leaves: "
-        f"{auto or 'none'}",
-        hint="pass leaf_modules=[...] naming the submodule that does not trace, or make its forward's control "
-        "flow independent of tensor values",
-    ) from last_error
+    made = f"made leaves: {auto}" if auto and len(repr(auto)) < 40 else (f"{len(auto)} made leaves" if auto else
+                                                                        "made leaves: none")
+    hint = "pass leaf_modules=[...] naming what does not trace"
+    base = f"model={type(root).__name__!r}: does not trace with torch.fx {where} ({type(error).__name__}: ); {made} ()"
+    room = max(12, 198 - len(base) - len(hint))
+    cause = " ".join(str(error).split())
+    cause = cause if len(cause) <= room else cause[:room - 3] + "..."
+    err = TraceFailure("model", type(root).__name__, f"does not trace with torch.fx {where} ({type(error).__name__}: "
+                       f"{cause}); {made}", hint=hint)
+    err.details = f"{type(error).__name__}: {error}; made leaves: {auto}"
+    return err
 
 
 def _direct_ops(graph: fx.Graph) -> dict[str, list[tuple[str, str, str]]]:

@@ -147,7 +147,8 @@ def test_renamed_site_names_still_read_warning_once(resnet18, monkeypatch):
     with pytest.warns(DeprecationWarning, match=r"SiteRecord\.strategy is now SiteRecord\.rule"):
         assert record.strategy == record.rule == "residual"
     with pytest.warns(DeprecationWarning, match="SITE_STRATEGIES moved to graph_passes.sites.SITE_RULES"):
-        assert graph_passes.SITE_STRATEGIES == sites.SITE_RULES == ("residual", "conv", "stage", "decoder", "skip")
+        assert graph_passes.SITE_STRATEGIES == sites.SITE_RULES == (
+            "residual", "conv", "stage", "decoder", "skip", "encoder")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once each
         assert site.node == site.node_name and site.strategy == site.rule and record.strategy == record.rule

@@ -113,13 +113,18 @@ def test_monai_basic_unet_decoder_sites_are_its_upcat_blocks(dims):
     decoder = list_sites(model, AttnSpec.se(), where="decoder", example_inputs=(x,), leaf_modules=leaves)
     assert [s.name for s in decoder] == [name for name, _ in upcats]
     assert [s.channels for s in decoder] == [m.convs.conv_1.conv.out_channels for _, m in upcats]
-    # no residual add, so the default is the decoder (the concatenations are inside the leaves)
-    assert list_sites(model, AttnSpec.se(), example_inputs=(x,), leaf_modules=leaves) == decoder
+    # no residual add, so the default is the encoder features the decoder blocks take, and the decoder blocks
+    # (the concatenations are inside the leaves)
+    default = list_sites(model, AttnSpec.se(), example_inputs=(x,), leaf_modules=leaves)
+    assert [s for s in default if s.rule == "decoder"] == decoder
+    encoder = [s for s in default if s.rule == "encoder"]
+    assert [s.channels for s in encoder] == [4, 4, 8, 8]  # features[:4]: conv_0 and down_1..3, the skips' sources
+    assert [s.name.split(".")[0] for s in encoder] == ["conv_0", "down_1", "down_2", "down_3"]
     with pytest.raises(ModelError, match=r"where='skip': site rule 'skip' finds no skip connection.*list_sites"):
         list_sites(model, AttnSpec.se(), where="skip", example_inputs=(x,), leaf_modules=leaves)
     out = insert_attention(model, AttnSpec.se(init="identity", reduction=2), example_inputs=(x,),
                            leaf_modules=leaves)
-    assert len(report(out).records) == len(upcats)
+    assert len(report(out).records) == len(default)
     with torch.no_grad():
         torch.testing.assert_close(out.eval()(x), model(x), rtol=0, atol=0)
 
@@ -159,7 +164,7 @@ def test_rules_have_no_false_positives_and_clear_errors():
 
 def test_rule_glob_and_union_select_among_a_rules_sites():
     model, x = _monai_unet(), torch.randn(1, 1, 32, 32)
-    every = list_sites(model, AttnSpec.se(), where=["decoder", "skip"], example_inputs=(x,))
+    every = list_sites(model, AttnSpec.se(), where=["encoder", "decoder", "skip"], example_inputs=(x,))
     assert every == list_sites(model, AttnSpec.se(), example_inputs=(x,))  # the default is the same union
     inner = list_sites(model, AttnSpec.se(), where="skip:model.1.submodule.*", example_inputs=(x,))
     assert [s.name for s in inner] == ["model.1.submodule.1.submodule.1.cat", "model.1.submodule.1.cat"]
@@ -205,3 +210,20 @@ def test_scse_inserted_at_smps_positions_equals_smps_own_scse_unet():
     with torch.no_grad():  # float64: x * (cSE + sSE) and smp's x * cSE + x * sSE round apart in float32 (2e-5)
         torch.testing.assert_close(ours.eval().double()(x.double()), theirs.double()(x.double()), rtol=1e-9,
                                    atol=1e-9)
+
+
+def test_smp_unet_encoder_rule_selects_the_features_its_decoder_reads():
+    model, x = _smp_unet(), torch.randn(1, 3, 64, 64)
+    seen: list[tuple[int, ...]] = []
+    hook = model.decoder.register_forward_pre_hook(lambda m, args: seen.extend(tuple(f.shape) for f in args[0]))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    encoder = list_sites(model, AttnSpec.se(), where="encoder", example_inputs=(x,))
+    skips = list_sites(model, AttnSpec.se(), where="skip", example_inputs=(x,))
+    # one encoder site per skip connection: the skip tensor of each, one of the features smp's decoder is given
+    assert len(encoder) == len(skips) and {s.rule for s in encoder} == {"encoder"}
+    assert all(s.name.startswith("encoder.") and s.shape in seen for s in encoder)
+    assert [s.channels for s in encoder] == sorted(s.channels for s in encoder)  # shallow to deep
+    with pytest.raises(ModelError, match="site rule 'encoder' finds no encoder feature"):
+        list_sites(_DenseNet(), AttnSpec.se(), where="encoder", example_inputs=(torch.randn(1, 3, 8, 8),))

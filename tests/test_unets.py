@@ -1,0 +1,193 @@
+"""U-Nets from MONAI and segmentation_models_pytorch (references nobody here wrote) through the pass:
+tracing that recovers from a branching forward, and the bounded input guess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dynattn import AttnSpec
+from dynattn.errors import ModelError
+from graph_passes import TraceFailure, insert_attention, list_sites, report
+from graph_passes.rewrite import original_class
+from graph_passes.shapes import ProbeBudget
+from graph_passes.trace import trace_model
+
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+
+def _check_unchanged(model, out, x):
+    assert isinstance(out, type(model)) and original_class(out) is type(model)
+    assert set(model.state_dict()) <= set(out.state_dict())
+    model.eval()
+    out.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model(x), atol=1e-6, rtol=0)
+
+
+def _training_step_moves_attention(out, x):
+    out.train()
+    names = [r.module for r in report(out).records]
+    before = {n: [p.detach().clone() for p in out.get_submodule(n).parameters()] for n in names}
+    out(x).square().mean().backward()
+    with torch.no_grad():
+        for n in names:
+            for p in out.get_submodule(n).parameters():
+                if p.grad is not None:
+                    p -= 0.1 * p.grad
+    moved = [n for n in names if any(not torch.equal(a, b) for a, b in
+                                    zip(before[n], out.get_submodule(n).parameters()))]
+    assert moved, "no attention module's weights moved in a training step"
+
+
+def test_basic_unet_2d_recovers_from_upcat():
+    torch.manual_seed(0)
+    model = monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8)).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    rep = report(out)
+    sites = [r.site for r in rep.records]
+    assert any(s.startswith("down_") for s in sites), sites  # encoder
+    assert any(s.startswith("upcat_") for s in sites), sites  # decoder
+    assert {p for p, _ in rep.untraced} == {"upcat_1", "upcat_2", "upcat_3", "upcat_4"}
+    assert all("branches" in why and len(why) < 200 for _, why in rep.untraced)
+    x = torch.randn(2, 1, 32, 32)
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+@pytest.mark.heavy
+def test_basic_unet_3d_recovers_from_upcat():
+    torch.manual_seed(0)
+    model = monai_nets.BasicUNet(spatial_dims=3, features=(4, 4, 8, 16, 32, 4)).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    sites = [r.site for r in report(out).records]
+    assert any(s.startswith("down_") for s in sites) and any(s.startswith("upcat_") for s in sites), sites
+    x = torch.randn(1, 1, 32, 32, 32)  # InstanceNorm in training needs more than one voxel at the bottom
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+def test_propagation_error_is_short_with_details():
+    model = monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8))
+    with pytest.raises(ModelError) as info:
+        insert_attention(model, "se", example_inputs=torch.randn(2, 3, 32, 32))
+    first = str(info.value).splitlines()[0]
+    assert len(first) < 200, first
+    assert "failed at node 'conv_0_conv_0_conv'" in first and "leaf_modules=['conv_0']" in first
+    assert "on meta tensors" in info.value.details
+
+
+_BOUNDED = textwrap.dedent("""
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (8_000_000_000, 8_000_000_000))
+    import segmentation_models_pytorch as smp
+    from graph_passes import list_sites
+    model = smp.UnetPlusPlus("resnet18", encoder_weights=None)
+    try:
+        sites = list_sites(model, "se")
+    except Exception as exc:
+        print("ERROR", type(exc).__name__, str(exc).splitlines()[0])
+    else:
+        print("SITES", len(sites), sorted({s.name.split(".")[0] for s in sites}))
+""")
+
+
+@pytest.mark.heavy
+def test_unetplusplus_guess_is_bounded():
+    pytest.importorskip("segmentation_models_pytorch")
+    run = subprocess.run([sys.executable, "-c", _BOUNDED], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("SITES") or "example_inputs" in run.stdout, run.stdout
+
+
+# smp's root forward checks the input size (control flow fx cannot trace): the pass descends into the
+# encoder and decoder. Decoder sites under the default placement: FPN (both ways), UnetPlusPlus (with
+# example_inputs: the decoder takes a list of features, which only a run of the model gives); DeepLabV3Plus's
+# and Unet's decoders have none under the default placement (see the "decoder" / "skip" site rules).
+_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, False),
+        ("DeepLabV3Plus", True, False), ("DeepLabV3Plus", False, False), ("Unet", True, False), ("Unet", False, False)]
+
+
+@pytest.mark.parametrize("name, given, decoder", [pytest.param(*case, marks=() if case[:2] == ("FPN", True)
+                                                                else pytest.mark.heavy) for case in _SMP])
+def test_smp_untraceable_root_descends(name, given, decoder):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    model = getattr(smp, name)("resnet18", encoder_weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    out = insert_attention(model, AttnSpec.se(init="identity"), example_inputs=x if given else None)
+    rep = report(out)
+    parts = {r.site.split(".")[0] for r in rep.records}
+    assert "encoder" in parts and ("decoder" in parts) == decoder, parts
+    if name != "Unet":
+        assert rep.untraced[0][0] == "" and "forward itself" in rep.untraced[0][1]
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+class _ValueGate(torch.nn.Module):
+    """Control flow on a tensor's value: fx cannot trace it, and only real tensors can run it."""
+
+    def forward(self, x):
+        return x * 2 if x.mean() > 0 else x
+
+
+def _value_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), _ValueGate(), torch.nn.Conv2d(16, 16, 3),
+                               torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+
+
+def test_probe_on_real_tensors_is_bounded(monkeypatch):
+    import graph_passes.analysis as analysis
+
+    assert list_sites(_value_net(), "se")  # within the default budget: a guessed input runs on real zeros
+    monkeypatch.setattr(analysis, "PROBE_BYTES", 10_000)
+    with pytest.raises(ProbeBudget) as info:
+        list_sites(_value_net(), "se")
+    first = str(info.value).splitlines()[0]
+    assert "over the probe budget" in first and "pass example_inputs" in first and len(first) < 200, first
+    assert "on meta tensors" in info.value.details  # the attempts that led to a run on real tensors
+    # given inputs are the caller's choice: no budget
+    assert list_sites(_value_net(), "se", example_inputs=torch.randn(1, 3, 32, 32))
+
+
+def test_trace_failure_first_line_is_short():
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    with pytest.raises(TraceFailure) as info:
+        trace_model(smp.FPN("resnet18", encoder_weights=None))
+    first = str(info.value).splitlines()[0]
+    assert len(first) < 200 and "FPN.forward itself" in first and "leaf_modules" in first, first
+    assert "symbolically traced variables cannot be used as inputs to control flow" in info.value.details
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("dims", [2, 3])
+def test_monai_unet_residual_units(dims):
+    """MONAI's UNet with residual units: a site per residual unit, encoder and decoder (6 for 3 levels);
+    without residual units it gets one ("stage") until the decoder / skip site rules."""
+    torch.manual_seed(0)
+    model = monai_nets.UNet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
+                            strides=(2, 2, 2), num_res_units=2).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    assert len(report(out).records) == 6
+    x = torch.randn(2, 1, *(16,) * dims)
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("dims", [2, 3])
+def test_basic_unet_default_features(dims):
+    """The issue's call as written: MONAI's defaults (32..256 features), no leaf, where or example_inputs.
+    The guessed input's probe stays on meta tensors once the UpCats are leaves (no real-tensor budget hit)."""
+    model = monai_nets.BasicUNet(spatial_dims=dims).eval()
+    out = insert_attention(model, AttnSpec.se(init="identity"))
+    rep = report(out)
+    assert rep.traced == ("",) and "" not in {p for p, _ in rep.untraced}, rep.untraced
+    sites = [r.site for r in rep.records]
+    assert sum(s.startswith("down_") for s in sites) == 8 and {"upcat_1", "upcat_2", "upcat_3", "upcat_4"} <= set(sites)
+    _check_unchanged(model, out, torch.randn(1, 1, *(32,) * dims))

@@ -29,9 +29,10 @@ def _check_unchanged(model, out, x):
         torch.testing.assert_close(out(x), model(x), atol=1e-6, rtol=0)
 
 
-def _training_step_moves_attention(out, x):
+def _training_step_moves_attention(out, x, reported=None):
+    """``reported``: the model the pass returned, where ``out`` wraps it."""
     out.train()
-    names = [r.module for r in report(out).records]
+    names = [r.module for r in report(reported or out).records]
     before = {n: [p.detach().clone() for p in out.get_submodule(n).parameters()] for n in names}
     out(x).square().mean().backward()
     with torch.no_grad():
@@ -191,3 +192,51 @@ def test_basic_unet_default_features(dims):
     sites = [r.site for r in rep.records]
     assert sum(s.startswith("down_") for s in sites) == 8 and {"upcat_1", "upcat_2", "upcat_3", "upcat_4"} <= set(sites)
     _check_unchanged(model, out, torch.randn(1, 1, *(32,) * dims))
+
+
+def _segmentation_models() -> dict:
+    torchvision = pytest.importorskip("torchvision")
+    seg = torchvision.models.segmentation
+    return {
+        "monai.DynUNet": lambda: monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
+                                                    upsample_kernel_size=[2, 2, 2]),
+        "monai.SegResNet": lambda: monai_nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1, out_channels=2),
+        "monai.AttentionUnet": lambda: monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2,
+                                                                channels=(8, 16, 32), strides=(2, 2)),
+        "torchvision.lraspp_mobilenet_v3_large": lambda: seg.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=3),
+        "torchvision.deeplabv3_resnet50": lambda: seg.deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                                           num_classes=3),
+    }
+
+
+@pytest.mark.parametrize("name", ["monai.DynUNet", "monai.SegResNet", "monai.AttentionUnet",
+                                  "torchvision.lraspp_mobilenet_v3_large",
+                                  pytest.param("torchvision.deeplabv3_resnet50", marks=pytest.mark.heavy)])
+def test_the_segmentation_networks_of_the_issue_take_attention_with_no_argument(name):
+    """Each with its default placement and no leaf / where / example_inputs argument: sites found, class and
+    state_dict keys kept, identity init unchanged, a training step moves the attention's weights."""
+    torch.manual_seed(0)
+    model = _segmentation_models()[name]().eval()
+    x = torch.randn(2, 1 if name.startswith("monai") else 3, 64, 64)
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    assert report(out).records
+    reported = out
+    if name.startswith("torchvision"):  # a dict of maps: the "out" map is the segmentation
+        model, out = _OutMap(model), _OutMap(out)
+    _check_unchanged(model, out, x)
+    _training_step_moves_attention(out, x, reported)
+
+
+class _OutMap(torch.nn.Module):
+    """A torchvision segmentation model's ``"out"`` map as its output, its attention reachable by its names."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)["out"]
+
+    def get_submodule(self, target: str) -> torch.nn.Module:
+        return self.inner.get_submodule(target)

@@ -249,9 +249,9 @@ def _parser() -> argparse.ArgumentParser:
                               "repeat to chain several specs at each site")
         cmd.add_argument("--where", action="append",
                          help="residual, conv, stage, decoder, skip, encoder, a glob such as 'layer*', "
-                              "re:<regex>; repeat for the union (default: residual when the model has residual "
-                              "adds, else encoder, skip and decoder where it has them, else stage; the preset's own "
-                              "conversion sites for a kernel spec, see dynattn.conv_placement)")
+                              "re:<regex>; repeat for the union (default: residual, with skip and decoder where the "
+                              "model has them; without residual adds encoder, skip and decoder; else stage; the "
+                              "preset's own conversion sites for a kernel spec, see dynattn.conv_placement)")
         cmd.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
         cmd.add_argument("--leaf", action="append",
                          help="a submodule (qualified name or glob) not to trace into; repeatable")

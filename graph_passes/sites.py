@@ -29,8 +29,9 @@ each concatenation along channels that merges an upsampled path with a skip tens
 segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each decoder block's output
 (the largest module around one upsampling op holding no other up- or downsampling op), ``encoder`` each
 encoder feature the decoder takes (a skip connection's input that no upsampling made, a leaf decoder block's
-input at its output's size). ``where=None`` means ``"residual"`` when the model has residual adds; else
-``"encoder"``, ``"skip"`` and ``"decoder"`` when it has the latter (a U-Net of concatenations); else ``"stage"``.
+input at its output's size). ``where=None`` means ``"residual"`` when the model has residual adds (with
+``"skip"`` and ``"decoder"`` where it has those); else ``"encoder"``, ``"skip"`` and ``"decoder"`` when it has the
+latter (a U-Net of concatenations); else ``"stage"``.
 """
 
 from __future__ import annotations
@@ -439,12 +440,14 @@ class SiteGraph:
                     aliases)
 
     def default_rule(self) -> tuple[str, ...]:
-        """``where=None``: ``"residual"`` when the graph has residual adds; else, in an encoder-decoder network
-        (a U-Net built of concatenations), ``"encoder"``, ``"skip"`` and ``"decoder"``; else ``"stage"``."""
-        if self.rule_sites("residual"):
-            return ("residual",)
-        if self.rule_sites("skip") or self.rule_sites("decoder"):
-            return ("encoder", "skip", "decoder")
+        """``where=None``: ``"residual"`` when the graph has residual adds, with ``"skip"`` and ``"decoder"``
+        where it has those too (a segmentation network on a residual encoder); else, in an encoder-decoder network
+        built of concatenations, ``"encoder"``, ``"skip"`` and ``"decoder"``; else ``"stage"``."""
+        decoder = tuple(r for r in ("skip", "decoder") if self.rule_sites(r))
+        if self.rule_sites("residual"):  # a residual encoder, and the decoder of a segmentation network if any
+            return ("residual", *decoder)
+        if decoder:
+            return ("encoder", *decoder)
         return ("stage",)
 
     def rule_sites(self, rule: str) -> list[Site]:

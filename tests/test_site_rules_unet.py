@@ -172,7 +172,8 @@ def test_rule_glob_and_union_select_among_a_rules_sites():
 
 def test_monai_3d_unet_with_residual_units_decoder_sites_are_whole_up_layers():
     """With residual units an up layer is a transposed conv and a ResidualUnit: its site is the whole layer's
-    output (the unit's add), not the transposed conv's. The model has residual adds, so the default stays residual."""
+    output (the unit's add), not the transposed conv's. The model has residual adds: the default is residual with
+    the skip and decoder sites."""
     torch.manual_seed(0)
     model = monai_nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16, 32), strides=(2, 2, 2),
                             num_res_units=1).eval()
@@ -185,7 +186,9 @@ def test_monai_3d_unet_with_residual_units_decoder_sites_are_whole_up_layers():
     skips = [name for name, m in model.named_modules() if type(m).__name__ == "SkipConnection"]
     skip = list_sites(model, AttnSpec.se(reduction=2), where="skip", example_inputs=(x,))
     assert [s.name for s in skip] == [f"{p}.cat" for p in reversed(skips)]
-    assert {s.rule for s in list_sites(model, AttnSpec.se(reduction=2), example_inputs=(x,))} == {"residual"}
+    default = list_sites(model, AttnSpec.se(reduction=2), example_inputs=(x,))
+    assert {s.rule for s in default} == {"residual", "skip", "decoder"}
+    assert {s.name for s in skip + decoder} <= {s.name for s in default}
 
 
 def test_scse_inserted_at_smps_positions_equals_smps_own_scse_unet():

@@ -30,8 +30,8 @@ segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each d
 (the largest module around one upsampling op holding no other up- or downsampling op), ``encoder`` each
 encoder feature the decoder takes (a skip connection's input that no upsampling made, a leaf decoder block's
 input at its output's size). ``where=None`` means ``"residual"`` when the model has residual adds (with
-``"skip"`` and ``"decoder"`` where it has those); else ``"encoder"``, ``"skip"`` and ``"decoder"`` when it has the
-latter (a U-Net of concatenations); else ``"stage"``.
+``"skip"`` and ``"decoder"`` where it has skip connections); else ``"encoder"``, ``"skip"`` and ``"decoder"``
+when it has the latter (a U-Net of concatenations); else ``"stage"``.
 """
 
 from __future__ import annotations
@@ -441,11 +441,14 @@ class SiteGraph:
 
     def default_rule(self) -> tuple[str, ...]:
         """``where=None``: ``"residual"`` when the graph has residual adds, with ``"skip"`` and ``"decoder"``
-        where it has those too (a segmentation network on a residual encoder); else, in an encoder-decoder network
-        built of concatenations, ``"encoder"``, ``"skip"`` and ``"decoder"``; else ``"stage"``."""
+        where it has skip connections too (a segmentation network on a residual encoder); else, in an
+        encoder-decoder network built of concatenations, ``"encoder"``, ``"skip"`` and ``"decoder"``; else
+        ``"stage"``."""
         decoder = tuple(r for r in ("skip", "decoder") if self.rule_sites(r))
-        if self.rule_sites("residual"):  # a residual encoder, and the decoder of a segmentation network if any
-            return ("residual", *decoder)
+        if self.rule_sites("residual"):
+            # a residual encoder; with skip connections, the decoder of a segmentation network too (upsampling
+            # alone is no decoder: HRNet's fusion branches upsample)
+            return ("residual", *decoder) if "skip" in decoder else ("residual",)
         if decoder:
             return ("encoder", *decoder)
         return ("stage",)

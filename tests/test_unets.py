@@ -106,11 +106,11 @@ def test_unetplusplus_guess_is_bounded():
 
 
 # smp's root forward checks the input size (control flow fx cannot trace): the pass descends into the
-# encoder and decoder. Decoder sites under the default placement: FPN (both ways), UnetPlusPlus (with
-# example_inputs: the decoder takes a list of features, which only a run of the model gives); DeepLabV3Plus's
-# and Unet's decoders have none under the default placement (see the "decoder" / "skip" site rules).
+# encoder and decoder. Decoder sites under the default placement (residual, with skip and decoder where the model
+# has them): FPN and Unet both ways; UnetPlusPlus and DeepLabV3Plus with example_inputs only (their decoder takes a
+# list of features, which only a run of the model gives).
 _SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, False),
-        ("DeepLabV3Plus", True, False), ("DeepLabV3Plus", False, False), ("Unet", True, False), ("Unet", False, False)]
+        ("DeepLabV3Plus", True, True), ("DeepLabV3Plus", False, False), ("Unet", True, True), ("Unet", False, True)]
 
 
 @pytest.mark.parametrize("name, given, decoder", [pytest.param(*case, marks=() if case[:2] == ("FPN", True)
@@ -168,13 +168,14 @@ def test_trace_failure_first_line_is_short():
 @pytest.mark.heavy
 @pytest.mark.parametrize("dims", [2, 3])
 def test_monai_unet_residual_units(dims):
-    """MONAI's UNet with residual units: a site per residual unit, encoder and decoder (6 for 3 levels);
-    without residual units it gets one ("stage") until the decoder / skip site rules."""
+    """MONAI's UNet with residual units: a site per residual unit, encoder and decoder (6 for 3 levels), and its
+    skip connections and decoder blocks (the default adds them where a residual model has them)."""
     torch.manual_seed(0)
     model = monai_nets.UNet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
                             strides=(2, 2, 2), num_res_units=2).eval()
     out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
-    assert len(report(out).records) == 6
+    rules = [r.rule for r in report(out).records]
+    assert rules.count("residual") == 6 and {"skip", "decoder"} <= set(rules), rules
     x = torch.randn(2, 1, *(16,) * dims)
     _check_unchanged(model, out, x)
     _training_step_moves_attention(out, x)
@@ -190,7 +191,9 @@ def test_basic_unet_default_features(dims):
     rep = report(out)
     assert rep.traced == ("",) and "" not in {p for p, _ in rep.untraced}, rep.untraced
     sites = [r.site for r in rep.records]
-    assert sum(s.startswith("down_") for s in sites) == 8 and {"upcat_1", "upcat_2", "upcat_3", "upcat_4"} <= set(sites)
+    encoder = {s.split(".")[0] for s in sites if not s.startswith("upcat_")}
+    assert encoder == {"conv_0", "down_1", "down_2", "down_3"}, sites  # the features the UpCats take
+    assert {"upcat_1", "upcat_2", "upcat_3", "upcat_4"} <= set(sites)
     _check_unchanged(model, out, torch.randn(1, 1, *(32,) * dims))
 
 

@@ -267,10 +267,10 @@ def kernel_mixing(
     if cols is not None:  # the scalings go to the columns (or, one kernel position, to the mix weights)
         a, s, cols = _scale_columns(cols, a, s, in_scale, b, i_g, math.prod(ks))
         in_scale = None
-    if not fold_out:
-        out_scale, kernel_out_scale = out_scale, None
-    else:
+    if fold_out:  # the output-channel scaling goes into the kernels, not onto the maps
         out_scale, kernel_out_scale = None, out_scale
+    else:
+        kernel_out_scale = None
     w = _mixed(weight, a, s, b, o, i_g, ks, in_scale, kernel_out_scale, conv.groups, scratch)
     fused_bias = mixed_bias is not None and out_scale is None
     if cols is not None:

@@ -406,15 +406,17 @@ def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
     return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules)), key=order.__getitem__)
 
 
-def _encoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
-    """The encoder's features that the decoder takes: the inputs of each skip connection whose own path holds no
-    upsampling op, and the feature-map inputs of a leaf decoder block (MONAI's ``UpCat``) at its output's size."""
+def _encoder(graph: fx.Graph, modules: dict[str, nn.Module], skips: list[fx.Node],
+             decoders: list[fx.Node]) -> list[fx.Node]:
+    """The encoder's features that the decoder takes: the inputs of each skip connection (``skips``, from
+    :func:`_skip`) whose own path holds no upsampling op, and the feature-map inputs of a leaf decoder block
+    (``decoders``, from :func:`_decoder`: MONAI's ``UpCat``) at its output's size."""
     order, index, ancestors = _ancestry(graph)
     ups = sum(1 << index[n] for n in order if _rescales(n, up=True))
     found: list[fx.Node] = []
-    for n in _skip(graph):
+    for n in skips:
         found += [p for p in _channel_cat(n) if p in index and not (ancestors[p] | (1 << index[p])) & ups]
-    for n in _decoder(graph, modules):
+    for n in decoders:
         if n.op == "call_module" and next(modules[n.target].children(), None) is not None:
             found += [a for a in n.all_input_nodes if _spatial(a) == _spatial(n) and a.op != "placeholder"]
     position = {n: i for i, n in enumerate(graph.nodes)}
@@ -464,8 +466,10 @@ class SiteGraph:
                 found = [self.site(n, "decoder") for n in _decoder(self.graph, self.modules)]
             elif rule == "skip":
                 found = [self.site(n, "skip") for n in _skip(self.graph)]
-            elif rule == "encoder":
-                found = [self.site(n, "encoder") for n in _encoder(self.graph, self.modules)]
+            elif rule == "encoder":  # from the skip and decoder sites, found once
+                node = {n.name: n for n in self.graph.nodes}
+                skips, decoders = ([node[s.node_name] for s in self.rule_sites(r)] for r in ("skip", "decoder"))
+                found = [self.site(n, "encoder") for n in _encoder(self.graph, self.modules, skips, decoders)]
             else:
                 found = [self.site(n, "stage") for n in _stage(self.graph)]
             self._rules[rule] = found

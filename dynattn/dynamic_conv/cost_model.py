@@ -74,15 +74,33 @@ def _device_key(device: str | torch.device) -> str:
     return "cuda:0" if device.type == "cuda" and device.index is None else str(device)
 
 
+#: what names a model besides device, dtype and threads: the environment variables the source and the cache
+#: directory are read from
+_ENVIRONMENT = ("DYNATTN_COST_MODEL", "DYNATTN_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "LOCALAPPDATA")
+# the name each (device, dtype, threads, environment) resolved to: the model is looked up on every call of a
+# dynamic conv, and building the cache directory's path each time cost more than the rest of the lookup
+_NAMES: dict[tuple, str] = {}
+
+
 @torch.compiler.assume_constant_result
 def _model_name(device: str, dtype: str, threads: int) -> str:
     # one constant per compiled graph: torch.compile runs this once while tracing, never inside the graph
+    key = (device, dtype, threads, *(os.environ.get(v) for v in _ENVIRONMENT))
+    name = _NAMES.get(key)
+    if name is None:
+        name = _NAMES[key] = _resolve(device, dtype, threads)
+    return name
+
+
+def _resolve(device: str, dtype: str, threads: int) -> str:
+    """The name of the model ``DYNATTN_COST_MODEL`` names for ``device``, ``dtype`` and ``threads``, the model
+    resolved (read from the cache, calibrated or the fitted table) and kept under it."""
     source = os.environ.get("DYNATTN_COST_MODEL", "") or "cached"
     if source not in COST_MODEL_SOURCES:
         if source not in _WARNED:
             _WARNED.add(source)
             warnings.warn(f"DYNATTN_COST_MODEL={source!r} is not one of {COST_MODEL_SOURCES}; using 'cached'",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=3)
         source = "cached"
     name = f"{source}:{device}:{dtype}:{threads}" + ("" if source == "fitted" else f":{profile_cache.cache_dir()}")
     if name not in _MODELS:

@@ -29,11 +29,7 @@ def clear_measured_strategies() -> None:
     """Forget benchmark mode's choices, in this process and in the profile cache (they are timed again on the next
     call of each shape)."""
     _MEASURED.clear()
-    for path in profile_cache.cache_dir().glob(f"{_KIND}-*.json"):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
+    profile_cache.remove_all(_KIND)
 
 
 _KIND = "strategies"  # the profile cache's files of measured choices

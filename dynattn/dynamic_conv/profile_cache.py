@@ -25,7 +25,7 @@ import torch
 
 from .._version import __version__
 
-__all__ = ["FORMAT", "cache_dir", "device_name", "machine_key", "load", "store", "remove"]
+__all__ = ["FORMAT", "cache_dir", "device_name", "machine_key", "load", "store", "remove", "remove_all"]
 
 #: The files' format: a file of another format is ignored.
 FORMAT = 1
@@ -111,7 +111,17 @@ def _umask() -> int:
 
 def remove(kind: str, key: dict[str, Any]) -> None:
     """Forget what is stored for ``kind`` and ``key``."""
+    _unlink(_path(kind, key))
+
+
+def remove_all(kind: str) -> None:
+    """Forget what is stored for ``kind``, whatever the key (every machine's, every version's)."""
+    for path in cache_dir().glob(f"{kind}-*.json"):
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
     try:
-        _path(kind, key).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     except OSError:
         pass

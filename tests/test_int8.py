@@ -1,6 +1,6 @@
 """int8 recipes for a ResNet (ResNet-18's blocks) with CBAM and DyConv (layer4): PT2E through torchao's x86
-inductor quantizer
-(after graph_passes.unshare_modules) and ONNX Runtime's static quantization of an exported model.
+inductor quantizer (after graph_passes.unshare_modules) and ONNX Runtime's static quantization of an exported
+model.
 
 These are the recipes docs/deployment.md gives; the accuracy drop on real data is measured by
 examples/quantize_int8.py. Here: the quantized model runs, agrees with float32 on a fixed input to the

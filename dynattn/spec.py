@@ -34,7 +34,7 @@ Target = Literal["channel", "spatial", "element", "strip", "kernel"]
 @dataclass(frozen=True, kw_only=True, repr=False)
 class AttnSpec:
     """A declarative attention generator. Every field, its values and its default: the documentation's spec
-    language page (docs/spec.md), generated from the ``#:`` comments below and :mod:`dynattn.vocab`.
+    language page (docs/spec.md), generated from the fields' ``#:`` comments and :mod:`dynattn.vocab`.
 
     Example::
 

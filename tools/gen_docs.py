@@ -11,7 +11,8 @@ without building the site.
 - ``gallery``: each preset's reference, parameters at C=256, generated code and a picture of what its
   (untrained) module passes on a sample photo;
 - ``cli``: ``--help`` of the ``dynattn`` command and of each sub-command, from the parser itself;
-- ``api``: a mkdocstrings entry for every name in ``dynattn.__all__`` and ``graph_passes.__all__``;
+- ``api``: a mkdocstrings entry (at the module defining it) for every name in ``dynattn.__all__`` and
+  ``graph_passes.__all__``;
 - ``index`` and ``changelog``: README.md and CHANGELOG.md, whose links are made site links.
 """
 
@@ -110,7 +111,10 @@ def api() -> str:
     parts = []
     for package in (dynattn, graph_passes):
         parts += [f"## `{package.__name__}`", ""]
-        parts += [f"::: {package.__name__}.{name}\n" for name in package.__all__]
+        for name in package.__all__:  # where it is defined: graph_passes.report is a function and a module
+            obj = getattr(package, name)
+            parts += [f"::: {obj.__module__}.{obj.__qualname__}", "    options:",
+                      f"      heading: {package.__name__}.{name}", ""]
     return "\n".join(parts)
 
 

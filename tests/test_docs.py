@@ -84,8 +84,10 @@ def test_generated_code_block_is_what_the_compiler_emits():
     assert shown == build(AttnSpec.cbam(), channels=64).code.strip()  # exactly what print(cbam.code) shows
 
 
-@pytest.mark.parametrize("where", list(PYTHON))
+@pytest.mark.parametrize("where", [pytest.param(w, marks=pytest.mark.heavy) if PYTHON[w].startswith("# heavy")
+                                   else w for w in PYTHON])
 def test_python_block_runs(where):
+    """A block whose first line is ``# heavy: why`` runs with the heavy tests (tens of seconds)."""
     exec(compile(PYTHON[where], f"{where} (python block)", "exec"), {"__name__": "docs"})
 
 
@@ -155,6 +157,7 @@ EXAMPLE_FILES = {
     "attention_maps.py": ["attention_maps.png"],
     "cluttered_digits.py": ["results.md", "results.png"],
     "pretrained_attention.py": ["results.md", "results.png"],
+    "quantize_int8.py": ["results.md"],
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .validate import check_field_names, normalize
 
@@ -178,6 +178,34 @@ class AttnSpec:
         and ``fuse`` (BAM)."""
         return cls(stages=stages, merge=merge, gate=gate, temperature=temperature, fuse=fuse, init=init, name=name,
                    reference=reference)
+
+    if TYPE_CHECKING:  # the presets, attached by dynattn.presets at import, declared for type checkers and IDEs
+        from . import presets as _presets
+
+        se = staticmethod(_presets.se)
+        eca = staticmethod(_presets.eca)
+        cbam = staticmethod(_presets.cbam)
+        gam = staticmethod(_presets.gam)
+        triplet = staticmethod(_presets.triplet)
+        condconv = staticmethod(_presets.condconv)
+        dyconv = staticmethod(_presets.dyconv)
+        odconv = staticmethod(_presets.odconv)
+        ese = staticmethod(_presets.ese)
+        ecam = staticmethod(_presets.ecam)
+        ceca = staticmethod(_presets.ceca)
+        ge = staticmethod(_presets.ge)
+        gc = staticmethod(_presets.gc)
+        gca = staticmethod(_presets.gca)
+        lcbam = staticmethod(_presets.lcbam)
+        coord = staticmethod(_presets.coord)
+        scoord = staticmethod(_presets.scoord)
+        ela = staticmethod(_presets.ela)
+        strip = staticmethod(_presets.strip)
+        simam = staticmethod(_presets.simam)
+        bam = staticmethod(_presets.bam)
+        srm = staticmethod(_presets.srm)
+        fca = staticmethod(_presets.fca)
+        scse = staticmethod(_presets.scse)
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

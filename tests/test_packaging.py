@@ -55,3 +55,11 @@ def test_mypy_checks_the_public_api(request):
     out = _run("mypy", "--cache-dir", str(cache), "--no-error-summary", "dynattn/__init__.py",
                "graph_passes/__init__.py", "tests/typed_usage.py")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+
+
+def test_every_preset_is_declared_for_type_checkers():
+    """spec.py's TYPE_CHECKING block lists each preset, so ``AttnSpec.<preset>`` type-checks with its signature."""
+    from dynattn.presets import PRESETS
+
+    source = (ROOT / "dynattn" / "spec.py").read_text()
+    assert set(re.findall(r"(\w+) = staticmethod\(_presets\.(\w+)\)", source)) == {(n, n) for n in PRESETS}

@@ -1,8 +1,8 @@
 """The public API as a user's typed code calls it: mypy checks this file (tests/test_packaging.py), so a public
 signature that loses or breaks its type hints fails there. It is type-checked, not run by pytest.
 
-The presets are reached through ``get_spec``: ``AttnSpec.<preset>`` methods are attached when dynattn.presets is
-imported, so a type checker does not see them (``AttnSpec.cbam`` is an attr-defined error in typed code)."""
+``AttnSpec.<preset>`` methods are attached when dynattn.presets is imported; spec.py declares them under
+``TYPE_CHECKING`` so that a type checker sees each preset's own signature (a wrong argument type fails here)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ from graph_passes import (
 
 
 def specs() -> list[AttnSpec]:
-    chained = AttnSpec.chain(get_spec("eca"), AttnSpec(target="spatial", pool=("max", "avg", "std"), kernel_size=5))
+    chained = AttnSpec.chain(AttnSpec.eca(), AttnSpec(target="spatial", pool=("max", "avg", "std"), kernel_size=5))
     names: tuple[str, ...] = list_presets()
-    return [get_spec("cbam", init="identity"), get_spec("cbam", flavor="timm"), parse_spec("se(reduction=8)"), chained,
+    return [AttnSpec.cbam(init="identity"), AttnSpec.cbam(flavor="timm"), AttnSpec.dyconv(experts=4, temperature=30.0),
+            get_spec("cbam", init="identity"), parse_spec("se(reduction=8)"), chained,
             *(get_spec(name) for name in names)]
 
 

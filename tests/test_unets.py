@@ -107,10 +107,10 @@ def test_unetplusplus_guess_is_bounded():
 
 # smp's root forward checks the input size (control flow fx cannot trace): the pass descends into the
 # encoder and decoder. Decoder sites under the default placement (residual, with skip and decoder where the model
-# has them): FPN and Unet both ways; UnetPlusPlus and DeepLabV3Plus with example_inputs only (their decoder takes a
-# list of features, which only a run of the model gives).
-_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, False),
-        ("DeepLabV3Plus", True, True), ("DeepLabV3Plus", False, False), ("Unet", True, True), ("Unet", False, True)]
+# has them) both ways: a decoder that takes a list of features (UnetPlusPlus, DeepLabV3Plus) gets it from one run
+# of the whole model on a guessed meta input.
+_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, True),
+        ("DeepLabV3Plus", True, True), ("DeepLabV3Plus", False, True), ("Unet", True, True), ("Unet", False, True)]
 
 
 @pytest.mark.parametrize("name, given, decoder", [pytest.param(*case, marks=() if case[:2] == ("FPN", True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -154,6 +155,37 @@ def test_probe_on_real_tensors_is_bounded(monkeypatch):
     assert "on meta tensors" in info.value.details  # the attempts that led to a run on real tensors
     # given inputs are the caller's choice: no budget
     assert list_sites(_value_net(), "se", example_inputs=torch.randn(1, 3, 32, 32))
+
+
+class _SlowUnlessLarge(torch.nn.Module):
+    """Takes 20 ms a call and accepts only 512-pixel inputs (the last size guessed): every guess before fails."""
+
+    def forward(self, x):
+        time.sleep(0.02)
+        if x.shape[-1] != 512:
+            raise ValueError(f"expects 512 pixels, got {x.shape[-1]}")
+        return x
+
+
+def _slow_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), _SlowUnlessLarge(), torch.nn.Conv2d(8, 8, 3),
+                               torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+
+
+def test_probe_time_is_bounded(monkeypatch):
+    """``DYNATTN_PROBE_S``: guessing sizes stops once it has taken longer, with an error asking for
+    example_inputs; within the default budget the same model finds its size."""
+    import graph_passes.analysis as analysis
+
+    assert list_sites(_slow_net(), "se")  # the 4th size guessed runs
+    monkeypatch.setattr(analysis, "PROBE_S", 0.01)
+    start = time.monotonic()
+    with pytest.raises(ProbeBudget) as info:
+        list_sites(_slow_net(), "se")
+    assert time.monotonic() - start < 2.0  # one guess, not all four
+    first = str(info.value).splitlines()[0]
+    assert "took over 0.01 s (the probe budget)" in first and "example_inputs" in first and len(first) < 200, first
+    assert list_sites(_slow_net(), "se", example_inputs=torch.randn(1, 3, 512, 512))  # given inputs: no budget
 
 
 def test_trace_failure_first_line_is_short():

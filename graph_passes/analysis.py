@@ -5,7 +5,9 @@ guessed (a detector's forward takes a list of images and targets), the analysis 
 submodules and takes the largest ones that do (a detector's backbone), recording the parts left as
 they are. Site names are always the whole model's qualified names, whatever part they were found in.
 With ``example_inputs``, each such part is propagated on the arguments it got in one meta-device run of
-the model (a decoder's list of features), else on a guessed input.
+the model (a decoder's list of features); without them, on those of one run of the whole model on a guessed
+meta input, else on an input guessed for the part. Where the default placement (``where=None``) finds nothing in
+a part that has feature maps, that part alone falls back to its conv blocks (and the modules made leaves below).
 
 Tracing recovers: fx records one branch of a forward that branches on sizes, values or types (MONAI's
 ``UpCat`` tests ``torch.jit.isinstance(x_e, torch.Tensor)``, False for a proxy); where shape propagation
@@ -244,10 +246,13 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
             if not analysis.parts:
                 raise result[1]
         analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
-        unmatched = _select(model, analysis, where)
-        if where is None and not analysis.sites() and _has_feature_map(analysis):
-            unmatched = _select(model, analysis, _fallback_where(analysis))
-            unmatched = [None] * len(unmatched) if not analysis.sites() else []
+        unmatched = [u for part in analysis.parts for u in _select(model, part, where)]
+        if where is None:  # a part where the default finds nothing falls back on its own, the others keep theirs
+            for part in analysis.parts:
+                if not any(part.sites.values()) and _has_feature_map(part):
+                    _select(model, part, _fallback_where(part))
+            graphs = sum(len(part.traced.graphs) for part in analysis.parts)
+            unmatched = [] if analysis.sites() else [None] * graphs
     _check_matched(model, where, analysis, unmatched)
     return analysis
 
@@ -271,26 +276,26 @@ def _guessed_calls(model: nn.Module) -> dict[str, tuple]:
     return {}
 
 
-def _select(model: nn.Module, analysis: Analysis, where: Where) -> list[Any]:
-    """Find the sites of every part (in place); the ``where`` items that matched nothing, once per graph."""
+def _select(model: nn.Module, part: Part, where: Where) -> list[Any]:
+    """Find the sites of ``part`` (in place); the ``where`` items that matched nothing, once per graph."""
     unmatched: list[Any] = []
-    for part in analysis.parts:
-        modules = dict(part.module.named_modules())
-        for mode, graph in part.traced.graphs.items():
-            part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
-                                          prefix=part.path, unmatched=unmatched)
+    modules = dict(part.module.named_modules())
+    for mode, graph in part.traced.graphs.items():
+        part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__, prefix=part.path,
+                                      unmatched=unmatched)
     return unmatched
 
 
-def _has_feature_map(analysis: Analysis) -> bool:
-    return any(is_feature_map(n) for part in analysis.parts for g in part.traced.graphs.values() for n in g.nodes)
+def _has_feature_map(part: Part) -> bool:
+    return any(is_feature_map(n) for g in part.traced.graphs.values() for n in g.nodes)
 
 
-def _fallback_where(analysis: Analysis) -> list[str]:
-    """Where the default placement finds nothing in a model with feature maps (a U-Net of concatenations
-    has no residual adds, and its skips cross every resolution change): each conv block, and the output of
-    each submodule made a leaf because its forward branches (a U-Net's decoder block)."""
-    return ["conv", *(join_path(part.path, leaf) for part in analysis.parts for leaf, _ in part.recovered)]
+def _fallback_where(part: Part) -> list[str]:
+    """Where the default placement finds nothing in a part with feature maps (a U-Net of concatenations has no
+    residual adds, and its skips cross every resolution change; one child of a root that does not trace): each
+    conv block, and the output of each submodule made a leaf because its forward branches (a U-Net's decoder
+    block). Only that part falls back: the others keep the default's sites."""
+    return ["conv", *(join_path(part.path, leaf) for leaf, _ in part.recovered)]
 
 
 def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:

@@ -312,8 +312,9 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
     items = where_items(where)
     counts = {id(item): sum(1 for u in unmatched if u is item) for item in items}
     graphs = sum(len(part.traced.graphs) for part in analysis.parts)
-    if analysis.root_failure is not None and all(counts[id(item)] >= graphs for item in items):
-        raise analysis.root_failure  # nothing found in the parts that trace: the model's own failure explains it
+    if analysis.root_failure is not None and all(counts[id(item)] >= graphs for item in items) and not any(
+            _has_feature_map(part) for part in analysis.parts):
+        raise analysis.root_failure  # no feature map in the parts that trace: the model's own failure explains it
     for item in items:
         if counts[id(item)] >= graphs:
             if item is None:

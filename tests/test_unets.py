@@ -230,32 +230,61 @@ def test_basic_unet_default_features(dims):
 
 
 def _segmentation_models() -> dict:
+    """The models of the issue, each a builder and the shape of an input it takes (small configurations)."""
     torchvision = pytest.importorskip("torchvision")
+    smp = pytest.importorskip("segmentation_models_pytorch")
     seg = torchvision.models.segmentation
+    mono, rgb = (2, 1, 64, 64), (2, 3, 64, 64)
     return {
-        "monai.DynUNet": lambda: monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
-                                                    upsample_kernel_size=[2, 2, 2]),
-        "monai.SegResNet": lambda: monai_nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1, out_channels=2),
-        "monai.AttentionUnet": lambda: monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2,
-                                                                channels=(8, 16, 32), strides=(2, 2)),
-        "torchvision.lraspp_mobilenet_v3_large": lambda: seg.lraspp_mobilenet_v3_large(
-            weights=None, weights_backbone=None, num_classes=3),
-        "torchvision.deeplabv3_resnet50": lambda: seg.deeplabv3_resnet50(weights=None, weights_backbone=None,
-                                                                           num_classes=3),
+        "monai.BasicUNet-2d": (lambda: monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8)), mono),
+        "monai.BasicUNet-3d": (lambda: monai_nets.BasicUNet(spatial_dims=3, features=(4, 4, 8, 16, 32, 4)),
+                               (1, 1, 32, 32, 32)),
+        "monai.UNet": (lambda: monai_nets.UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
+                                               strides=(2, 2, 2)), mono),
+        "monai.DynUNet": (lambda: monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
+                                                     upsample_kernel_size=[2, 2, 2]), mono),
+        "monai.SegResNet": (lambda: monai_nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1,
+                                                         out_channels=2), mono),
+        "monai.AttentionUnet": (lambda: monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2,
+                                                                 channels=(8, 16, 32), strides=(2, 2)), mono),
+        **{f"smp.{name}": (lambda name=name: getattr(smp, name)("resnet18", encoder_weights=None), rgb)
+           for name in ("Unet", "FPN", "DeepLabV3Plus", "UnetPlusPlus")},
+        "torchvision.lraspp_mobilenet_v3_large": (lambda: seg.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=3), rgb),
+        "torchvision.deeplabv3_resnet50": (lambda: seg.deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                                            num_classes=3), rgb),
     }
 
 
-@pytest.mark.parametrize("name", ["monai.DynUNet", "monai.SegResNet", "monai.AttentionUnet",
-                                  "torchvision.lraspp_mobilenet_v3_large",
-                                  pytest.param("torchvision.deeplabv3_resnet50", marks=pytest.mark.heavy)])
-def test_the_segmentation_networks_of_the_issue_take_attention_with_no_argument(name):
-    """Each with its default placement and no leaf / where / example_inputs argument: sites found, class and
-    state_dict keys kept, identity init unchanged, a training step moves the attention's weights."""
+_NO_ARGUMENT_CI = ("monai.DynUNet", "monai.SegResNet", "monai.AttentionUnet", "torchvision.lraspp_mobilenet_v3_large")
+_NO_ARGUMENT = (*_NO_ARGUMENT_CI, "torchvision.deeplabv3_resnet50")  # the rest's default has its own tests above
+_RULE_CASES = [(name, where, given) for name in (
+    "monai.BasicUNet-2d", "monai.BasicUNet-3d", "monai.UNet", *_NO_ARGUMENT[:3], "smp.Unet", "smp.FPN",
+    "smp.DeepLabV3Plus", "smp.UnetPlusPlus", *_NO_ARGUMENT[3:]) for where in ("decoder", "skip", "encoder")
+    for given in ((False, True) if name.startswith("smp") else (False,))]
+
+
+@pytest.mark.parametrize("name, where, given", [
+    *(pytest.param(name, None, False, marks=() if name in _NO_ARGUMENT_CI else pytest.mark.heavy)
+      for name in _NO_ARGUMENT),
+    *(pytest.param(*case, marks=pytest.mark.heavy) for case in _RULE_CASES)])
+def test_the_segmentation_networks_of_the_issue_take_attention(name, where, given):
+    """Each with the default placement and no leaf / where / example_inputs argument, and with each U-Net rule
+    (with and without example_inputs where the root does not trace): sites found, class and state_dict keys kept,
+    identity init unchanged, a training step moves the attention's weights; a rule that finds nothing says so in
+    a short first line, and no guessed input exceeds its probe budget."""
     torch.manual_seed(0)
-    model = _segmentation_models()[name]().eval()
-    x = torch.randn(2, 1 if name.startswith("monai") else 3, 64, 64)
-    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
-    assert report(out).records
+    build, shape = _segmentation_models()[name]
+    model, x = build().eval(), torch.randn(shape)
+    try:
+        out = insert_attention(model, AttnSpec.se(init="identity", reduction=4), where=where,
+                               example_inputs=x if given else None)
+    except ModelError as err:
+        first = str(err).splitlines()[0]
+        assert where is not None and not isinstance(err, ProbeBudget), first
+        assert f"site rule {where!r} finds no" in first and len(first) < 300, first
+        return
+    assert report(out).records and (where is None or {r.rule for r in report(out).records} == {where})
     reported = out
     if name.startswith("torchvision"):  # a dict of maps: the "out" map is the segmentation
         model, out = _OutMap(model), _OutMap(out)

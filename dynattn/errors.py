@@ -55,8 +55,12 @@ class DynattnError(ValueError):
             message += f" ({hint})"
         super().__init__(message)
 
-    def __reduce__(self):  # keep the structured fields through pickling (workers, DDP)
-        return (_rebuild, (type(self), self.field, self.value, str(self)))
+    def __reduce__(self):
+        """Keep the structured fields through pickling (workers, DDP) and ``copy``: ``field``, ``value``, the
+        message, ``details``, and ``allowed`` where it is plain data (strings, numbers); other attributes a
+        pass sets (``node``, an fx node of a graph the other process does not have) are not kept."""
+        state = {"details": self.details, "allowed": self.allowed if _plain(self.allowed) else None}
+        return (_rebuild, (type(self), self.field, self.value, str(self)), state)
 
 
 class SpecError(DynattnError):
@@ -76,6 +80,12 @@ def _rebuild(cls: type[DynattnError], field: str, value: Any, message: str) -> D
     ValueError.__init__(err, message)
     err.field, err.value, err.allowed = field, value, None
     return err
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    return isinstance(value, tuple) and all(_plain(v) for v in value)
 
 
 def close_match(value: Any, allowed: Iterable[Any]) -> str | None:

@@ -5,7 +5,9 @@ guessed (a detector's forward takes a list of images and targets), the analysis 
 submodules and takes the largest ones that do (a detector's backbone), recording the parts left as
 they are. Site names are always the whole model's qualified names, whatever part they were found in.
 With ``example_inputs``, each such part is propagated on the arguments it got in one meta-device run of
-the model (a decoder's list of features), else on a guessed input.
+the model (a decoder's list of features); without them, on those of one run of the whole model on a guessed
+meta input, else on an input guessed for the part. Where the default placement (``where=None``) finds nothing in
+a part that has feature maps, that part alone falls back to its conv blocks (and the modules made leaves below).
 
 Tracing recovers: fx records one branch of a forward that branches on sizes, values or types (MONAI's
 ``UpCat`` tests ``torch.jit.isinstance(x_e, torch.Tensor)``, False for a proxy); where shape propagation
@@ -25,19 +27,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.fx as fx
 from torch import nn
 
 from dynattn._passes_api import ModelError, leaf_modules
 
 from .shapes import (
+    DEFAULT_SIZES_BY_SPATIAL_DIMS,
     PROBE_BYTES,
     NoInputGuess,
     ProbeBudget,
     capture_calls,
+    conv_spatial_dims,
     example_for,
     guess_input_sizes,
     has_conv,
+    is_conv_module,
     is_feature_map,
     module_stack,
     propagate,
@@ -89,27 +95,29 @@ class Analysis:
         return tuple(out)
 
 
-def _propagate_part(module: nn.Module, traced: Traced, inputs: tuple | None) -> dict[str, fx.GraphModule]:
-    """Shapes on every graph of ``traced``: with ``inputs``, else with the first guessed input that runs."""
+def _propagate_part(module: nn.Module, traced: Traced, inputs: tuple | None, guessed: bool = False
+                    ) -> dict[str, fx.GraphModule]:
+    """Shapes on every graph of ``traced``: with ``inputs``, else with the first guessed input that runs;
+    ``guessed``: ``inputs`` were captured from a run on a guessed input (the probe budget applies)."""
     probes = {}
     for mode, graph in traced.graphs.items():
         was = module.training
         module.train(mode == "train")
         try:
             probe = fx.GraphModule(module, graph)
-            _propagate_probe(probe, module, inputs)
+            _propagate_probe(probe, module, inputs, guessed)
         finally:
             module.train(was)
         probes[mode] = probe
     return probes
 
 
-def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | None) -> None:
+def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | None, guessed: bool = False) -> None:
     """Shapes on ``probe``: with ``inputs``, else with each guessed input in turn until one runs (Inception
     takes 299 x 299, not 224), within the probe budget (``PROBE_S`` seconds in all, ``PROBE_BYTES`` a run
     on real tensors); the last guess's failure is raised."""
     if inputs is not None:
-        propagate(probe, inputs)
+        propagate(probe, inputs, max_bytes=PROBE_BYTES if guessed else None)
         return
     shapes = guess_input_sizes(probe, module)
     start = time.monotonic()
@@ -131,15 +139,15 @@ PROBE_S = float(os.environ.get("DYNATTN_PROBE_S", "20"))
 _MAX_RECOVERIES = 32
 
 
-def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec], strict: bool = True
-              ) -> Part | tuple[str, Exception]:
+def _try_part(path: str, module: nn.Module, inputs: tuple | None, leaves: Sequence[LeafSpec], strict: bool = True,
+              guessed: bool = False) -> Part | tuple[str, Exception]:
     """Trace and propagate ``module``; where propagation fails inside a submodule whose forward branches
     (fx followed one branch for all inputs), retry with that submodule as a leaf."""
     recovered: list[tuple[str, str]] = []
     for _ in range(_MAX_RECOVERIES):
         try:
             traced = trace_model(module, [*_relative_leaves(leaves, path), *(p for p, _ in recovered)])
-            probes = _propagate_part(module, traced, inputs)
+            probes = _propagate_part(module, traced, inputs, guessed)
         except (TraceFailure, NoInputGuess) as exc:
             return (path, exc)
         except ModelError as exc:
@@ -194,20 +202,23 @@ def _relative_leaves(leaves: Sequence[LeafSpec], path: str) -> list[LeafSpec]:
 
 
 def _descend(path: str, module: nn.Module, leaves: Sequence[LeafSpec], found: list[Part],
-             untraced: list[tuple[str, str]], calls: dict[str, tuple]) -> None:
+             untraced: list[tuple[str, str]], calls: dict[str, tuple], guessed: bool) -> None:
     """Try each child of ``module`` (on its arguments in ``calls``, captured from a run of the model on the
-    caller's inputs, else on a guessed input); recurse into a child that does not trace."""
+    caller's inputs or, ``guessed``, on a guessed one; else on an input guessed for the child itself);
+    recurse into a child that does not trace."""
     for name, child in module.named_children():
         child_path = join_path(path, name)
         if isinstance(child, leaf_modules()) or not has_conv(child) or next(child.children(), None) is None:
             continue  # a site needs a block with an inside: a lone conv holds none
-        result = _try_part(child_path, child, calls.get(child_path), leaves, strict=False)
+        result = _try_part(child_path, child, calls.get(child_path), leaves, strict=False, guessed=guessed)
+        if not isinstance(result, Part) and guessed and child_path in calls:  # the guess did not suit it
+            result = _try_part(child_path, child, None, leaves, strict=False)
         if isinstance(result, Part):
             found.append(result)
             continue
         before = len(found)
         nested: list[tuple[str, str]] = []
-        _descend(child_path, child, leaves, found, nested, calls)
+        _descend(child_path, child, leaves, found, nested, calls, guessed)
         if len(found) == before:  # nothing inside it traced either: it is left as it is, as a whole
             untraced.append((child_path, _reason(result[1])))
         else:
@@ -230,39 +241,61 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
             if (inputs is not None and not isinstance(result[1], TraceFailure)) or not has_conv(model):
                 _raise_root(model, result[1], inputs)
             analysis = Analysis([], [("", _reason(result[1]))], root_failure=result[1])
-            calls = capture_calls(model, inputs) if inputs is not None else {}
-            _descend("", model, leaves, analysis.parts, analysis.untraced, calls)
+            calls = capture_calls(model, inputs) if inputs is not None else _guessed_calls(model)
+            _descend("", model, leaves, analysis.parts, analysis.untraced, calls, inputs is None)
             if not analysis.parts:
                 raise result[1]
         analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
-        unmatched = _select(model, analysis, where)
-        if where is None and not analysis.sites() and _has_feature_map(analysis):
-            unmatched = _select(model, analysis, _fallback_where(analysis))
-            unmatched = [None] * len(unmatched) if not analysis.sites() else []
+        unmatched = [u for part in analysis.parts for u in _select(model, part, where)]
+        if where is None:  # a part where the default finds nothing falls back on its own, the others keep theirs
+            for part in analysis.parts:
+                if not any(part.sites.values()) and _has_feature_map(part):
+                    _select(model, part, _fallback_where(part))
+            graphs = sum(len(part.traced.graphs) for part in analysis.parts)
+            unmatched = [] if analysis.sites() else [None] * graphs
     _check_matched(model, where, analysis, unmatched)
     return analysis
 
 
-def _select(model: nn.Module, analysis: Analysis, where: Where) -> list[Any]:
-    """Find the sites of every part (in place); the ``where`` items that matched nothing, once per graph."""
+def _guessed_calls(model: nn.Module) -> dict[str, tuple]:
+    """The arguments of each submodule called once, captured from one run of the whole model on a guessed meta
+    input (batch 2, its first conv's channels, each of ``DEFAULT_SIZES_BY_SPATIAL_DIMS`` in turn until one runs):
+    a decoder that takes a list of features gets the list, which no guess for the decoder alone could give.
+    Meta tensors cost nothing; empty when no size runs within ``PROBE_S`` seconds."""
+    conv = next((m for m in model.modules() if is_conv_module(m)), None)
+    spatial_dims = conv_spatial_dims(conv)
+    if conv is None or spatial_dims is None or not isinstance(getattr(conv, "in_channels", None), int):
+        return {}
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+    start = time.monotonic()
+    for size in DEFAULT_SIZES_BY_SPATIAL_DIMS[spatial_dims]:
+        calls = capture_calls(model, (torch.empty((2, conv.in_channels, *size), dtype=dtype, device="meta"),))
+        if calls or time.monotonic() - start > PROBE_S:
+            return calls
+    return {}
+
+
+def _select(model: nn.Module, part: Part, where: Where) -> list[Any]:
+    """Find the sites of ``part`` (in place); the ``where`` items that matched nothing, once per graph."""
     unmatched: list[Any] = []
-    for part in analysis.parts:
-        modules = dict(part.module.named_modules())
-        for mode, graph in part.traced.graphs.items():
-            part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__,
-                                          prefix=part.path, unmatched=unmatched)
+    modules = dict(part.module.named_modules())
+    for mode, graph in part.traced.graphs.items():
+        part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__, prefix=part.path,
+                                      unmatched=unmatched)
     return unmatched
 
 
-def _has_feature_map(analysis: Analysis) -> bool:
-    return any(is_feature_map(n) for part in analysis.parts for g in part.traced.graphs.values() for n in g.nodes)
+def _has_feature_map(part: Part) -> bool:
+    return any(is_feature_map(n) for g in part.traced.graphs.values() for n in g.nodes)
 
 
-def _fallback_where(analysis: Analysis) -> list[str]:
-    """Where the default placement finds nothing in a model with feature maps (a U-Net of concatenations
-    has no residual adds, and its skips cross every resolution change): each conv block, and the output of
-    each submodule made a leaf because its forward branches (a U-Net's decoder block)."""
-    return ["conv", *(join_path(part.path, leaf) for part in analysis.parts for leaf, _ in part.recovered)]
+def _fallback_where(part: Part) -> list[str]:
+    """Where the default placement finds nothing in a part with feature maps (a U-Net of concatenations has no
+    residual adds, and its skips cross every resolution change; one child of a root that does not trace): each
+    conv block, and the output of each submodule made a leaf because its forward branches (a U-Net's decoder
+    block). Only that part falls back: the others keep the default's sites."""
+    return ["conv", *(join_path(part.path, leaf) for leaf, _ in part.recovered)]
 
 
 def _raise_root(model: nn.Module, exc: Exception, inputs: tuple | None) -> None:
@@ -279,8 +312,9 @@ def _check_matched(model: nn.Module, where: Where, analysis: Analysis, unmatched
     items = where_items(where)
     counts = {id(item): sum(1 for u in unmatched if u is item) for item in items}
     graphs = sum(len(part.traced.graphs) for part in analysis.parts)
-    if analysis.root_failure is not None and all(counts[id(item)] >= graphs for item in items):
-        raise analysis.root_failure  # nothing found in the parts that trace: the model's own failure explains it
+    if analysis.root_failure is not None and all(counts[id(item)] >= graphs for item in items) and not any(
+            _has_feature_map(part) for part in analysis.parts):
+        raise analysis.root_failure  # no feature map in the parts that trace: the model's own failure explains it
     for item in items:
         if counts[id(item)] >= graphs:
             if item is None:

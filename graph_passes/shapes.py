@@ -342,7 +342,7 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module], map_ndims: frozenset[int]
     if shape is None or len(shape) not in FEATURE_LAYOUTS:
         return None
     layout = FEATURE_LAYOUTS[len(shape)]
-    if n.op == "placeholder":
+    if n.op == "placeholder" or _from_input_list(n):
         return layout if len(shape) == 4 or len(shape) in map_ndims else None
     inputs = _tensor_args(n)
     # the layout an element-wise op keeps: that of an input of the output's own shape
@@ -377,6 +377,20 @@ def _layout(n: fx.Node, modules: dict[str, nn.Module], map_ndims: frozenset[int]
         if n.target in ("view", "reshape") and inputs and shape_of(inputs[0]) == shape:
             return first
     return None
+
+
+def _from_input_list(n: fx.Node, steps: int = 8) -> bool:
+    """``n`` takes a tensor out of an input that is a list or tuple of them (a decoder's features), through any
+    slicing: it is an input as a tensor placeholder is."""
+    for _ in range(steps):
+        if n.op != "call_function" or n.target is not operator.getitem or not isinstance(n.args[0], fx.Node):
+            return False
+        n = n.args[0]
+        if shape_of(n) is not None:
+            return False  # indexing a tensor, not a list
+        if n.op == "placeholder":
+            return True
+    return False
 
 
 def _swap(layout: tuple[str, ...], a: int, b: int) -> tuple[str, ...]:

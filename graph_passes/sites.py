@@ -304,19 +304,54 @@ def _spatial(n: Any) -> int | None:
 
 
 def _rescales(n: fx.Node, up: bool) -> bool:
-    """``n`` makes a feature map of more (``up``) or fewer (not ``up``, global pooling aside) positions than its
-    first feature-map input: an upsampling op (interpolate, a transposed conv, pixel shuffle, or any module,
-    a leaf block included; a function that broadcasts a 1x1 map back, as ASPP's image pooling does, is none)
-    or a downsampling one (a strided conv, pooling)."""
-    here = _spatial(n)
+    """``n`` is an upsampling op (``up``): its feature map is larger than its first feature-map input's in every
+    spatial dim, from a 1x1 map too (a leaf module, or interpolate, a transposed conv, pixel shuffle); or a
+    downsampling one (not ``up``): fewer positions, global pooling aside (a strided conv or pooling)."""
     first = next((a for a in n.all_input_nodes if _spatial(a) is not None), None)
-    if here is None or first is None:
+    if _spatial(n) is None or first is None:
         return False
+    here, there = shape_of(n)[2:], shape_of(first)[2:]
     if not up:
-        return 1 < here < _spatial(first)
+        return _spatial(n) < _spatial(first) and not _global_pool(n)
+    larger = len(here) == len(there) and all(a > b for a, b in zip(here, there, strict=True))
+    return larger and (n.op == "call_module" or (n.op == "call_function" and n.target in _UPSAMPLE_FUNCTIONS))
+
+
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                 nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_GLOBAL_POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                          F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.mean, torch.amax, torch.sum}
+_GLOBAL_POOL_METHODS = {"mean", "amax", "max", "sum"}
+
+
+def _global_pool(n: fx.Node) -> bool:
+    """``n`` pools a feature map to one position (adaptive pooling, a mean or max over the spatial dims): its
+    output is 1x1 whatever the input's size, a descriptor rather than a coarser map."""
+    if _spatial(n) != 1:
+        return False
     if n.op == "call_module":
-        return here > _spatial(first)
-    return here > _spatial(first) > 1 and n.target in _UPSAMPLE_FUNCTIONS
+        return isinstance(n.graph.owning_module.get_submodule(str(n.target)), _GLOBAL_POOLS) \
+            if n.graph.owning_module is not None else False
+    return (n.op == "call_function" and n.target in _GLOBAL_POOL_FUNCTIONS) or (
+        n.op == "call_method" and n.target in _GLOBAL_POOL_METHODS)
+
+
+def _broadcast(n: fx.Node, steps: int = 16) -> bool:
+    """``n`` upsamples a globally pooled 1x1 descriptor back to a map (ASPP's image pooling branch): a broadcast
+    of context, which the decoder rule counts as upsampling and the skip rule does not (ASPP's concatenation of
+    its branches is no skip connection)."""
+    for _ in range(steps):
+        n = next((a for a in n.all_input_nodes if _spatial(a) is not None), None)
+        if n is None or _spatial(n) != 1:
+            return False
+        if _global_pool(n):
+            return True
+    return False
+
+
+def _upsamples(n: fx.Node) -> bool:
+    """An upsampling op that is no broadcast of a global descriptor (see :func:`_broadcast`)."""
+    return _rescales(n, up=True) and not _broadcast(n)
 
 
 def _channel_cat(n: fx.Node) -> list[fx.Node] | None:
@@ -337,7 +372,7 @@ def _feeds_upsample(n: fx.Node, steps: int = 8) -> bool:
         if len(n.users) != 1:
             return False
         n = next(iter(n.users))
-        if _rescales(n, up=True):
+        if _upsamples(n):
             return True
         if n.op == "call_function" and n.target in _MERGES:
             return False
@@ -349,7 +384,7 @@ def _skip(graph: fx.Graph) -> list[fx.Node]:
     (what the others do not share) holds an upsampling op and another's does not; or one input is computed
     from another (``cat([x, f(x)])``) and the result is upsampled next (MONAI's innermost SkipConnection)."""
     order, index, ancestors = _ancestry(graph)
-    ups = sum(1 << index[n] for n in order if _rescales(n, up=True))
+    ups = sum(1 << index[n] for n in order if _upsamples(n))
     out = []
     for n in order:
         parts = _channel_cat(n)
@@ -365,9 +400,11 @@ def _skip(graph: fx.Graph) -> list[fx.Node]:
     return out
 
 
-def _is_logits(n: fx.Node, modules: dict[str, nn.Module], steps: int = 8) -> bool:
-    """``n`` is the model's output, or reaches it through no module with weights (only resized: the logits)."""
-    for _ in range(steps):
+def _is_logits(n: fx.Node, modules: dict[str, nn.Module], final: bool = True, steps: int = 8) -> bool:
+    """``n`` is the model's output, or reaches it through no module with weights (only resized: the logits).
+    ``final``: the graph's output is the model's (not where the graph is one part of a model that does not
+    trace as a whole: smp's decoder, whose output the segmentation head takes)."""
+    for _ in range(steps if final else 0):
         if any(user.op == "output" for user in n.users):
             return True
         if len(n.users) != 1:
@@ -378,10 +415,11 @@ def _is_logits(n: fx.Node, modules: dict[str, nn.Module], steps: int = 8) -> boo
     return False
 
 
-def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
-    """Each decoder block's output. A block is the largest module around an upsampling op that holds no other
-    upsampling op and no downsampling one (a leaf module that upsamples is a block itself); its output is a
-    site unless it is the model's output or reaches it through no weighted module (the logits, only resized)."""
+def _decoder(graph: fx.Graph, modules: dict[str, nn.Module], final: bool = True) -> list[fx.Node]:
+    """Each decoder block's output. A block is the largest module around an upsampling op (a broadcast of a
+    global descriptor included: ASPP) that holds no other upsampling op and no downsampling one (a leaf module
+    that upsamples is a block itself); its output is a site unless it is the model's output or reaches it
+    through no weighted module (the logits, only resized). ``final``: see :func:`_is_logits`."""
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     members = _scope_members(nodes)
     exits = _scope_exits(members)
@@ -403,7 +441,7 @@ def _decoder(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[fx.Node]:
         if end is not None and _is_nchw(end):
             found.append(end)
     order = {n: i for i, n in enumerate(graph.nodes)}
-    return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules)), key=order.__getitem__)
+    return sorted((n for n in dict.fromkeys(found) if not _is_logits(n, modules, final)), key=order.__getitem__)
 
 
 def _encoder(graph: fx.Graph, modules: dict[str, nn.Module], skips: list[fx.Node],
@@ -412,7 +450,7 @@ def _encoder(graph: fx.Graph, modules: dict[str, nn.Module], skips: list[fx.Node
     :func:`_skip`) whose own path holds no upsampling op, and the feature-map inputs of a leaf decoder block
     (``decoders``, from :func:`_decoder`: MONAI's ``UpCat``) at its output's size."""
     order, index, ancestors = _ancestry(graph)
-    ups = sum(1 << index[n] for n in order if _rescales(n, up=True))
+    ups = sum(1 << index[n] for n in order if _upsamples(n))
     found: list[fx.Node] = []
     for n in skips:
         found += [p for p in _channel_cat(n) if p in index and not (ancestors[p] | (1 << index[p])) & ups]
@@ -430,6 +468,7 @@ class SiteGraph:
 
     def __init__(self, graph: fx.Graph, modules: dict[str, nn.Module], prefix: str = "") -> None:
         self.graph, self.modules = graph, modules
+        self.final = not prefix  # the graph's output is the model's (else a part's, which the model goes on with)
         self.names = site_names(graph, prefix)
         self._rules: dict[str, list[Site]] = {}
         self._candidates: list[Site] | None = None
@@ -463,7 +502,7 @@ class SiteGraph:
             elif rule == "conv":
                 found = [self.site(n, "conv") for n in _conv(self.graph, self.modules)]
             elif rule == "decoder":
-                found = [self.site(n, "decoder") for n in _decoder(self.graph, self.modules)]
+                found = [self.site(n, "decoder") for n in _decoder(self.graph, self.modules, self.final)]
             elif rule == "skip":
                 found = [self.site(n, "skip") for n in _skip(self.graph)]
             elif rule == "encoder":  # from the skip and decoder sites, found once

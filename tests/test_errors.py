@@ -1,5 +1,6 @@
 """Bad specs and bad build arguments raise SpecError (a ValueError) naming field, value and allowed values."""
 
+import copy
 import pickle
 
 import pytest
@@ -7,6 +8,8 @@ import torch
 
 import dynattn
 from dynattn import AttnSpec, SpecError, build, get_spec
+from dynattn.errors import ModelError
+from graph_passes import insert_attention
 
 
 def _raises(fn, *fragments, field=None):
@@ -140,6 +143,20 @@ def test_spec_error_pickles_with_its_fields():
     err = _raises(lambda: AttnSpec(gate="nope"), "nope")
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, SpecError) and str(back) == str(err) and back.field == "AttnSpec.gate"
+
+
+def test_details_survive_pickling_and_copy():
+    """A pass's error keeps the attempts it made (``details``) through pickling (a worker, DDP) and copy."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    with pytest.raises(ModelError) as info:  # 16 x 16 input: the Linear gets 8 * 14 * 14 features
+        insert_attention(model, AttnSpec.se(), example_inputs=torch.randn(1, 3, 16, 16))
+    err = info.value
+    assert err.details and "on meta tensors" in err.details
+    for back in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert type(back) is type(err) and str(back) == str(err) and back.field == err.field
+        assert back.details == err.details and back.allowed == err.allowed
+    spec_err = _raises(lambda: AttnSpec(gate="nope"), "nope")
+    assert pickle.loads(pickle.dumps(spec_err)).allowed == spec_err.allowed and spec_err.allowed
 
 
 def test_spec_error_is_exported():

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dynattn import AttnSpec
@@ -230,3 +231,83 @@ def test_smp_unet_encoder_rule_selects_the_features_its_decoder_reads():
     assert [s.channels for s in encoder] == sorted(s.channels for s in encoder)  # shallow to deep
     with pytest.raises(ModelError, match="site rule 'encoder' finds no encoder feature"):
         list_sites(_DenseNet(), AttnSpec.se(), where="encoder", example_inputs=(torch.randn(1, 3, 8, 8),))
+
+
+class _Pooling(nn.Module):
+    """ASPP's image pooling branch: a global descriptor, broadcast back to the map's size by interpolate."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.pool, self.conv = nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return F.interpolate(torch.relu(self.conv(self.pool(x))), size=x.shape[-2:], mode="nearest")
+
+
+class _Up(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * c, c, 3, padding=1)
+
+    def forward(self, deep, skip):
+        return torch.relu(self.conv(torch.cat([F.interpolate(deep, scale_factor=2.0), skip], dim=1)))
+
+
+class _TinyUNet(nn.Module):
+    """Down to 1x1 at an 8-pixel input (the deepest map 1x1, as smp's Unet at 32 px), a decoder block that
+    upsamples the 1x1 map and concatenates a skip, which an ASPP-like context block has seen."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.down = nn.Sequential(nn.Conv2d(c, c, 3, stride=2, padding=1), nn.Conv2d(c, c, 3, stride=2, padding=1),
+                                  nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.aspp = nn.ModuleList([nn.Conv2d(c, c, 1), _Pooling(c)])
+        self.project = nn.Conv2d(2 * c, c, 1)
+        self.up = _Up(c)
+        self.head = nn.Conv2d(c, 2, 1)
+
+    def forward(self, x):
+        skip = self.down[1](self.down[0](self.stem(x)))
+        deep = self.down[2](skip)
+        skip = self.project(torch.cat([m(skip) for m in self.aspp], dim=1))
+        return self.head(F.interpolate(self.up(deep, skip), scale_factor=4.0))
+
+
+def test_upsampling_from_a_1x1_map_counts_and_a_broadcast_is_no_skip():
+    """Upsampling: a larger map than the input's in every spatial dim, from 1x1 too. An upsampled global
+    descriptor (ASPP's pooling branch) is a decoder block, but the concatenation it joins is no skip."""
+    model, x = _TinyUNet().eval(), torch.randn(1, 3, 8, 8)
+    decoder = list_sites(model, AttnSpec.se(reduction=2), where="decoder", example_inputs=(x,))
+    assert [s.name for s in decoder] == ["aspp.1.interpolate", "up.relu"] and decoder[1].shape[-2:] == (2, 2)
+    skip = list_sites(model, AttnSpec.se(reduction=2), where="skip", example_inputs=(x,))
+    assert [s.name for s in skip] == ["up.cat"]  # not the context concatenation, although one part is upsampled
+    encoder = list_sites(model, AttnSpec.se(reduction=2), where="encoder", example_inputs=(x,))
+    assert [s.name for s in encoder] == ["project"]
+
+
+def test_smp_unet_first_decoder_block_counts_at_32_px():
+    """At 32 px smp's deepest feature is 1x1: its first decoder block upsamples from 1x1 and is a site."""
+    model = _smp_unet()
+    sites = list_sites(model, AttnSpec.se(), where="decoder", example_inputs=(torch.randn(1, 3, 32, 32),))
+    assert all(f"decoder.blocks.{i}" in s.aliases for i, s in enumerate(sites))
+    assert len(sites) == len(model.decoder.blocks)
+    assert sites[0].shape[-2:] == (2, 2)
+
+
+@pytest.mark.parametrize("name", ["DeepLabV3Plus", pytest.param("UnetPlusPlus", marks=pytest.mark.heavy)])
+def test_smp_decoder_taking_a_list_gets_sites_without_example_inputs(name):
+    """The root's forward does not trace and the decoder takes a list of features: its arguments come from one
+    run of the whole model on a guessed meta input, so the sites are those found with example_inputs."""
+    torch.manual_seed(0)
+    model = getattr(smp, name)("resnet18", encoder_weights=None).eval()
+    guessed = list_sites(model, AttnSpec.se())
+    given = list_sites(model, AttnSpec.se(), example_inputs=(torch.randn(2, 3, 64, 64),))
+    assert [(s.name, s.rule, s.channels) for s in guessed] == [(s.name, s.rule, s.channels) for s in given]
+    decoder = [s.name for s in guessed if s.rule == "decoder"]
+    if name == "DeepLabV3Plus":  # ASPP (its pooling branch upsamples from 1x1) and the skip's concatenation
+        assert decoder == ["decoder.aspp.3"] and [s.name for s in guessed if s.rule == "skip"] == ["decoder.cat"]
+    else:  # every nested block, the last one too (a part's output is no logits: the head follows)
+        blocks = [f"decoder.blocks.{b}" for b in model.decoder.blocks]
+        found = [next(a for a in s.aliases if a in blocks) for s in guessed if s.rule == "decoder"]
+        assert sorted(found) == sorted(blocks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -107,10 +108,10 @@ def test_unetplusplus_guess_is_bounded():
 
 # smp's root forward checks the input size (control flow fx cannot trace): the pass descends into the
 # encoder and decoder. Decoder sites under the default placement (residual, with skip and decoder where the model
-# has them): FPN and Unet both ways; UnetPlusPlus and DeepLabV3Plus with example_inputs only (their decoder takes a
-# list of features, which only a run of the model gives).
-_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, False),
-        ("DeepLabV3Plus", True, True), ("DeepLabV3Plus", False, False), ("Unet", True, True), ("Unet", False, True)]
+# has them) both ways: a decoder that takes a list of features (UnetPlusPlus, DeepLabV3Plus) gets it from one run
+# of the whole model on a guessed meta input.
+_SMP = [("FPN", True, True), ("FPN", False, True), ("UnetPlusPlus", True, True), ("UnetPlusPlus", False, True),
+        ("DeepLabV3Plus", True, True), ("DeepLabV3Plus", False, True), ("Unet", True, True), ("Unet", False, True)]
 
 
 @pytest.mark.parametrize("name, given, decoder", [pytest.param(*case, marks=() if case[:2] == ("FPN", True)
@@ -156,6 +157,37 @@ def test_probe_on_real_tensors_is_bounded(monkeypatch):
     assert list_sites(_value_net(), "se", example_inputs=torch.randn(1, 3, 32, 32))
 
 
+class _SlowUnlessLarge(torch.nn.Module):
+    """Takes 20 ms a call and accepts only 512-pixel inputs (the last size guessed): every guess before fails."""
+
+    def forward(self, x):
+        time.sleep(0.02)
+        if x.shape[-1] != 512:
+            raise ValueError(f"expects 512 pixels, got {x.shape[-1]}")
+        return x
+
+
+def _slow_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), _SlowUnlessLarge(), torch.nn.Conv2d(8, 8, 3),
+                               torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+
+
+def test_probe_time_is_bounded(monkeypatch):
+    """``DYNATTN_PROBE_S``: guessing sizes stops once it has taken longer, with an error asking for
+    example_inputs; within the default budget the same model finds its size."""
+    import graph_passes.analysis as analysis
+
+    assert list_sites(_slow_net(), "se")  # the 4th size guessed runs
+    monkeypatch.setattr(analysis, "PROBE_S", 0.01)
+    start = time.monotonic()
+    with pytest.raises(ProbeBudget) as info:
+        list_sites(_slow_net(), "se")
+    assert time.monotonic() - start < 2.0  # one guess, not all four
+    first = str(info.value).splitlines()[0]
+    assert "took over 0.01 s (the probe budget)" in first and "example_inputs" in first and len(first) < 200, first
+    assert list_sites(_slow_net(), "se", example_inputs=torch.randn(1, 3, 512, 512))  # given inputs: no budget
+
+
 def test_trace_failure_first_line_is_short():
     smp = pytest.importorskip("segmentation_models_pytorch")
     with pytest.raises(TraceFailure) as info:
@@ -198,32 +230,61 @@ def test_basic_unet_default_features(dims):
 
 
 def _segmentation_models() -> dict:
+    """The models of the issue, each a builder and the shape of an input it takes (small configurations)."""
     torchvision = pytest.importorskip("torchvision")
+    smp = pytest.importorskip("segmentation_models_pytorch")
     seg = torchvision.models.segmentation
+    mono, rgb = (2, 1, 64, 64), (2, 3, 64, 64)
     return {
-        "monai.DynUNet": lambda: monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
-                                                    upsample_kernel_size=[2, 2, 2]),
-        "monai.SegResNet": lambda: monai_nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1, out_channels=2),
-        "monai.AttentionUnet": lambda: monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2,
-                                                                channels=(8, 16, 32), strides=(2, 2)),
-        "torchvision.lraspp_mobilenet_v3_large": lambda: seg.lraspp_mobilenet_v3_large(
-            weights=None, weights_backbone=None, num_classes=3),
-        "torchvision.deeplabv3_resnet50": lambda: seg.deeplabv3_resnet50(weights=None, weights_backbone=None,
-                                                                           num_classes=3),
+        "monai.BasicUNet-2d": (lambda: monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8)), mono),
+        "monai.BasicUNet-3d": (lambda: monai_nets.BasicUNet(spatial_dims=3, features=(4, 4, 8, 16, 32, 4)),
+                               (1, 1, 32, 32, 32)),
+        "monai.UNet": (lambda: monai_nets.UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64),
+                                               strides=(2, 2, 2)), mono),
+        "monai.DynUNet": (lambda: monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
+                                                     upsample_kernel_size=[2, 2, 2]), mono),
+        "monai.SegResNet": (lambda: monai_nets.SegResNet(spatial_dims=2, init_filters=8, in_channels=1,
+                                                         out_channels=2), mono),
+        "monai.AttentionUnet": (lambda: monai_nets.AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2,
+                                                                 channels=(8, 16, 32), strides=(2, 2)), mono),
+        **{f"smp.{name}": (lambda name=name: getattr(smp, name)("resnet18", encoder_weights=None), rgb)
+           for name in ("Unet", "FPN", "DeepLabV3Plus", "UnetPlusPlus")},
+        "torchvision.lraspp_mobilenet_v3_large": (lambda: seg.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=3), rgb),
+        "torchvision.deeplabv3_resnet50": (lambda: seg.deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                                            num_classes=3), rgb),
     }
 
 
-@pytest.mark.parametrize("name", ["monai.DynUNet", "monai.SegResNet", "monai.AttentionUnet",
-                                  "torchvision.lraspp_mobilenet_v3_large",
-                                  pytest.param("torchvision.deeplabv3_resnet50", marks=pytest.mark.heavy)])
-def test_the_segmentation_networks_of_the_issue_take_attention_with_no_argument(name):
-    """Each with its default placement and no leaf / where / example_inputs argument: sites found, class and
-    state_dict keys kept, identity init unchanged, a training step moves the attention's weights."""
+_NO_ARGUMENT_CI = ("monai.DynUNet", "monai.SegResNet", "monai.AttentionUnet", "torchvision.lraspp_mobilenet_v3_large")
+_NO_ARGUMENT = (*_NO_ARGUMENT_CI, "torchvision.deeplabv3_resnet50")  # the rest's default has its own tests above
+_RULE_CASES = [(name, where, given) for name in (
+    "monai.BasicUNet-2d", "monai.BasicUNet-3d", "monai.UNet", *_NO_ARGUMENT[:3], "smp.Unet", "smp.FPN",
+    "smp.DeepLabV3Plus", "smp.UnetPlusPlus", *_NO_ARGUMENT[3:]) for where in ("decoder", "skip", "encoder")
+    for given in ((False, True) if name.startswith("smp") else (False,))]
+
+
+@pytest.mark.parametrize("name, where, given", [
+    *(pytest.param(name, None, False, marks=() if name in _NO_ARGUMENT_CI else pytest.mark.heavy)
+      for name in _NO_ARGUMENT),
+    *(pytest.param(*case, marks=pytest.mark.heavy) for case in _RULE_CASES)])
+def test_the_segmentation_networks_of_the_issue_take_attention(name, where, given):
+    """Each with the default placement and no leaf / where / example_inputs argument, and with each U-Net rule
+    (with and without example_inputs where the root does not trace): sites found, class and state_dict keys kept,
+    identity init unchanged, a training step moves the attention's weights; a rule that finds nothing says so in
+    a short first line, and no guessed input exceeds its probe budget."""
     torch.manual_seed(0)
-    model = _segmentation_models()[name]().eval()
-    x = torch.randn(2, 1 if name.startswith("monai") else 3, 64, 64)
-    out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
-    assert report(out).records
+    build, shape = _segmentation_models()[name]
+    model, x = build().eval(), torch.randn(shape)
+    try:
+        out = insert_attention(model, AttnSpec.se(init="identity", reduction=4), where=where,
+                               example_inputs=x if given else None)
+    except ModelError as err:
+        first = str(err).splitlines()[0]
+        assert where is not None and not isinstance(err, ProbeBudget), first
+        assert f"site rule {where!r} finds no" in first and len(first) < 300, first
+        return
+    assert report(out).records and (where is None or {r.rule for r in report(out).records} == {where})
     reported = out
     if name.startswith("torchvision"):  # a dict of maps: the "out" map is the segmentation
         model, out = _OutMap(model), _OutMap(out)
@@ -243,3 +304,43 @@ class _OutMap(torch.nn.Module):
 
     def get_submodule(self, target: str) -> torch.nn.Module:
         return self.inner.get_submodule(target)
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, padding=1), torch.nn.BatchNorm2d(c),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class _TwoParts(torch.nn.Module):
+    """A root whose forward checks the input's size (no trace) over a residual part and a plain conv stack of
+    one resolution (no residual add, no stage output: the default finds nothing there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), _Residual(8))
+        self.plain = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                         torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1))
+
+    def forward(self, x):
+        if x.shape[-1] % 2:
+            raise ValueError("even sizes only")
+        return self.plain(self.stem(x))
+
+
+def test_no_site_fallback_is_per_part():
+    """The default's fallback (each conv block) applies to the part where the default finds nothing; the part
+    with residual adds keeps its residual sites."""
+    x = torch.randn(2, 3, 16, 16)
+    for given in ((x,), None):
+        sites = list_sites(_TwoParts(), AttnSpec.se(reduction=2), example_inputs=given)
+        by_part = {part: {s.rule for s in sites if s.name.startswith(part + ".")} for part in ("stem", "plain")}
+        assert by_part == {"stem": {"residual"}, "plain": {"conv"}}, [(s.name, s.rule) for s in sites]
+        assert [s.name for s in sites if s.rule == "conv"] == ["plain.2", "plain.3"]
+    model = _TwoParts().eval()
+    out = insert_attention(model, AttnSpec.se(init="identity", reduction=2))
+    _check_unchanged(model, out, x)

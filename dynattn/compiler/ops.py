@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..layers import hard_sigmoid_x2
 from ..leaf_calls import leaf_call
 from ..vocab import AXES, AXES_BY_SPATIAL_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
-    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like", "window_mean3d", "blend",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "sample_std_eps", "resize_like", "window_mean3d", "blend",
+    "hard_sigmoid_x2",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -44,6 +46,16 @@ def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> 
     return torch.std(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim)
 
 
+def sample_std_eps(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """``sqrt(var + 1e-5)`` with the sample variance (divided by n - 1) over ``dim``: SRM's style standard
+    deviation as its official code computes it since f6221c7 ("FIX : style pooling"); over a single position,
+    the population variance (0) instead of NaN."""
+    n = 1
+    for d in dim:
+        n = n * x.shape[d]
+    return torch.sqrt(torch.var(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
+
+
 def resize_like(gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A gate computed on a coarser grid, resized to x's spatial size by nearest neighbours (gather-excite)."""
     return F.interpolate(gate, size=x.shape[2:], mode="nearest")
@@ -55,12 +67,14 @@ TORCH_REDUCTION = {
     "lp": (torch.linalg.vector_norm, {"ord": 2}),
     "std": (torch.std, {"correction": 0}),
     "std_unbiased": (sample_std, {}),
+    "std_unbiased_eps": (sample_std_eps, {}),
 }
 
 #: Element-wise gates (softmax needs an axis and is emitted separately).
 GATE_FNS = {
     "sigmoid": torch.sigmoid,
     "hard_sigmoid": F.hardsigmoid,
+    "hard_sigmoid_x2": hard_sigmoid_x2,
     "tanh": torch.tanh,
 }
 

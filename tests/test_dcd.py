@@ -41,9 +41,9 @@ def test_equals_the_official_layer_in_train_and_eval(case):
     for train in (True, False):
         ours.train(train)
         ref.train(train)
-        for step in range(2):
+        for _ in range(2):
             x = torch.randn(3, cin, 11, 9) * 2
-            torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5, msg=lambda m: f"train={train}: {m}")
+            torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5, msg=lambda m, t=train: f"train={t}: {m}")
         if train:  # the train-mode forwards moved both layers' BatchNorm statistics alike
             for name in ("bn1", "bn2"):
                 for stat in ("running_mean", "running_var", "num_batches_tracked"):
@@ -85,13 +85,13 @@ def test_loading_checks_before_copying():
     ours, ref = _pair(33, 47, 3, 2, 1, 1)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
     wrong = DCDReference(33, 40, 3, 2, 1).state_dict()
-    with pytest.raises(SpecError, match="fc_scale|conv.weight|shape"):
+    with pytest.raises(SpecError, match=r"fc_scale|conv\.weight|shape"):
         load_dcd_weights(ours, wrong)
     for key, value in ours.state_dict().items():
         assert torch.equal(value, before[key]), key
-    with pytest.raises(SpecError, match="not a dynamic conv built from AttnSpec.dcd"):
+    with pytest.raises(SpecError, match=r"not a dynamic conv built from AttnSpec\.dcd"):
         load_dcd_weights(DynamicConv2d(33, 47, 3, padding=1, spec="dyconv"), ref.state_dict())
-    with pytest.raises(SpecError, match="fc_phi.weight"):
+    with pytest.raises(SpecError, match=r"fc_phi\.weight"):
         load_dcd_weights(ours, {k: v for k, v in ref.state_dict().items() if k != "fc_phi.weight"})
 
 

@@ -16,8 +16,8 @@ from ..vocab import AXES, AXES_BY_SPATIAL_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
-    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "sample_std_eps", "resize_like", "window_mean3d", "blend",
-    "hard_sigmoid_x2",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "sample_std_eps", "grid_mean", "resize_like", "window_mean3d",
+    "blend",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -54,6 +54,28 @@ def sample_std_eps(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False)
     for d in dim:
         n = n * x.shape[d]
     return torch.sqrt(torch.var(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
+
+
+def _cell_means(n: int, grid: int, like: torch.Tensor) -> torch.Tensor:
+    """(grid, n): row i averages the positions of adaptive average pooling's cell i, [floor(i n / g),
+    ceil((i + 1) n / g)) (cells overlap where g does not divide n)."""
+    i = torch.arange(grid, device=like.device)
+    start, end = (i * n) // grid, ((i + 1) * n + grid - 1) // grid
+    pos = torch.arange(n, device=like.device)
+    cells = ((pos >= start[:, None]) & (pos < end[:, None])).to(like.dtype)
+    return cells / cells.sum(1, keepdim=True)
+
+
+#: The einsum of :func:`grid_mean` by the number of spatial dims.
+_GRID_EINSUM = {1: "bcl,il->bci", 2: "bchw,ih,jw->bcij", 3: "bcdhw,id,jh,kw->bcijk"}
+
+
+def grid_mean(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool{1,2,3}d(x, grid)``, written as one einsum with a cell-averaging matrix per axis:
+    the TorchScript-based ONNX exporter refuses adaptive pooling to a grid that does not divide the map, and
+    this form exports (and traces, and compiles) at any map size."""
+    cells = [_cell_means(n, grid, x) for n in x.shape[2:]]
+    return torch.einsum(_GRID_EINSUM[x.dim() - 2], x, *cells)
 
 
 def resize_like(gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

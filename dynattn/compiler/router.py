@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
@@ -46,7 +45,7 @@ from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
 from .lower import BranchPlan, hidden_width
 from .module import SpecModule
-from .ops import GATE_FNS, blend
+from .ops import GATE_FNS, blend, grid_mean
 from .optimize import optimize_graph
 
 __all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router", "latent_dim",
@@ -167,13 +166,8 @@ def _pooled(w: GraphWriter, x: fx.Node, plan: RouterPlan) -> list[fx.Node]:
     grid = plan.spec.pool_grid
     if grid == 1:
         return squeeze(w, x, plan.branch)
-    pool = _GRID_POOLS[len(plan.geometry.kernel_size)]
-    cells = w.fn(pool, x, grid, name="squeeze_grid")
+    cells = w.fn(grid_mean, x, grid, name="squeeze_grid")
     return [w.method("flatten", cells, 1, name="squeeze", role="squeeze")]
-
-
-#: Average pooling to a fixed grid, by the number of spatial dims.
-_GRID_POOLS = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
 
 @functools.lru_cache(maxsize=512)

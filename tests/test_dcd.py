@@ -4,6 +4,8 @@ written from liyunsheng13/dcd's ``conv_dy`` / ``conv_basic_dy``), with the offic
 conv is made; ranks; threads; the spec's errors."""
 
 import concurrent.futures
+import copy
+import pickle
 
 import pytest
 import torch
@@ -186,3 +188,12 @@ def test_preset_is_listed_and_spec_errors_name_the_field():
         with pytest.raises(SpecError) as err:
             make()
         assert text in str(err.value), str(err.value)
+
+
+def test_pickle_and_deepcopy_keep_the_layer():
+    ours, _ = _pair(33, 47, 3, 2, 1, 2)
+    ours.eval()
+    x = torch.randn(2, 33, 9, 7)
+    for clone in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
+        torch.testing.assert_close(clone(x), ours(x))
+        assert clone.router.latent_dim == ours.router.latent_dim == 11  # int(sqrt(4 * 33))

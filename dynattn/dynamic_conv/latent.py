@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..layers import BATCH_NORMS, CONVS
+from ..layers import BATCH_NORMS, CONVS, bn_guard
 
 __all__ = ["LatentFusion", "check_latent_geometry"]
 
@@ -41,7 +41,7 @@ class LatentFusion(nn.Module):
 
     def forward(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """``phi``: the router's (B, L * L) latent head."""
-        z = self.bn1(self.q(x))
+        z = self.bn1(bn_guard(self.q(x), self.training))  # a clear error at one value per channel
         flat = z.flatten(2)  # (B, L, positions)
         fused = self.bn2(torch.matmul(phi.unflatten(1, (self.latent, self.latent)), flat)) + flat
         return self.p(fused.view_as(z))

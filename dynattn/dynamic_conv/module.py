@@ -216,8 +216,10 @@ class _DynamicConvNd(nn.Module):
         return self.chosen_strategy(x), None
 
     def chosen_strategy(self, x: torch.Tensor) -> str:
-        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
-        if isinstance(x, fx.Proxy) or mixing.is_exporting():
+        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`); output mixing
+        where there is nothing to mix (no ``kernel`` or ``spatial`` head: DCD, ODConv with K = 1), which is the
+        static conv with channel scalings around it, faster than B per-sample kernels in a grouped conv."""
+        if isinstance(x, fx.Proxy) or mixing.is_exporting() or not {"kernel", "spatial"} & set(self.router.heads):
             return "output"
         model = cost_model(device=x.device, dtype=x.dtype)
         if torch.compiler.is_compiling():

@@ -197,3 +197,14 @@ def test_pickle_and_deepcopy_keep_the_layer():
     for clone in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
         torch.testing.assert_close(clone(x), ours(x))
         assert clone.router.latent_dim == ours.router.latent_dim == 11  # int(sqrt(4 * 33))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7), (2, 3, 7, 9), (2, 3, 5, 6, 7), (2, 3, 1, 1)])
+@pytest.mark.parametrize("grid", [2, 3])
+def test_grid_means_for_the_onnx_exporter_equal_adaptive_pooling(shape, grid):
+    """The einsum form the TorchScript-based ONNX exporter runs (overlapping cells where g does not divide n)."""
+    from dynattn.compiler import ops
+
+    x = torch.randn(*shape, dtype=torch.float64)
+    cells = [ops._cell_means(n, grid, x) for n in x.shape[2:]]
+    torch.testing.assert_close(torch.einsum(ops._GRID_EINSUM[x.dim() - 2], x, *cells), ops.grid_mean(x, grid))

@@ -70,10 +70,16 @@ def _cell_means(n: int, grid: int, like: torch.Tensor) -> torch.Tensor:
 _GRID_EINSUM = {1: "bcl,il->bci", 2: "bchw,ih,jw->bcij", 3: "bcdhw,id,jh,kw->bcijk"}
 
 
+#: Adaptive average pooling by the number of spatial dims.
+_ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+
+
 def grid_mean(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """``F.adaptive_avg_pool{1,2,3}d(x, grid)``, written as one einsum with a cell-averaging matrix per axis:
-    the TorchScript-based ONNX exporter refuses adaptive pooling to a grid that does not divide the map, and
-    this form exports (and traces, and compiles) at any map size."""
+    """``F.adaptive_avg_pool{1,2,3}d(x, grid)``; under the TorchScript-based ONNX exporter, which refuses adaptive
+    pooling to a grid that does not divide the map, the same means as one einsum with a cell-averaging matrix per
+    axis (equal to float rounding; the pooling op is the faster one elsewhere)."""
+    if not torch.onnx.is_in_onnx_export():
+        return _ADAPTIVE_AVG[x.dim() - 2](x, grid)
     cells = [_cell_means(n, grid, x) for n in x.shape[2:]]
     return torch.einsum(_GRID_EINSUM[x.dim() - 2], x, *cells)
 

@@ -8,6 +8,8 @@
   imported: the mapping works on state_dict keys, and shapes are checked before anything is copied.
 - ``load_smp_weights(module, smp_module)`` does the same for segmentation_models_pytorch's ``SCSEModule``
   into the module built from ``AttnSpec.scse(flavor="smp")``.
+- ``load_dcd_weights(module, official_state_dict)`` copies the state_dict of DCD's official ``conv_dy`` /
+  ``conv_basic_dy`` (liyunsheng13/dcd) into a dynamic conv built with ``AttnSpec.dcd()``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .errors import SpecError
 from .spec import AttnSpec
 from .validate import has_hidden
 
-__all__ = ["load_timm_weights", "load_smp_weights", "TIMM_KEY_MAPS", "SMP_KEY_MAPS", "SpecLayer"]
+__all__ = ["load_timm_weights", "load_smp_weights", "load_dcd_weights", "TIMM_KEY_MAPS", "SMP_KEY_MAPS",
+           "DCD_KEY_MAP", "SpecLayer"]
 
 #: timm module class name -> (timm key prefix -> dynattn key prefix).
 TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
@@ -117,6 +120,57 @@ def _load_mapped(module: nn.Module, theirs: nn.Module, mapping: dict[str, str], 
         raise SpecError("module", sorted(missing)[0], f"is not set by {kind}'s weights",
                         hint=f"build the matching preset with {flavor}")
     module.load_state_dict(dict(pending))
+    return module
+
+
+#: DCD's official key prefix -> the dynattn dynamic conv's (``fc_scale`` and ``fc_phi`` are the rows of the
+#: router's last layer, in the order of its heads: handled apart).
+DCD_KEY_MAP = {"conv.weight": "weight", "conv.bias": "bias", "fc.0.": "router.excite.fc1.",
+               "fc.1.fc.0.": "router.excite.act.fc.", "q.": "latent.q.", "p.": "latent.p.", "bn1.": "latent.bn1.",
+               "bn2.": "latent.bn2."}
+_DCD_HEAD_KEYS = {"out": "fc_scale.weight", "latent": "fc_phi.weight"}
+
+
+def load_dcd_weights(module: nn.Module, official_state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy the state_dict of DCD's official ``conv_dy`` (or ``conv_basic_dy``) into ``module``, a
+    ``DynamicConv1d/2d/3d`` built with ``AttnSpec.dcd()`` (``pool_grid=2`` for ``conv_basic_dy``) and the same
+    channels and kernel, so that the two compute the same output. Every key and shape is checked before anything
+    is copied; an identity-initialised router's ``out_mix`` is set to 1 (Lambda as the official layer has it).
+    Returns ``module``."""
+    router = getattr(module, "router", None)
+    heads = getattr(router, "heads", ())
+    if "latent" not in heads or "out" not in heads or set(heads) - {"out", "latent"}:
+        raise SpecError("module", type(module).__name__, "is not a dynamic conv built from AttnSpec.dcd()",
+                        hint="DynamicConv2d(..., spec=AttnSpec.dcd()) or DynamicConv2d.from_conv(conv, 'dcd')")
+    state = dict(official_state_dict)
+    missing = [key for key in _DCD_HEAD_KEYS.values() if key not in state]
+    if missing:
+        raise SpecError("official_state_dict", missing[0], "is missing: not the state_dict of DCD's conv_dy",
+                        tuple(state)[:12])
+    state["router.excite.fc2.weight"] = torch.cat([state.pop(_DCD_HEAD_KEYS[h]) for h in heads])
+    renamed = {}
+    for key, value in state.items():
+        new_key = key if key == "router.excite.fc2.weight" else _rename(key, DCD_KEY_MAP)
+        renamed[new_key if new_key is not None else key] = value
+    if "out_mix" in dict(router.named_parameters()):
+        renamed["router.out_mix"] = torch.ones(())
+    return _load_checked(module, renamed, "official_state_dict", "DCD's conv_dy")
+
+
+def _load_checked(module: nn.Module, state: dict[str, torch.Tensor], what: str, kind: str) -> nn.Module:
+    """Load ``state`` (already in ``module``'s keys) into ``module`` once every key and shape has been checked."""
+    target = module.state_dict()
+    for key, value in state.items():
+        if key not in target:
+            raise SpecError(what, key, f"has no counterpart in {type(module).__name__} ({kind})",
+                            hint="build the layer with the official layer's channels, kernel and pool_grid")
+        if tuple(target[key].shape) != tuple(value.shape):
+            raise SpecError(what, key, f"has shape {tuple(value.shape)} but {type(module).__name__}'s is "
+                            f"{tuple(target[key].shape)}", hint="build it with the same channels and kernel")
+    absent = sorted(set(target) - set(state) - {"router.temperature"})
+    if absent:
+        raise SpecError(what, absent[0], f"is not set by {kind}'s weights")
+    module.load_state_dict(state, strict=False)
     return module
 
 

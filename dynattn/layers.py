@@ -39,7 +39,29 @@ def bn_guard(x: torch.Tensor, training: bool) -> torch.Tensor:
     return x
 
 
-def _act(name: str) -> nn.Module:
+def hard_sigmoid_x2(z: torch.Tensor) -> torch.Tensor:
+    """``relu6(z + 3) / 3``: twice the hard sigmoid, in [0, 2] and 1 at z = 0 (DCD's ``Hsigmoid``, which
+    scales the static kernel's output channels and gates DCD's router), written as DCD writes it."""
+    return F.relu6(z + 3.0) / 3.0
+
+
+class SelfGate(nn.Module):
+    """``h * hard_sigmoid_x2(Linear(h))``: a hidden vector gated by a linear map of itself (DCD's
+    ``SEModule_small``, the activation of its router: ``act="self_gate"``)."""
+
+    def __init__(self, width: int, *, bias: bool = False, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * hard_sigmoid_x2(self.fc(h))
+
+
+def _act(name: str, width: int | None = None, **kwargs) -> nn.Module:
+    """The activation ``name``; a weighted one (``self_gate``) takes the hidden ``width`` and ``kwargs``."""
+    if name == "self_gate":
+        return SelfGate(width, **kwargs)
     return ACTS[name]()
 
 
@@ -76,7 +98,7 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden, bias=bias, **dd)
         self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum, **dd) if norm == "bn" else None
         self.ln = nn.LayerNorm(hidden, eps=bn_eps, **dd) if norm == "ln" else None
-        self.act = _act(act)
+        self.act = _act(act, hidden, bias=bias, **dd)
         self.fc2 = nn.Linear(hidden, out_features, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

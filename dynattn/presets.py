@@ -24,8 +24,8 @@ from .errors import SpecError
 from .spec import AttnSpec
 
 __all__ = [
-    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "ese", "ecam", "ceca", "ge", "gc", "gca",
-    "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "scse", "get_spec", "list_presets",
+    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "dcd", "ese", "ecam", "ceca", "ge", "gc",
+    "gca", "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "scse", "get_spec", "list_presets",
     "PRESETS", "as_spec", "TIMM_ATTENTIONS",
 ]
 
@@ -38,6 +38,7 @@ _FLAVORS = {
     "condconv": ("official",),
     "dyconv": ("official",),
     "odconv": ("official",),
+    "dcd": ("official",),
     "ese": ("official", "timm"),
     "ecam": ("timm",),
     "ceca": ("timm",),
@@ -284,6 +285,42 @@ def odconv(
     )
 
 
+def dcd(
+    pool_grid: int = 1,
+    *,
+    latent_dim: int | None = None,
+    reduction: float = 16,
+    min_width: int | None = None,
+    flavor: str = "official",
+    init: str = "default",
+) -> AttnSpec:
+    """DCD, dynamic convolution decomposition: W(x) = Lambda(x) W0 + P Phi(x) Q^T, one static kernel W0 whose
+    output channels are scaled per sample (Lambda) plus a dynamic channel fusion Phi in a latent space of L
+    channels (L = int(sqrt(C_in)) by default), instead of K expert kernels.
+
+    ``official``: Li et al., "Revisiting Dynamic Convolution via Matrix Decomposition", ICLR 2021
+    (arXiv:2103.08756), liyunsheng13/dcd's ``conv_dy`` (``pool_grid=2``: ``conv_basic_dy``, its ResNet
+    basic block's 3x3 convs, which average x over a 2 x 2 grid, so L = int(sqrt(4 C_in))). Its router:
+    pooling, a linear layer to ``C // 16`` (hidden width; ``conv_basic_dy`` keeps at least 4: ``min_width``
+    None gives 1 and 4), DCD's ``SEModule_small`` (``act="self_gate"``), then one linear layer to Lambda's
+    logits (gate relu6(z + 3) / 3, 1 at z = 0: ``scale_gate="hard_sigmoid_x2"``) and Phi (no gate), no
+    biases, no temperature. The latent path is ``p(bn2(Phi bn1(q(x))) + bn1(q(x)))`` with q, p 1x1 convs (see
+    :mod:`dynattn.dynamic_conv.latent`); the official weights load with :func:`dynattn.interop.load_dcd_weights`.
+    ``conv_dy`` has a hidden width of 0 for C_in < 16 (a layer that cannot train); here it is at least 1.
+
+    ``init="identity"`` (and ``from_conv``, which sets it): Lambda starts at 1 and the latent path's last 1x1
+    conv at zero, so an upcycled conv gives the static conv's output.
+    """
+    _flavor("dcd", flavor)
+    return AttnSpec(
+        pool=("avg",), target="kernel", excite="mlp", reduction=reduction,
+        min_width=min_width if min_width is not None else (4 if pool_grid > 1 else 1), bias=False,
+        act="self_gate", experts=1, heads=("out", "latent"), scale_gate="hard_sigmoid_x2", latent_dim=latent_dim,
+        pool_grid=pool_grid, init=init, name="DCD",
+        reference="Li et al. 2021, DCD (arXiv:2103.08756), liyunsheng13/dcd",
+    )
+
+
 # ---------------------------------------------------------------------------- timm's attention zoo
 def ese(*, flavor: str = "official", init: str = "default") -> AttnSpec:
     """Effective Squeeze-Excitation: average pooling, one 1x1 layer C -> C with bias (no reduction), hard
@@ -499,16 +536,19 @@ def bam(reduction: float = 16, dilation: int = 4, *, flavor: str = "official", i
 
 
 def srm(*, flavor: str = "official", init: str = "default") -> AttnSpec:
-    """Style-based recalibration: style pooling (each channel's mean and sample standard deviation), a
+    """Style-based recalibration: style pooling (each channel's mean and standard deviation), a
     channel-wise fully connected layer (per channel, 2 weights, no bias), BatchNorm, sigmoid.
 
     ``official``: Lee et al., "SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
-    ICCV 2019 (arXiv:1903.10829), hyunjaelee410/style-based-recalibration-module's ``SRMLayer`` (std
-    divided by n - 1, as ``torch.std``; the channel-wise weights start at zero).
+    ICCV 2019 (arXiv:1903.10829), hyunjaelee410/style-based-recalibration-module's ``SRMLayer`` at the
+    repository's HEAD (f6221c7, "FIX : style pooling"): the standard deviation is ``sqrt(var + 1e-5)`` with the
+    variance divided by n - 1 (``pool="std_unbiased_eps"``; the first commit's ``x.std()`` is
+    ``pool="std_unbiased"``: they differ where a channel's variance is small). The channel-wise weights start
+    at zero.
     """
     _flavor("srm", flavor)
     return AttnSpec(
-        pool=("avg", "std_unbiased"), target="channel", merge="concat", excite="channelwise", bias=False,
+        pool=("avg", "std_unbiased_eps"), target="channel", merge="concat", excite="channelwise", bias=False,
         norm="bn", gate="sigmoid", init=init, name="SRM",
         reference="Lee et al. 2019, SRM (arXiv:1903.10829), hyunjaelee410/style-based-recalibration-module",
     )
@@ -572,6 +612,7 @@ PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "condconv": condconv,
     "dyconv": dyconv,
     "odconv": odconv,
+    "dcd": dcd,
     "ese": ese,
     "ecam": ecam,
     "ceca": ceca,

@@ -44,7 +44,7 @@ class AttnSpec:
     """
 
     #: Pooling ops, in order (``concat`` merges keep it): avg, max, lse, lp, std, std_unbiased, attn,
-    #: dct, none.
+    #: dct, std_unbiased_eps, none.
     pool: tuple[str, ...] | None = None
     #: Where the weights go: channel (B,C,1,1), spatial (B,1,H,W), element (B,C,H,W), strip (from an
     #: H strip B,C,H,1 and a W strip B,C,1,W), kernel.
@@ -110,6 +110,15 @@ class AttnSpec:
     #: Kernel target: number of expert kernels and the router's heads.
     experts: int = 4
     heads: tuple[str, ...] = ("kernel",)
+    #: Kernel target: the gate of the scaling heads ``in`` / ``out`` / ``spatial``: ``sigmoid`` (ODConv) or
+    #: ``hard_sigmoid_x2`` (DCD's relu6(z + 3) / 3, 1 at z = 0).
+    scale_gate: str = "sigmoid"
+    #: Kernel target with the ``latent`` head (DCD): the latent space's size L (None: the integer square root
+    #: of the router's input width, C_in * pool_grid ** spatial_dims).
+    latent_dim: int | None = None
+    #: Kernel target: the router averages x over a grid of ``pool_grid`` cells per spatial axis and
+    #: flattens it (1: global pooling; DCD's basic block: 2).
+    pool_grid: int = 1
     #: einops rotations ("b c h w -> b h c w"); the stage runs under each, gates averaged.
     branches: tuple[str, ...] = ()
     #: A composite: these specs run in sequence (or in parallel, with ``merge``).

@@ -275,8 +275,12 @@ def _normalize_hidden_layer(spec: Any, target: str, excite: str) -> None:
     act = spec.act
     if act is None:
         act = "relu" if has_hidden(spec) else "identity" if _strip_conv(spec) else None
-    if act is not None and (not isinstance(act, str) or act not in vocab.ACTS):
-        raise _err("act", act, "unknown activation", tuple(vocab.ACTS))
+    allowed = (*vocab.ACTS, *vocab.WEIGHTED_ACTS)
+    if act is not None and (not isinstance(act, str) or act not in allowed):
+        raise _err("act", act, "unknown activation", allowed)
+    if act in vocab.WEIGHTED_ACTS and excite != "mlp":
+        raise _err("act", act, f"has weights sized by the hidden width: excite='mlp' only (not {excite!r})",
+                   tuple(vocab.ACTS))
     _set(spec, "act", act)
 
 
@@ -365,6 +369,13 @@ def _normalize_kernel_target(spec: Any, target: str) -> None:
     if target == "kernel" and spec.experts > 1 and "kernel" not in spec.heads:
         raise _err("heads", spec.heads, "with experts > 1 the 'kernel' head must mix them",
                    hint="add 'kernel' or set experts=1")
+    _check_choice("scale_gate", spec.scale_gate, vocab.SCALE_GATES)
+    if spec.latent_dim is not None:
+        _check_int("latent_dim", spec.latent_dim, 1)
+    _check_int("pool_grid", spec.pool_grid, 1)
+    if spec.pool_grid > 1 and spec.pool != ("avg",):
+        raise _err("pool", spec.pool, f"a router pooled over a grid (pool_grid={spec.pool_grid}) averages its cells",
+                   [("avg",)])
 
 
 def _normalize_branches(spec: Any, target: str, excite: str) -> None:
@@ -470,7 +481,10 @@ def _check_relevance(spec: Any) -> None:
         (("extent",), spec.target == "channel", "it sets the pooling window of target='channel'"),
         (("frequencies",), "dct" in spec.pool, "it selects the DCT frequencies of pool='dct'"),
         (("fuse",), spec.target != "kernel", "a kernel target mixes expert kernels instead"),
-        (("experts", "heads"), spec.target == "kernel", "they configure target='kernel'"),
+        (("experts", "heads", "pool_grid"), spec.target == "kernel", "they configure target='kernel'"),
+        (("scale_gate",), any(h in spec.heads for h in ("in", "out", "spatial")),
+         "it gates the scaling heads 'in', 'out' and 'spatial' of target='kernel'"),
+        (("latent_dim",), "latent" in spec.heads, "it sizes the latent space of the 'latent' head (DCD)"),
     ]
     for names, relevant, why in rules:
         if relevant:

@@ -13,7 +13,8 @@ TARGETS = (*FEATURE_TARGETS, "kernel")
 #: ``std_unbiased`` divides by n - 1 (SRM); ``attn`` is global context's attention pooling (a
 #: learned 1x1 conv, softmax over positions, weighted sum); ``dct`` is FcaNet's multi-spectral
 #: pooling (2-D DCT components at the frequencies ``frequencies`` selects).
-POOLS = ("avg", "max", "lse", "lp", "std", "std_unbiased", "attn", "dct", "none")
+#: ``std_unbiased_eps`` is sqrt(that variance + 1e-5) (SRM's official code at its HEAD, f6221c7).
+POOLS = ("avg", "max", "lse", "lp", "std", "std_unbiased", "attn", "dct", "std_unbiased_eps", "none")
 #: Pooling ops with weights or a basis of their own: channel target only, no rotations.
 MODULE_POOLS = ("attn", "dct")
 #: Pooling ops a local ``extent`` (gather-excite) can gather with.
@@ -71,8 +72,12 @@ PADDING_MODES = ("zeros", "circular")
 
 #: The heads of a kernel-target router: ``kernel`` mixes the expert kernels; ``in``,
 #: ``out`` and ``spatial`` are ODConv's input-channel, output-channel and
-#: kernel-position attentions.
-HEADS = ("kernel", "in", "out", "spatial")
+#: kernel-position attentions; ``latent`` is DCD's dynamic channel fusion Phi (an L x L matrix per
+#: sample, applied in a latent space of L channels: ``latent_dim``).
+HEADS = ("kernel", "in", "out", "spatial", "latent")
+#: Gates of the scaling heads (``in``, ``out``, ``spatial``): ODConv's sigmoid, or DCD's
+#: ``hard_sigmoid_x2`` (relu6(z + 3) / 3: in [0, 2], 1 at z = 0).
+SCALE_GATES = ("sigmoid", "hard_sigmoid", "hard_sigmoid_x2")
 
 #: Activation between the two layers of an excitation.
 ACTS: dict[str, type[nn.Module]] = {
@@ -88,6 +93,10 @@ ACTS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
 }
+
+#: Activations with weights of their own, sized by the hidden width (``excite="mlp"`` only):
+#: ``self_gate`` is DCD's SEModule_small, h * hard_sigmoid_x2(Linear(h)).
+WEIGHTED_ACTS = ("self_gate",)
 
 # Per-target defaults, applied when a field is left as None.
 DEFAULT_POOL = {"channel": ("avg",), "spatial": ("max", "avg"), "element": ("none",), "kernel": ("avg",),
@@ -133,7 +142,7 @@ FIELD_VALUES: dict[str, str | tuple] = {
     "rounding": ROUNDINGS,
     "min_width": "None or an int >= 1",
     "bias": (True, False),
-    "act": tuple(ACTS),
+    "act": (*ACTS, *WEIGHTED_ACTS),
     "norm": NORMS,
     "bn_momentum": "a number in [0, 1]",
     "bn_eps": "None or a number > 0 (a norm's eps)",
@@ -152,6 +161,9 @@ FIELD_VALUES: dict[str, str | tuple] = {
     "init": INITS,
     "experts": "an int >= 1",
     "heads": HEADS,
+    "scale_gate": SCALE_GATES,
+    "latent_dim": "None (the integer square root of the router's input width) or an int >= 1 (heads with 'latent')",
+    "pool_grid": "an int >= 1: the router averages over a g x g grid (DCD's basic block: 2), kernel target",
     "branches": "einops rotations 'b c h w -> b h c w'",
     "stages": "AttnSpec stages (merge=None: in sequence; 'sum' / 'prod': in parallel)",
     "name": "None or a Python identifier",

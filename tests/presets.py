@@ -13,6 +13,8 @@ def fewest_batchnorm_values(spec, batch: int, h: int, w: int) -> int | None:
     a conv on the map, every position."""
     counts = []
     for leaf in spec.leaves():
+        if leaf.target == "kernel" and "latent" in leaf.heads:  # DCD's latent path: over the (stride 1) map
+            counts.append(batch * h * w)
         if leaf.norm != "bn":
             continue
         if leaf.target == "channel":

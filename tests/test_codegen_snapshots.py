@@ -63,6 +63,8 @@ ROUTERS = {
     "router_odconv": AttnSpec.odconv(),
     "router_odconv_upcycled": AttnSpec.odconv(init="identity"),
     "router_avg_max": AttnSpec(pool=["avg", "max"], target="kernel"),
+    "router_dcd": AttnSpec.dcd(),
+    "router_dcd_basic": AttnSpec.dcd(pool_grid=2),
 }
 CASES.update(ROUTERS)
 CASES.update(RANKS)

@@ -91,6 +91,25 @@ def test_inductor_equals_eager_every_preset(name, channels):
             torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
 
 
+def test_dcd_compiles_fullgraph_and_equals_eager():
+    """DCD's latent path (strided 1x1 conv, BatchNorm over (B, L, positions), a per-sample L x L matmul) beside
+    the Lambda-scaled conv: one dynamo graph, inductor's output equal to eager's."""
+    torch.manual_seed(0)
+    module = DynamicConv2d(33, 47, 3, stride=2, padding=1, spec=AttnSpec.dcd()).eval()
+    _inductor_matches_eager(module, torch.randn(4, 33, 11, 9))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("grid", [1, 2])
+def test_dcd_inductor_equals_eager_train_and_grid(grid, train):
+    torch.manual_seed(0)
+    module = DynamicConv2d(33, 47, 3, padding=1, spec=AttnSpec.dcd(pool_grid=grid)).train(train)
+    x = torch.randn(4, 33, 11, 9)
+    expected = module(x)  # before the compiled call moves the running statistics again
+    torch.testing.assert_close(torch.compile(module, fullgraph=True)(x), expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("strategy", ["kernel", "blocked", "output"])
 @pytest.mark.parametrize("name", ["condconv", "dyconv", "odconv"])

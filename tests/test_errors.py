@@ -27,7 +27,8 @@ def _raises(fn, *fragments, field=None):
 
 def test_unknown_pool_op():
     err = _raises(lambda: AttnSpec(pool=["avg", "mean"]), "AttnSpec.pool='mean'", "unknown value",
-                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'std_unbiased', 'attn', 'dct', 'none'",
+                  "allowed: 'avg', 'max', 'lse', 'lp', 'std', 'std_unbiased', 'attn', 'dct', 'std_unbiased_eps', "
+                  "'none'",
                   field="AttnSpec.pool")
     assert err.value == "mean" and "avg" in err.allowed
 

@@ -105,6 +105,19 @@ def test_upcycled_dynamic_conv_exports(name, tmp_path):
     _check_export(dyn, (33, 9, 7), tmp_path)
 
 
+@pytest.mark.parametrize("grid", [1, 2])
+def test_dcd_exports(grid, tmp_path):
+    """DCD's latent path at a dynamic batch (its L x L matmul per sample, BatchNorm1d over (B, L, positions)),
+    upcycled, with Lambda's mix and the latent path's last conv moved off their zeros; the 2 x 2 grid pooling on a
+    map it does not divide (which adaptive_avg_pool2d would not export through the TorchScript-based exporter)."""
+    torch.manual_seed(0)
+    dyn = DynamicConv2d.from_conv(torch.nn.Conv2d(33, 24, 3, stride=2, padding=1), AttnSpec.dcd(pool_grid=grid))
+    with torch.no_grad():
+        dyn.router.out_mix.fill_(0.7)
+        dyn.latent.p.weight.normal_(0, 0.1)
+    _check_export(dyn, (33, 9, 7), tmp_path)
+
+
 def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):
     conv = DynamicConv2d(8, 8, 3, padding=1, spec="dyconv", strategy="kernel").eval()
     x = torch.randn(2, 8, 6, 6)

@@ -22,7 +22,7 @@ from tests.reference.se import SEReference
 from tests.reference.simam import SimAMReference
 from tests.reference.srm import SRMReference
 from tests.reference.triplet import TripletReference
-from tests.weights import assert_equivalent
+from tests.weights import assert_equivalent, copy_weights, randomize_parameters
 
 CHANNELS = (33, 64, 96, 256)
 TOL = 1e-5
@@ -166,6 +166,25 @@ def test_srm_official(channels, shape):
     ref = SRMReference(channels)
     _check(build(AttnSpec.srm(), channels=channels), ref, {"cfc": "excite.weight", "bn.": "excite.bn."}, channels,
            shape=shape, randomize=True)
+
+
+def test_srm_follows_the_official_head_at_small_variance():
+    """SRM's official HEAD takes sqrt(var + 1e-5): on channels of variance about 1e-8 the epsilon dominates the
+    style std, so the preset agrees with the HEAD reference there and the first commit's ``x.std()`` does not."""
+    channels = 8
+    ref = SRMReference(channels)
+    torch.manual_seed(0)
+    randomize_parameters(ref)
+    ours, first_commit = build(AttnSpec.srm(), channels=channels), build(
+        AttnSpec.srm().replace(pool=("avg", "std_unbiased")), channels=channels)
+    mapping = {"cfc": "excite.weight", "bn.": "excite.bn."}
+    copy_weights(ours, ref, mapping)
+    copy_weights(first_commit, ref, mapping)
+    x = 1 + 1e-4 * torch.randn(2, channels, 6, 5)  # std 1e-4 against sqrt(1e-5) = 3e-3
+    for module in (ours, first_commit, ref):
+        module.eval()
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
+    assert (first_commit(x) - ref(x)).abs().max() > 100 * 1e-6
 
 
 FCA_MAP = {"fc.0.": "excite.fc1.", "fc.2.": "excite.fc2."}

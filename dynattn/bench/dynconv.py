@@ -36,7 +36,7 @@ from .timing import (
 )
 
 VARIANTS = ("static", "dyconv:auto", "dyconv:kernel", "dyconv:blocked", "dyconv:output", "condconv:auto", "odconv:auto",
-            "timm_condconv")
+            "dcd:auto", "timm_condconv")
 
 
 #: The static conv and the dynamic conv of each ``--rank`` (dynamic_conv's table of the convs it upcycles).
@@ -51,7 +51,7 @@ def make(variant: str, cin: int, cout: int, experts: int, rank: int = 2) -> nn.M
     if variant == "timm_condconv":
         return CondConvWithRouter(cin, cout, experts)
     preset, strategy = variant.split(":")
-    spec = getattr(AttnSpec, preset)(experts=experts)
+    spec = AttnSpec.dcd() if preset == "dcd" else getattr(AttnSpec, preset)(experts=experts)  # DCD: no experts
     return dynamic(cin, cout, 3, padding=1, spec=spec, strategy=strategy)
 
 

@@ -50,7 +50,7 @@ from .timing import (
 )
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v3_large")
-SPECS = ("condconv", "dyconv", "odconv")
+SPECS = ("condconv", "dyconv", "odconv", "dcd")
 
 
 def make_model(name: str) -> nn.Module:

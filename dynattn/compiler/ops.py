@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..layers import hard_sigmoid_x2
 from ..leaf_calls import leaf_call
 from ..vocab import AXES, AXES_BY_SPATIAL_DIMS
 
 __all__ = [
     "ORIGINAL", "axes_of", "original", "pool_axes", "descriptor_layout", "canonical_layout", "broadcast_pattern",
-    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "resize_like", "window_mean3d", "blend",
+    "GATE_FNS", "EINOPS_REDUCTION", "sample_std", "sample_std_eps", "grid_mean", "resize_like", "window_mean3d",
+    "blend",
 ]
 
 ORIGINAL = " ".join(AXES)
@@ -44,6 +46,44 @@ def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> 
     return torch.std(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim)
 
 
+def sample_std_eps(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """``sqrt(var + 1e-5)`` with the sample variance (divided by n - 1) over ``dim``: SRM's style standard
+    deviation as its official code computes it since f6221c7 ("FIX : style pooling"); over a single position,
+    the population variance (0) instead of NaN."""
+    n = 1
+    for d in dim:
+        n = n * x.shape[d]
+    return torch.sqrt(torch.var(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
+
+
+def _cell_means(n: int, grid: int, like: torch.Tensor) -> torch.Tensor:
+    """(grid, n): row i averages the positions of adaptive average pooling's cell i, [floor(i n / g),
+    ceil((i + 1) n / g)) (cells overlap where g does not divide n)."""
+    i = torch.arange(grid, device=like.device)
+    start, end = (i * n) // grid, ((i + 1) * n + grid - 1) // grid
+    pos = torch.arange(n, device=like.device)
+    cells = ((pos >= start[:, None]) & (pos < end[:, None])).to(like.dtype)
+    return cells / cells.sum(1, keepdim=True)
+
+
+#: The einsum of :func:`grid_mean` by the number of spatial dims.
+_GRID_EINSUM = {1: "bcl,il->bci", 2: "bchw,ih,jw->bcij", 3: "bcdhw,id,jh,kw->bcijk"}
+
+
+#: Adaptive average pooling by the number of spatial dims.
+_ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+
+
+def grid_mean(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool{1,2,3}d(x, grid)``; under the TorchScript-based ONNX exporter, which refuses adaptive
+    pooling to a grid that does not divide the map, the same means as one einsum with a cell-averaging matrix per
+    axis (equal to float rounding; the pooling op is the faster one elsewhere)."""
+    if not torch.onnx.is_in_onnx_export():
+        return _ADAPTIVE_AVG[x.dim() - 2](x, grid)
+    cells = [_cell_means(n, grid, x) for n in x.shape[2:]]
+    return torch.einsum(_GRID_EINSUM[x.dim() - 2], x, *cells)
+
+
 def resize_like(gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A gate computed on a coarser grid, resized to x's spatial size by nearest neighbours (gather-excite)."""
     return F.interpolate(gate, size=x.shape[2:], mode="nearest")
@@ -55,12 +95,14 @@ TORCH_REDUCTION = {
     "lp": (torch.linalg.vector_norm, {"ord": 2}),
     "std": (torch.std, {"correction": 0}),
     "std_unbiased": (sample_std, {}),
+    "std_unbiased_eps": (sample_std_eps, {}),
 }
 
 #: Element-wise gates (softmax needs an axis and is emitted separately).
 GATE_FNS = {
     "sigmoid": torch.sigmoid,
     "hard_sigmoid": F.hardsigmoid,
+    "hard_sigmoid_x2": hard_sigmoid_x2,
     "tanh": torch.tanh,
 }
 

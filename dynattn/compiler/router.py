@@ -8,7 +8,13 @@ in, out and spatial sigmoids are one call) and split by head:
 - ``kernel``: K mixing weights over the expert kernels (the spec's gate: softmax or sigmoid);
 - ``in`` / ``out``: sigmoid attentions over input / output channels (ODConv's alpha_c, alpha_f);
 - ``spatial``: a sigmoid attention over the kernel positions (kh * kw; k or kd * kh * kw for a 1-D
-  or 3-D conv: ODConv's alpha_s).
+  or 3-D conv: ODConv's alpha_s);
+- ``latent``: DCD's dynamic channel fusion Phi, L * L values per sample (no gate), which the conv
+  applies in its latent space of L channels (``spec.latent_dim``).
+
+The scaling heads ``in`` / ``out`` / ``spatial`` take ``spec.scale_gate`` (sigmoid; DCD's Lambda:
+``hard_sigmoid_x2``). With ``spec.pool_grid`` g > 1 the router averages x over a g x g grid and
+flattens the cells (DCD's basic block), so its input width is C * g ** spatial_dims.
 
 The router pools over every spatial axis of its conv's input: (B, C, L), (B, C, H, W) or
 (B, C, D, H, W), by the number of spatial dims of the conv's kernel.
@@ -39,10 +45,11 @@ from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
 from .lower import BranchPlan, hidden_width
 from .module import SpecModule
-from .ops import GATE_FNS, blend
+from .ops import GATE_FNS, blend, grid_mean
 from .optimize import optimize_graph
 
-__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router"]
+__all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router", "latent_dim",
+           "router_width"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,17 @@ class ConvGeometry:
     #: (kh, kw); (k,) or (kd, kh, kw) for a 1-D or 3-D conv.
     kernel_size: tuple[int, ...]
     groups: int
+
+
+def router_width(spec: AttnSpec, geometry: ConvGeometry) -> int:
+    """The width of a router's pooled descriptor: C_in, or C_in * g ** spatial_dims pooled over a grid."""
+    return geometry.in_channels * spec.pool_grid ** len(geometry.kernel_size)
+
+
+def latent_dim(spec: AttnSpec, geometry: ConvGeometry) -> int:
+    """The size L of DCD's latent space: ``spec.latent_dim``, or the integer square root of the router's input
+    width (DCD's ``int(sqrt(C))``; ``int(sqrt(4 C))`` with its basic block's 2 x 2 grid)."""
+    return spec.latent_dim if spec.latent_dim is not None else max(1, math.isqrt(router_width(spec, geometry)))
 
 
 @dataclass(frozen=True)
@@ -80,17 +98,20 @@ class RouterPlan:
 def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
     positions = math.prod(g.kernel_size)
     identity = spec.init == "identity"
+    scale = spec.scale_gate
     out: list[HeadPlan] = []
     for name in spec.heads:
         if name == "kernel" and spec.experts > 1:
             neutral = 1.0 / spec.experts if identity and spec.gate != "softmax" else None
             out.append(HeadPlan("kernel", spec.experts, spec.gate, neutral))
         elif name == "in":
-            out.append(HeadPlan("in", g.in_channels, "sigmoid", 1.0 if identity else None))
+            out.append(HeadPlan("in", g.in_channels, scale, 1.0 if identity else None))
         elif name == "out" and not (g.groups == g.in_channels == g.out_channels):
-            out.append(HeadPlan("out", g.out_channels, "sigmoid", 1.0 if identity else None))
+            out.append(HeadPlan("out", g.out_channels, scale, 1.0 if identity else None))
         elif name == "spatial" and positions > 1:
-            out.append(HeadPlan("spatial", positions, "sigmoid", 1.0 if identity else None))
+            out.append(HeadPlan("spatial", positions, scale, 1.0 if identity else None))
+        elif name == "latent":  # the latent path starts at 0 instead (its last 1x1 conv at zero)
+            out.append(HeadPlan("latent", latent_dim(spec, g) ** 2, "identity", None))
     if not out:
         raise SpecError(
             "AttnSpec.heads", spec.heads,
@@ -105,7 +126,7 @@ def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
 def lower_router(spec: AttnSpec, geometry: ConvGeometry) -> RouterPlan:
     if spec.kind != "kernel":
         raise SpecError("AttnSpec.target", spec.target, "a router needs a kernel-target spec", ("kernel",))
-    c = geometry.in_channels
+    c = router_width(spec, geometry)
     merged = len(spec.pool) if spec.merge == "concat" else 1
     hidden = hidden_width(spec, c) if spec.excite == "mlp" else None
     heads = _heads(spec, geometry)
@@ -139,11 +160,21 @@ def _neutral_buffer(run: tuple[HeadPlan, ...]) -> str:
     return f"{_run_name(run)}_neutral"
 
 
+def _pooled(w: GraphWriter, x: fx.Node, plan: RouterPlan) -> list[fx.Node]:
+    """The router's descriptors: x pooled globally, or averaged over a grid of ``pool_grid`` cells per axis and
+    flattened channel-major (c, cell), as DCD's ``avg_pool(x).view(b, 4 c)``."""
+    grid = plan.spec.pool_grid
+    if grid == 1:
+        return squeeze(w, x, plan.branch)
+    cells = w.fn(grid_mean, x, grid, name="squeeze_grid")
+    return [w.method("flatten", cells, 1, name="squeeze", role="squeeze")]
+
+
 @functools.lru_cache(maxsize=512)
 def emit_router(plan: RouterPlan) -> fx.Graph:
     w = GraphWriter()
     x = w.graph.placeholder("x")
-    z = excite(w, squeeze(w, x, plan.branch), plan.branch)  # pooled over every spatial axis of the conv's input
+    z = excite(w, _pooled(w, x, plan), plan.branch)  # pooled over every spatial axis of the conv's input
     temperature = w.attr("temperature", "temperature")
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     # one gate call per run of heads with the same gate: fewer ops per layer (what a batch of 1 pays for)
@@ -186,7 +217,7 @@ class RouterModule(SpecModule):
     """A dynamic convolution's router: ``x -> (gate of each head, ...)``."""
 
     _SIZE_ATTRS = ("geometry",)
-    _EXTRA_ATTRS = ("heads",)
+    _EXTRA_ATTRS = ("heads", "latent_dim")
 
     @classmethod
     def rebuild(cls, spec: AttnSpec, *sizes: Any) -> RouterModule:
@@ -223,5 +254,6 @@ def build_router(
     module.spec = spec
     module.geometry = geometry
     module.heads = tuple(h.name for h in plan.heads)
+    module.latent_dim = latent_dim(spec, geometry) if "latent" in module.heads else None
     module.meta["dynattn_code"] = module.code
     return module

@@ -22,6 +22,7 @@ from ..presets import as_spec
 from ..registry import register_leaf_module
 from ..spec import AttnSpec
 from .cost_model import ConvProblem, choose_columns, choose_strategy, cost_model
+from .latent import LatentFusion, check_latent_geometry
 from .measure import benchmark_key, measure_strategy, measured_strategy
 from .upcycle import expand_conv_checkpoint, fill_experts, is_upcycling, upcycle_spec, upcycling
 
@@ -122,8 +123,21 @@ class _DynamicConvNd(nn.Module):
         self.router = build_router(
             spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
         )
+        self.latent = self._latent_path(spec, **dd)
         if not is_upcycling():
             self.reset_parameters()
+
+    def _latent_path(self, spec: AttnSpec, **dd: Any) -> LatentFusion | None:
+        """DCD's latent path where the router has a ``latent`` head (its last 1x1 conv at zero under
+        ``init="identity"``, so the layer starts as its static conv), else None."""
+        if self.router.latent_dim is None:
+            return None
+        check_latent_geometry(type(self).__name__, self.kernel_size, self.dilation,
+                              self._reversed_padding_repeated_twice)
+        latent = LatentFusion(self.in_channels, self.out_channels, self.router.latent_dim, self.stride, **dd)
+        if spec.init == "identity":
+            nn.init.zeros_(latent.p.weight)
+        return latent
 
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
@@ -202,8 +216,10 @@ class _DynamicConvNd(nn.Module):
         return self.chosen_strategy(x), None
 
     def chosen_strategy(self, x: torch.Tensor) -> str:
-        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`)."""
-        if isinstance(x, fx.Proxy) or mixing.is_exporting():
+        """The strategy ``strategy="auto"`` runs for the input ``x`` (see :func:`choose_strategy`); output mixing
+        where there is nothing to mix (no ``kernel`` or ``spatial`` head: DCD, ODConv with K = 1), which is the
+        static conv with channel scalings around it, faster than B per-sample kernels in a grouped conv."""
+        if isinstance(x, fx.Proxy) or mixing.is_exporting() or not {"kernel", "spatial"} & set(self.router.heads):
             return "output"
         model = cost_model(device=x.device, dtype=x.dtype)
         if torch.compiler.is_compiling():
@@ -267,8 +283,14 @@ class _DynamicConvNd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, fx.Proxy):
             check_input(x, self.in_channels, type(self).__name__, dims=self.spatial_dims)
-        strategy, key = self._resolve_strategy(x)
         gates = dict(zip(self.router.heads, self.router(x)))
+        y = self._mixed_conv(x, gates)
+        latent = self._modules.get("latent")  # DCD's latent path (absent from layers pickled before it)
+        return y if latent is None else y + latent(x, gates["latent"])
+
+    def _mixed_conv(self, x: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The conv of ``x`` with its experts mixed and scaled by the router's ``gates``, by the strategy in force."""
+        strategy, key = self._resolve_strategy(x)
         columns = strategy != "output" and self._columns(x)  # kernel and blocked mixing's form (benchmark mode: both)
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
         fold = strategy == "kernel" and not columns and ("in" in gates or "out" in gates) and self._memo(
@@ -330,6 +352,8 @@ class _DynamicConvNd(nn.Module):
             s += ", bias=False"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
+        if self._modules.get("latent") is not None:
+            s += f", latent_dim={self.router.latent_dim}"
         return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"
 
 

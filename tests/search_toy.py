@@ -33,3 +33,12 @@ def objective_that_hangs(model, trial):
         Path(marker).write_text(str(trial.number))
         time.sleep(600)
     return float(sum(p.numel() for p in model.parameters()))
+
+
+def hanging_model(classes: int = 2, in_channels: int = 1):
+    """The toy network, or, when TOY_HANG names a file, a hang after writing it (to be interrupted)."""
+    marker = os.environ.get("TOY_HANG")
+    if marker:
+        Path(marker).write_text("building")
+        time.sleep(600)
+    return SmallResNet(widths=(16, 16, 16), classes=classes, in_channels=in_channels, stem_kernel=3, stem_stride=1)

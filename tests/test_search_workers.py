@@ -68,3 +68,21 @@ def test_two_workers_share_one_study_with_distinct_trial_numbers(tmp_path):
     assert len(complete) == 4 and len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
     assert "[worker 0]" in done.stderr and "[worker 1]" in done.stderr
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_stops_cleanly(tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "hanging"
+    cmd = [sys.executable, "-m", "dynattn", "search", "--task", "search_toy:task", "--model",
+           "search_toy:hanging_model", "--trials", "2", "--study", "resume", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=_env(TOY_HANG=str(marker)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().endswith("dynattn: interrupted"), err[-3000:]
+    [trial] = _load(out).get_trials()
+    assert trial.state.name == "FAIL" and trial.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert "interrupted (Ctrl-C)" in (out / "results.md").read_text()

@@ -15,7 +15,7 @@ from ..spec_parse import parse_spec
 from .progress import Progress
 from .results import best_spec_lines, trial_rows, write_results
 from .runner import Objective, TrialRunner, parse_objectives
-from .space import SearchSpace
+from .space import SearchSpace, stage_subsets
 from .study import StudyConfig, open_study, run_study, storage_url
 from .tasks import Task, get_task
 from .trainer import QuickTrainer
@@ -70,6 +70,7 @@ def search(
     pruner: str = "median",
     epochs: int | None = None,
     progress: bool = True,
+    max_failures: int = 10,
 ) -> SearchResult:
     """Search ``space`` (default: SE, ECA, CBAM before each residual add) on ``task`` until the study named
     ``study`` has ``trials`` complete trials; write results.md, best_spec.txt and a PNG under ``out``.
@@ -80,18 +81,27 @@ def search(
     (added parameters, min), or any metric the objective returns as ``name:max`` / ``name:min``; several
     make it a multi-objective study (NSGA-II; else TPE). With ``workers > 1`` the objective, task and model
     must be picklable (module-level functions), and a script must guard its entry with
-    ``if __name__ == "__main__":`` (worker processes are spawned)."""
+    ``if __name__ == "__main__":`` (worker processes are spawned). A worker stops after ``max_failures``
+    failed trials in a row. On Ctrl-C the running trial is marked failed, the results so far are written,
+    and ``KeyboardInterrupt`` propagates."""
     space = space if space is not None else SearchSpace()
     parsed = parse_objectives(objectives)
-    config = StudyConfig(storage_url(out, storage), study, parsed, trials, timeout, seed, pruner, workers)
+    config = StudyConfig(storage_url(out, storage), study, parsed, trials, timeout, seed, pruner, workers,
+                         max_failures)
     make_runner = functools.partial(_make_runner, space, task, model, objective, parsed, quick, seed, epochs)
     runner = make_runner()  # a bad task or model fails here, before the study is touched
+    if "stages" in space.where:
+        stage_subsets(runner.stage_sites())  # the model has stage sites, and few enough
     show = Progress(trials, parsed)
-    if workers > 1:
-        _check_picklable(make_runner)
-        run_study(config, make_runner, show.for_worker if progress else None)
-    else:
-        run_study(config, lambda: runner, (lambda rank: show) if progress else None)
+    try:
+        if workers > 1:
+            _check_picklable(make_runner)
+            run_study(config, make_runner, show.for_worker if progress else None)
+        else:
+            run_study(config, lambda: runner, (lambda rank: show) if progress else None)
+    except KeyboardInterrupt:
+        write_results(open_study(config), parsed, out)
+        raise
     done = open_study(config)
     return SearchResult(done, parsed, write_results(done, parsed, out))
 

@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,11 +48,13 @@ class StudyConfig:
     seed: int = 0
     pruner: str = "median"
     workers: int = 1
+    #: A worker stops after this many failed trials in a row: a deterministic error would otherwise loop forever.
+    max_failures: int = 10
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
             raise SpecError("pruner", self.pruner, "unknown pruner", PRUNERS)
-        for name, value in (("trials", self.trials), ("workers", self.workers)):
+        for name, value in (("trials", self.trials), ("workers", self.workers), ("max_failures", self.max_failures)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(name, value, "must be an int >= 1")
         if self.timeout is not None and not self.timeout > 0:
@@ -195,14 +198,20 @@ def run_worker(config: StudyConfig, runner: TrialRunner, rank: int = 0,
                on_trial: Callable[[Any, Any], None] | None = None) -> Any:
     """Claim and run trials until the study has ``config.trials`` complete (or the timeout); the study."""
     study = open_study(config, rank)
-    start = time.monotonic()
+    start, failures = time.monotonic(), 0
     while config.timeout is None or time.monotonic() - start < config.timeout:
         trial = _claim(study, config)
         if trial is None:
             break
         _run_one(study, trial, runner)
+        frozen = _frozen(study, trial.number)
         if on_trial is not None:
-            on_trial(study, _frozen(study, trial.number))
+            on_trial(study, frozen)
+        failures = failures + 1 if frozen.state.name == "FAIL" else 0
+        if failures >= config.max_failures:
+            print(f"dynattn search: {failures} trials in a row failed (the last: "
+                  f"{frozen.user_attrs.get('fail_reason', '?')}); this worker stops", file=sys.stderr, flush=True)
+            break
     return study
 
 

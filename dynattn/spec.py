@@ -33,7 +33,8 @@ Target = Literal["channel", "spatial", "element", "strip", "kernel"]
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class AttnSpec:
-    """A declarative attention generator. See the README's spec reference for every field.
+    """A declarative attention generator. Every field, its values and its default: the documentation's spec
+    language page (docs/spec.md), generated from the fields' ``#:`` comments and :mod:`dynattn.vocab`.
 
     Example::
 
@@ -73,6 +74,7 @@ class AttnSpec:
     act: str | None = None
     #: ``None``, ``"bn"``, ``"ln"`` or ``"gn"``: normalisation after the excitation's first layer.
     norm: str | None = None
+    #: The BatchNorm's momentum (``norm="bn"``).
     bn_momentum: float = 0.1
     #: The norm layer's eps (default 1e-5 when there is a norm).
     bn_eps: float | None = None

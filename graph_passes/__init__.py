@@ -14,9 +14,10 @@ from .report import InsertionReport, report
 from .rewrite import is_rewritten, original_class, rewritten_code
 from .sites import Site
 from .trace import LeafTracer, TraceFailure
+from .unshare import unshare_modules
 
 __all__ = ["insert_attention", "list_sites", "report", "InsertionReport", "Site", "TraceFailure", "LeafTracer",
-           "is_rewritten", "original_class", "rewritten_code"]
+           "is_rewritten", "original_class", "rewritten_code", "unshare_modules"]
 
 #: Former top-level names: (module they live in now, name there).
 _MOVED = {

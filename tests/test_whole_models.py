@@ -145,7 +145,9 @@ def test_timm_families_keep_their_class_and_outputs(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sites too narrow for SE are skipped with a warning (dpn68)
         out = insert_attention(model, AttnSpec.se(init="identity"))
-    assert type(out) is type(model) and _same_classes(model, out) and report(out).records
+    # a root whose own forward holds a site (HRNet's head adds its incre and downsample paths) is rewritten:
+    # its class becomes a same-named subclass of the model's, so isinstance and methods hold
+    assert isinstance(out, type(model)) and _same_classes(model, out) and report(out).records
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(out(x), model(x), atol=0, rtol=0)

@@ -104,6 +104,7 @@ class TrialRunner:
         draw = self.space.suggest(trial, stages)
         trial.set_user_attr("spec", draw.text)
         trial.set_user_attr("where", draw.where)
+        trial.set_user_attr("selector", draw.selector)  # what insert_attention(where=...) took: None, str or list
         same = self._same_draw(trial) if self.reuse else None
         if same is not None:  # a point measured already: its values, not a second training run
             trial.set_user_attr("same_as", same.number)

@@ -11,7 +11,7 @@
 - ``where``: site rules ``residual``, ``stage``, ``conv``; ``default`` (the library's own placement);
   ``stages`` (a non-empty subset of the stage sites, drawn per trial: where to plug); or a glob / ``re:``
   selector of ``graph_passes.sites``. A kernel-target preset (a dynamic conv replaces convs) draws from
-  ``default`` and ``conv`` only.
+  ``default`` (its own conversion sites, ``dynattn.conv_placement``), and ``conv`` and selectors where listed.
 
 Everything is checked when the space is made: an unknown preset, field, value or placement, or an empty
 space, is a :class:`~dynattn.errors.SpecError` naming it (with a did-you-mean), before any trial runs.
@@ -50,7 +50,6 @@ DEFAULT_VALUES: dict[str, tuple] = {
 }
 #: The named placements; any other ``where`` item must be a glob or ``re:`` selector.
 PLACEMENTS = ("default", "residual", "stage", "conv", "stages")
-_KERNEL_PLACEMENTS = ("default", "conv")
 _SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(AttnSpec))
 MAX_STAGE_SITES = 6  # "stages" draws one of the 2^n - 1 non-empty subsets
 
@@ -147,10 +146,10 @@ class SearchSpace:
         return total
 
     def placements(self, preset: str) -> tuple[str, ...]:
-        """The ``where`` items a preset draws from (a kernel-target preset: default and conv, and selectors)."""
+        """The ``where`` items a preset draws from (a kernel-target preset: default, and conv and selectors)."""
         if PRESETS[preset]().kind != "kernel":
             return tuple(self.where)
-        return tuple(w for w in self.where if w in _KERNEL_PLACEMENTS or w not in PLACEMENTS) or ("default",)
+        return ("default", *(w for w in self.where if w != "default" and (w == "conv" or w not in PLACEMENTS)))
 
     def suggest(self, trial: Any, stage_sites: Sequence[str] = ()) -> Draw:
         """Draw one point with an Optuna trial (``trial.suggest_categorical``): the preset, then each of its

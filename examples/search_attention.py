@@ -1,6 +1,6 @@
 """Which attention, where? Search it on cluttered MNIST with dynattn.search (Optuna), then check the answer.
 
-    python examples/search_attention.py            # full: a 24-trial search, then 6 models x 3 seeds (CPU-heavy)
+    python examples/search_attention.py            # full: 24 trials or 30 minutes, then 6 models x 3 seeds
     python examples/search_attention.py --quick    # a short real run (see --help for its time)
     python examples/search_attention.py --out DIR  # where results.md and the search's files go
 
@@ -37,8 +37,8 @@ from dynattn.search.trainer import evaluate, fit
 from graph_passes import insert_attention
 
 SETTINGS = {  # search: train / validation digits, epochs, trials, seconds; retrain: train / test digits, epochs, seeds
-    "full": dict(search=(3000, 1000, 3, 24, 3 * 3600), retrain=(None, None, 3, 3)),
-    "quick": dict(search=(400, 200, 2, 6, 1800), retrain=(800, 300, 3, 2)),
+    "full": dict(search=(3000, 1000, 3, 24, 1800), retrain=(None, None, 3, 3)),
+    "quick": dict(search=(1000, 300, 3, 8, 600), retrain=(1000, 300, 3, 2)),
     "smoke": dict(search=(60, 40, 1, 2, 300), retrain=(60, 40, 1, 1)),
 }
 

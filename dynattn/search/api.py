@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..errors import SpecError
 from ..spec import AttnSpec
@@ -44,12 +47,13 @@ class SearchResult:
 
 
 def _make_runner(space: SearchSpace, task: str | Task, model: Any, objective: Callable | None,
-                 objectives: tuple[Objective, ...], quick: bool, seed: int, epochs: int | None) -> TrialRunner:
+                 objectives: tuple[Objective, ...], quick: bool, seed: int, epochs: int | None,
+                 reuse: bool = True) -> TrialRunner:
     """The trial runner, built where it runs (in each worker process)."""
     found = get_task(task, quick=quick, model=model)
     if objective is None:
         objective = QuickTrainer(found.data, epochs or found.epochs, seed, found.lr, found.batch)
-    return TrialRunner(space, found.model, objective, objectives, found.data.x_train[:32], seed)
+    return TrialRunner(space, found.model, objective, objectives, found.data.x_train[:32], seed, reuse)
 
 
 def search(
@@ -71,6 +75,8 @@ def search(
     epochs: int | None = None,
     progress: bool = True,
     max_failures: int = 10,
+    reuse: bool = True,
+    threads: int | None = None,
 ) -> SearchResult:
     """Search ``space`` (default: SE, ECA, CBAM before each residual add) on ``task`` until the study named
     ``study`` has ``trials`` complete trials; write results.md, best_spec.txt and a PNG under ``out``.
@@ -82,28 +88,45 @@ def search(
     make it a multi-objective study (NSGA-II; else TPE). With ``workers > 1`` the objective, task and model
     must be picklable (module-level functions), and a script must guard its entry with
     ``if __name__ == "__main__":`` (worker processes are spawned). A worker stops after ``max_failures``
-    failed trials in a row. On Ctrl-C the running trial is marked failed, the results so far are written,
-    and ``KeyboardInterrupt`` propagates."""
+    failed trials in a row. A trial drawing a point a complete trial measured takes its values unless
+    ``reuse=False`` (for a noisy objective). ``threads``: torch threads while the search runs (a small model
+    on a busy CPU trains much faster on one), restored after. On Ctrl-C the running trial is marked failed,
+    the results so far are written, and ``KeyboardInterrupt`` propagates."""
     space = space if space is not None else SearchSpace()
     parsed = parse_objectives(objectives)
     config = StudyConfig(storage_url(out, storage), study, parsed, trials, timeout, seed, pruner, workers,
                          max_failures)
-    make_runner = functools.partial(_make_runner, space, task, model, objective, parsed, quick, seed, epochs)
+    make_runner = functools.partial(_make_runner, space, task, model, objective, parsed, quick, seed, epochs, reuse)
     runner = make_runner()  # a bad task or model fails here, before the study is touched
     if "stages" in space.where:
         stage_subsets(runner.stage_sites())  # the model has stage sites, and few enough
     show = Progress(trials, parsed)
+    if workers > 1:
+        _check_picklable(make_runner)
     try:
-        if workers > 1:
-            _check_picklable(make_runner)
-            run_study(config, make_runner, show.for_worker if progress else None)
-        else:
-            run_study(config, lambda: runner, (lambda rank: show) if progress else None)
+        with _torch_threads(threads):
+            run_study(config, make_runner if workers > 1 else lambda: runner,
+                      (show.for_worker if workers > 1 else lambda rank: show) if progress else None)
     except KeyboardInterrupt:
         write_results(open_study(config), parsed, out)
         raise
     done = open_study(config)
     return SearchResult(done, parsed, write_results(done, parsed, out))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise SpecError("threads", threads, "must be None or an int >= 1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_picklable(make_runner: Callable) -> None:

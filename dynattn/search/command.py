@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..bench.usage import UsageError
 from ..errors import SpecError
 from .api import search
@@ -82,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
                         ) from None
     if args.threads < 1:
         raise UsageError(f"--threads={args.threads}: must be >= 1")
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(f"... {args.task}: {space.size} specs x placements {', '.join(space.where)}; study {args.study!r}, "
           f"{args.trials} complete trials", file=sys.stderr, flush=True)
@@ -102,4 +99,5 @@ def run(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace, space: SearchSpace) -> Any:
     return search(task=args.task, model=args.model, space=space, objectives=args.objectives, trials=args.trials,
                   timeout=args.timeout, storage=args.storage, study=args.study, workers=args.workers,
-                  seed=args.seed, out=args.out, quick=args.quick, pruner=args.pruner, epochs=args.epochs)
+                  seed=args.seed, out=args.out, quick=args.quick, pruner=args.pruner, epochs=args.epochs,
+                  threads=args.threads)

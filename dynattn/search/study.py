@@ -85,7 +85,7 @@ def open_study(config: StudyConfig, rank: int = 0) -> Any:
     seed = config.seed + rank  # workers draw different points
     multi = len(config.objectives) > 1
     sampler = optuna.samplers.NSGAIISampler(seed=seed) if multi else optuna.samplers.TPESampler(seed=seed)
-    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
               "none": optuna.pruners.NopPruner}[config.pruner]()
     if config.storage.startswith("sqlite:///"):

@@ -10,6 +10,7 @@
     dynattn insert timm:efficientnet_b0 --spec dyconv
     dynattn bench --quick                            time every preset against hand-written modules
     dynattn bench --network resnet18 --spec dyconv   whole networks (python -m dynattn.bench.networks)
+    dynattn search --task digits --presets se,eca,cbam --trials 8    which attention, where (Optuna)
 
 Models are built without weights on the meta device, so ``sites`` and ``insert`` cost no
 memory and download nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
@@ -259,10 +260,14 @@ def _parser() -> argparse.ArgumentParser:
     from .bench import command as bench  # the bench command's own module: its options and its run
 
     bench.add_arguments(sub.add_parser("bench", help=bench.HELP, description=bench.DESCRIPTION))
+    from .search import command as search  # Optuna is imported only when a search runs
+
+    search.add_arguments(sub.add_parser("search", help=search.HELP, description=search.DESCRIPTION))
     return p
 
 
-#: The commands this module runs; ``bench`` runs in :mod:`dynattn.bench.command`.
+#: The commands this module runs; ``bench`` runs in :mod:`dynattn.bench.command`, ``search`` in
+#: :mod:`dynattn.search.command`.
 COMMANDS = {"list": cmd_list, "show": cmd_show, "sites": cmd_sites, "insert": cmd_insert}
 
 
@@ -283,6 +288,10 @@ def _run(args: argparse.Namespace) -> int:
         from .bench import command as bench
 
         return bench.run(args)
+    if args.command == "search":
+        from .search import command as search
+
+        return search.run(args)
     return COMMANDS[args.command](args)
 
 

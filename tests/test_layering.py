@@ -2,7 +2,7 @@
 
 Layers: the import graph runs one way. Each module has a layer (``LAYERS``: errors and vocab at the bottom,
 then validation, the spec, presets, layers and the compiler, dynamic convs, ``build``, the interop helpers,
-the ``dynattn`` package, ``graph_passes``, the benchmarks, and the CLI at the top); a module imports only
+the ``dynattn`` package, ``graph_passes``, the benchmarks and the search, and the CLI at the top); a module imports only
 modules of its own layer or lower, and the imports form no cycle. No import of the project sits inside a
 function, except the CLI's, which keep ``dynattn --help`` fast. graph_passes imports dynattn only through
 the names ``dynattn`` exports (and the passes API), and the benchmarks never import the CLI above them.
@@ -33,7 +33,7 @@ LAYERS = {
     "dynattn.dynamic_conv": 5, "dynattn.builder": 6,
     "dynattn.interop": 7, "dynattn.record": 7, "dynattn.temperature": 7, "dynattn.testing": 7,
     "dynattn": 8, "dynattn._passes_api": 8, "graph_passes": 9,
-    "dynattn.bench": 10, "dynattn.cli": 11, "dynattn.__main__": 11,
+    "dynattn.bench": 10, "dynattn.search": 10, "dynattn.cli": 11, "dynattn.__main__": 11,
 }
 LAZY_IMPORTS_ALLOWED = ("dynattn.cli",)
 #: what graph_passes may import of dynattn: the public API, the declared internal interface, the shim
@@ -89,8 +89,10 @@ def test_imports_run_down_the_layers(module):
         if module.startswith("graph_passes"):
             assert target in GRAPH_PASSES_MAY_IMPORT or not target.startswith("dynattn"), \
                 f"{module}:{line} imports {target}: graph_passes uses dynattn's exported names and its passes API only"
+        if module.startswith(("dynattn.bench", "dynattn.search")):
+            assert not target.startswith("dynattn.cli"), f"{module}:{line} imports {target}: the CLI sits above it"
         if module.startswith("dynattn.bench"):
-            assert not target.startswith("dynattn.cli"), f"{module}:{line} imports {target}: the CLI sits above bench"
+            assert not target.startswith("dynattn.search"), f"{module}:{line} imports {target}: the search uses bench"
         if lazy:
             assert module.startswith(LAZY_IMPORTS_ALLOWED), f"{module}:{line} imports {target} inside a function"
 

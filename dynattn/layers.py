@@ -416,6 +416,29 @@ class SpatialBottleneck(nn.Module):
         return self.conv_final(x)
 
 
+#: Half-precision dtypes whose range a statistic can leave (float16 ends at 65,504; bfloat16 keeps float32's
+#: range but not its precision over a long sum): statistics of such inputs are computed in float32.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@leaf_call
+def simam_energy(x: torch.Tensor, map_axes: tuple[int, ...], lam: float) -> torch.Tensor:
+    """:class:`Energy`'s formula. A float16 or bfloat16 ``x`` is computed in float32 and the result cast back:
+    the sum of squared deviations passes float16's largest value at activations of ordinary scale (|x| ~ 30 over
+    a 14 x 14 map sums to ~176,000). The dtype test is one Python comparison; a float32 input runs the same ops
+    as before. A host model traced with torch.fx records it as one call."""
+    low = x.dtype in HALF_DTYPES
+    y = x.float() if low else x
+    positions = 1
+    for d in map_axes:
+        positions = positions * y.shape[d]
+    n = positions - 1
+    n = n + (n == 0)  # 1 on a map of one position; no Python branch on a (symbolic) shape under export
+    deviation = (y - y.mean(dim=map_axes, keepdim=True)).pow(2)
+    energy = deviation / (4 * (deviation.sum(dim=map_axes, keepdim=True) / n + lam)) + 0.5
+    return energy.to(x.dtype) if low else energy
+
+
 class Energy(nn.Module):
     """SimAM's parameter-free excitation, the inverse of each neuron's minimal energy:
     ``(x - mean)^2 / (4 * (var + lambda)) + 1/2`` with mean and var = sum((x - mean)^2) / (n - 1)
@@ -428,13 +451,7 @@ class Energy(nn.Module):
         self.map_axes = tuple(range(-spatial_dims, 0))  # the axes each map spans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positions = 1
-        for d in self.map_axes:
-            positions = positions * x.shape[d]
-        n = positions - 1
-        n = n + (n == 0)  # no Python branch on the shape: a host model still traces through this
-        deviation = (x - x.mean(dim=self.map_axes, keepdim=True)).pow(2)
-        return deviation / (4 * (deviation.sum(dim=self.map_axes, keepdim=True) / n + self.lam)) + 0.5
+        return simam_energy(x, self.map_axes, self.lam)
 
     def extra_repr(self) -> str:
         return f"lam={self.lam:g}" + ("" if len(self.map_axes) == 2 else f", spatial_dims={len(self.map_axes)}")

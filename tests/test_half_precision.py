@@ -1,0 +1,111 @@
+"""Half precision: every preset and every dynamic conv under CPU autocast (bfloat16, float16) and cast
+(``.bfloat16()``, ``.half()``), at activation scales |x| ~ 1, 30 and 300: finite, and within a tolerance of
+float32 that follows from the dtype's epsilon.
+
+The tolerance, relative to the float32 output's largest value, is ``eps * (4 + |x| / 10)``:
+- ``4 eps``: the input and the output each rounded once, and the few element-wise ops between the gate and
+  the output (the gate's sigmoid or softmax, the product with x) about one rounding each;
+- ``eps * |x| / 10``: a gate's logit is a sum of products ``w . pool(x)`` whose rounding error is absolute,
+  about ``eps * sum |w_i x_i|``, so it grows with the activation scale, while the logit itself may be small
+  (the terms cancel); a sigmoid passes up to a quarter of it to the gate. The slope is the measured worst
+  case (GAM at |x| ~ 300, about eps * |x| / 20: a 7x7 conv, BatchNorm at its initial statistics) with a
+  factor of 2 of margin.
+With eps = 2^-7 (bfloat16) and 2^-10 (float16), at |x| ~ 30 that is 5.5% and 0.68% of the output's scale.
+"""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dynattn import DynamicConv1d, DynamicConv2d, DynamicConv3d, build, get_spec, list_presets
+from dynattn.testing import specs
+from dynattn.vocab import FEATURE_TARGETS
+
+SCALES = (1.0, 30.0, 300.0)
+DTYPES = (torch.bfloat16, torch.float16)
+CHANNELS = 16
+
+
+def tolerance(dtype: torch.dtype, scale: float) -> float:
+    """The largest error allowed, relative to the float32 output's largest value (see the module docstring)."""
+    return torch.finfo(dtype).eps * (4 + scale / 10)
+
+
+def _input(shape, scale, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+def _scaled_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """One sample per scale, in one batch (every module here treats the samples of a batch apart in eval mode,
+    so one call covers the scales: the test pays each dtype's first-call set-up once)."""
+    return torch.cat([_input((1, *shape[1:]), scale, seed) for seed, scale in enumerate(SCALES)])
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    out = out.float()
+    for i, scale in enumerate(SCALES):
+        assert torch.isfinite(out[i]).all(), f"{what} |x|~{scale:g}: non-finite output"
+        err = ((out[i] - ref[i]).abs().max() / ref[i].abs().max()).item()
+        tol = tolerance(dtype, scale)
+        assert err <= tol, f"{what} |x|~{scale:g}: {err:.2e} of the output's scale > {tol:.2e}"
+
+
+@torch.no_grad()
+def check_half(module: torch.nn.Module, shape: tuple[int, ...], name: str) -> None:
+    """``module`` (float32, eval) under autocast and cast to each half dtype, at every scale, against float32."""
+    x = _scaled_batch(shape)
+    for dtype in DTYPES:
+        with torch.autocast("cpu", dtype=dtype):
+            out = module(x)
+        _check(out, module(x), dtype, f"{name} autocast {dtype}")
+        x_low = x.to(dtype)  # the reference sees the same rounded input: the module's own error is measured
+        out = copy.deepcopy(module).to(dtype)(x_low)
+        assert out.dtype == dtype
+        _check(out, module(x_low.float()), dtype, f"{name} cast {dtype}")
+
+
+FEATURE_PRESETS = [n for n in list_presets() if get_spec(n).kind == "feature"]
+KERNEL_PRESETS = [n for n in list_presets() if get_spec(n).kind == "kernel"]
+
+
+@pytest.mark.parametrize("name", FEATURE_PRESETS)
+def test_feature_presets_in_half_precision(name):
+    torch.manual_seed(0)
+    module = build(get_spec(name), channels=CHANNELS).eval()
+    check_half(module, (1, CHANNELS, 12, 12), name)  # 12x12 at |x| ~ 30: SimAM's sum of squares passes 65,504
+
+
+DYNAMIC_CONVS = {DynamicConv1d: (1, 8, 12), DynamicConv2d: (1, 8, 10, 10), DynamicConv3d: (1, 8, 5, 5, 5)}
+
+
+# 1-D and 3-D convs run the same mixing code as 2-D ones: with the heavy tests (they add ~10 s)
+CONV_CLASSES = [DynamicConv2d, *(pytest.param(c, marks=pytest.mark.heavy) for c in (DynamicConv1d, DynamicConv3d))]
+
+
+@pytest.mark.parametrize("name", KERNEL_PRESETS)
+@pytest.mark.parametrize("cls", CONV_CLASSES, ids=lambda c: c.__name__)
+def test_dynamic_convs_in_half_precision(cls, name):
+    for strategy in ("kernel", "blocked", "output"):  # each mixing strategy rounds differently
+        torch.manual_seed(0)
+        module = cls(8, 8, 3, padding=1, spec=get_spec(name), strategy=strategy).eval()
+        check_half(module, DYNAMIC_CONVS[cls], f"{cls.__name__}({name}, {strategy})")
+
+
+BOUNDED = dict(gates=("sigmoid", "hard_sigmoid", "tanh", "softmax"), fuses=("mul",))
+
+
+@given(specs(FEATURE_TARGETS, **BOUNDED), st.integers(1, 24), st.integers(1, 9), st.integers(1, 9),
+       st.sampled_from(SCALES), st.sampled_from(DTYPES), st.integers(0, 2**16))
+def test_drawn_specs_stay_finite_in_half_precision(spec, channels, h, w, scale, dtype, seed):
+    """Any spec whose gate is bounded, cast to half precision, gives finite outputs at every scale: its output
+    is at most |x| (or |x| per branch), so nothing in between may overflow (a statistic such as the sum of
+    squares is computed where it fits)."""
+    torch.manual_seed(seed)
+    module = build(spec, channels=channels).eval().to(dtype)
+    with torch.no_grad():
+        out = module(_input((2, channels, h, w), scale, seed).to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()

@@ -215,6 +215,7 @@ class AttnSpec:
         srm = staticmethod(_presets.srm)
         fca = staticmethod(_presets.fca)
         scse = staticmethod(_presets.scse)
+        dcd = staticmethod(_presets.dcd)
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -60,12 +60,17 @@ def _layer(module: str) -> int:
 
 
 def _imports(module: str, path: Path) -> list[tuple[str, bool, int]]:
-    """(imported project module, inside a function?, line) for every import in ``path``."""
+    """(imported project module, inside a function?, line) for every import in ``path`` that runs: an import
+    under ``if TYPE_CHECKING:`` only informs type checkers (spec.py declares the presets that way)."""
     tree = ast.parse(path.read_text())
     inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
               for n in ast.walk(f)}
+    typing_only = {id(n) for f in ast.walk(tree) if isinstance(f, ast.If) and ast.unparse(f.test) == "TYPE_CHECKING"
+                   for n in ast.walk(f)}
     out = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -65,6 +65,8 @@ class Part:
     graph_modules: dict[str, fx.GraphModule]
     #: (path within the part, why) of submodules made leaves because shape propagation failed inside them.
     recovered: list[tuple[str, str]] = field(default_factory=list)
+    #: The part's output is the model's (a segmentation head under a root that does not trace).
+    final: bool = False
 
 
 @dataclass
@@ -241,15 +243,18 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
             if (inputs is not None and not isinstance(result[1], TraceFailure)) or not has_conv(model):
                 _raise_root(model, result[1], inputs)
             analysis = Analysis([], [("", _reason(result[1]))], root_failure=result[1])
-            calls = capture_calls(model, inputs) if inputs is not None else _guessed_calls(model)
+            calls, finals = capture_calls(model, inputs) if inputs is not None else _guessed_calls(model)
             _descend("", model, leaves, analysis.parts, analysis.untraced, calls, inputs is None)
+            for part in analysis.parts:
+                part.final = part.path in finals
             if not analysis.parts:
                 raise result[1]
         analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
         unmatched = [u for part in analysis.parts for u in _select(model, part, where)]
         if where is None:  # a part where the default finds nothing falls back on its own, the others keep theirs
-            for part in analysis.parts:
-                if not any(part.sites.values()) and _has_feature_map(part):
+            for part in analysis.parts:  # (not a head after other parts, whose output is the model's: the logits)
+                head = part.final and len(analysis.parts) > 1
+                if not any(part.sites.values()) and _has_feature_map(part) and not head:
                     _select(model, part, _fallback_where(part))
             graphs = sum(len(part.traced.graphs) for part in analysis.parts)
             unmatched = [] if analysis.sites() else [None] * graphs
@@ -257,23 +262,23 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
     return analysis
 
 
-def _guessed_calls(model: nn.Module) -> dict[str, tuple]:
+def _guessed_calls(model: nn.Module) -> tuple[dict[str, tuple], set[str]]:
     """The arguments of each submodule called once, captured from one run of the whole model on a guessed meta
     input (batch 2, its first conv's channels, each of ``DEFAULT_SIZES_BY_SPATIAL_DIMS`` in turn until one runs):
     a decoder that takes a list of features gets the list, which no guess for the decoder alone could give.
-    Meta tensors cost nothing; empty when no size runs within ``PROBE_S`` seconds."""
+    Meta tensors cost nothing; empty when no size runs within ``PROBE_S`` seconds. See ``capture_calls``."""
     conv = next((m for m in model.modules() if is_conv_module(m)), None)
     spatial_dims = conv_spatial_dims(conv)
     if conv is None or spatial_dims is None or not isinstance(getattr(conv, "in_channels", None), int):
-        return {}
+        return {}, set()
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
     start = time.monotonic()
     for size in DEFAULT_SIZES_BY_SPATIAL_DIMS[spatial_dims]:
         calls = capture_calls(model, (torch.empty((2, conv.in_channels, *size), dtype=dtype, device="meta"),))
-        if calls or time.monotonic() - start > PROBE_S:
+        if calls[0] or time.monotonic() - start > PROBE_S:
             return calls
-    return {}
+    return {}, set()
 
 
 def _select(model: nn.Module, part: Part, where: Where) -> list[Any]:

@@ -239,26 +239,33 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return out
 
 
-def capture_calls(model: nn.Module, inputs: Sequence[Any]) -> dict[str, tuple]:
+def capture_calls(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, tuple], set[str]]:
     """The positional arguments (as meta tensors) of each submodule called exactly once, without keyword
     arguments, when ``model`` runs on ``inputs`` with its state swapped for meta tensors (nothing is
-    computed or changed); empty when that run fails (an op with no meta kernel)."""
+    computed or changed), and the submodules whose output is (in) the model's output (a segmentation head);
+    both empty when that run fails (an op with no meta kernel)."""
     seen: dict[str, list[tuple | None]] = {}
+    made: dict[str, set[int]] = {}
 
     def record(name: str):
         return lambda _m, args, kwargs: seen.setdefault(name, []).append(None if kwargs else args)
 
-    handles = [m.register_forward_pre_hook(record(name), with_kwargs=True) for name, m in model.named_modules()
-               if name]
+    def produced(name: str):
+        return lambda _m, _args, output: made.setdefault(name, set()).update(id(t) for t in _tensors(output))
+
+    named = [(name, m) for name, m in model.named_modules() if name]
+    handles = [m.register_forward_pre_hook(record(name), with_kwargs=True) for name, m in named]
+    handles += [m.register_forward_hook(produced(name)) for name, m in named]
     try:
         with _swapped_state(model, _to_meta), torch.no_grad():
-            model(*map_tensors(_to_meta, tuple(inputs)))
+            output = {id(t) for t in _tensors(model(*map_tensors(_to_meta, tuple(inputs))))}
     except Exception:  # the model's own code decides; no input is captured then
-        return {}
+        return {}, set()
     finally:
         for h in handles:
             h.remove()
-    return {name: calls[0] for name, calls in seen.items() if len(calls) == 1 and calls[0] is not None}
+    calls = {name: calls[0] for name, calls in seen.items() if len(calls) == 1 and calls[0] is not None}
+    return calls, {name for name, ids in made.items() if ids & output}
 
 
 def _fake_on(mode: Any, x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -317,29 +317,30 @@ class _Residual(torch.nn.Module):
 
 
 class _TwoParts(torch.nn.Module):
-    """A root whose forward checks the input's size (no trace) over a residual part and a plain conv stack of
-    one resolution (no residual add, no stage output: the default finds nothing there)."""
+    """A root whose forward checks the input's size (no trace) over a residual part, a plain conv stack of one
+    resolution (no residual add, no stage output: the default finds nothing there) and a head making the logits."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), _Residual(8))
         self.plain = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
                                          torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1))
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(8, 4, 1), torch.nn.Identity())
 
     def forward(self, x):
         if x.shape[-1] % 2:
             raise ValueError("even sizes only")
-        return self.plain(self.stem(x))
+        return self.head(self.plain(self.stem(x)))
 
 
 def test_no_site_fallback_is_per_part():
     """The default's fallback (each conv block) applies to the part where the default finds nothing; the part
-    with residual adds keeps its residual sites."""
+    with residual adds keeps its residual sites; the head whose output is the model's (the logits) gets none."""
     x = torch.randn(2, 3, 16, 16)
     for given in ((x,), None):
         sites = list_sites(_TwoParts(), AttnSpec.se(reduction=2), example_inputs=given)
-        by_part = {part: {s.rule for s in sites if s.name.startswith(part + ".")} for part in ("stem", "plain")}
-        assert by_part == {"stem": {"residual"}, "plain": {"conv"}}, [(s.name, s.rule) for s in sites]
+        by_part = {part: {s.rule for s in sites if s.name.startswith(part + ".")} for part in ("stem", "plain", "head")}
+        assert by_part == {"stem": {"residual"}, "plain": {"conv"}, "head": set()}, [(s.name, s.rule) for s in sites]
         assert [s.name for s in sites if s.rule == "conv"] == ["plain.2", "plain.3"]
     model = _TwoParts().eval()
     out = insert_attention(model, AttnSpec.se(init="identity", reduction=2))

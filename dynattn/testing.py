@@ -27,7 +27,7 @@ from .validate import channel_free, has_hidden, rotatable  # the same rules vali
 
 __all__ = ["specs", "leaf_specs", "rotations"]
 
-_POOLS = ("avg", "max", "lse", "lp", "std", "std_unbiased")
+_POOLS = ("avg", "max", "lse", "lp", "std", "std_unbiased", "std_unbiased_eps")
 _CHANNEL_POOLS = (*_POOLS, "attn", "dct")
 _REDUCTIONS = (0.5, 1, 1.5, 2, 3, 4, 8, 16)
 _FREQUENCIES = ("top1", "top2", "top16", "top32", "low4", "bot8")
@@ -178,6 +178,10 @@ def _gate(draw: st.DrawFn, kw: dict, gates: Sequence[str], inits: Sequence[str],
         if kw["experts"] > 1 and "kernel" not in heads:
             heads.insert(0, "kernel")
         kw["heads"] = tuple(heads)
+        if {"in", "out", "spatial"} & set(heads):
+            kw["scale_gate"] = draw(st.sampled_from(vocab.SCALE_GATES))
+        if kw.get("pool") == ("avg",):
+            kw["pool_grid"] = draw(st.sampled_from((1, 1, 2)))
         kw["gate"] = draw(st.sampled_from(tuple(g for g in ("softmax", "sigmoid") if g in gates) or ("softmax",)))
         kw["temperature"] = draw(st.sampled_from((1.0, 4.0, 30.0)))
     else:

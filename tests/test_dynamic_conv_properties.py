@@ -39,7 +39,7 @@ def _make(cfg, spec, **kw):
     try:
         return DynamicConv2d(**cfg, spec=spec, **kw)
     except SpecError as err:
-        assume("leave nothing dynamic" not in str(err))
+        assume("leave nothing dynamic" not in str(err) and "latent path" not in str(err))  # DCD: 'same' padding
         raise
 
 
@@ -78,7 +78,7 @@ def test_upcycling_reproduces_any_conv(cfg, spec, seed, train, strategy):
     try:
         dyn = DynamicConv2d.from_conv(conv, spec, strategy=strategy)
     except SpecError as err:
-        assume("leave nothing dynamic" not in str(err))
+        assume("leave nothing dynamic" not in str(err) and "latent path" not in str(err))  # DCD: 'same' padding
         raise
     x = torch.randn(2, cfg["in_channels"], 9, 8, dtype=torch.float64)
     with small_blocks(2):

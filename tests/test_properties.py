@@ -154,6 +154,7 @@ FIELD_VALUES = frozenset([
     *(("norm", n) for n in vocab.NORMS if n), *(("fuse", f) for f in vocab.FUSES),
     *(("rounding", r) for r in vocab.ROUNDINGS), ("padding_mode", "circular"), ("frequencies", "low4"),
     ("dilation", 2), ("extent", 2), ("kernel_size", "adaptive"), ("act", "identity"),
+    *(("scale_gate", g) for g in vocab.SCALE_GATES), ("pool_grid", 2), ("heads", "latent"),
 ])
 
 

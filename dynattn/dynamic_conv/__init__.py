@@ -5,6 +5,7 @@ from K experts by a compiled router.
     conv = DynamicConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1), AttnSpec.odconv())  # upcycled
     conv = DynamicConv3d.from_conv(nn.Conv3d(64, 64, 3, padding=1), "dyconv")           # video
     conv = DynamicConv1d(32, 32, 5, padding=2, spec="condconv")                           # sequences
+    conv = DynamicConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1), AttnSpec.dcd())      # DCD: one kernel
 
 Each has the constructor and semantics of ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` (int or
 tuple kernel/stride/padding/dilation, ``padding="same"``/``"valid"``, ``padding_mode``, groups
@@ -15,7 +16,7 @@ implementation (:class:`~dynattn.dynamic_conv.module._DynamicConvNd`) serves the
 The package's files: :mod:`.module` (the layers), :mod:`.cost_model` (how ``strategy="auto"`` chooses),
 :mod:`.costs` (the model's arithmetic and fitted table), :mod:`.calibration` (its constants measured on this machine),
 :mod:`.profile_cache` (what was measured, kept on disk), :mod:`.measure` (benchmark mode's timings),
-:mod:`.upcycle` (a torch conv's weight into every expert).
+:mod:`.upcycle` (a torch conv's weight into every expert), :mod:`.latent` (DCD's latent path).
 """
 
 from .calibration import calibrate

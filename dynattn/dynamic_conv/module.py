@@ -66,7 +66,9 @@ class _DynamicConvNd(nn.Module):
     Attributes: ``weight`` (K * out, in/groups, *kernel_size): the experts stacked along the output
     axis (of the torch conv's rank, so ``model.to(memory_format=torch.channels_last)`` works in 2-D;
     ``expert_weights`` is its (K, out, in/groups, *kernel_size) view), ``bias`` (K, out) or None,
-    ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer).
+    ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer), ``latent`` (DCD's latent
+    path, :class:`~dynattn.dynamic_conv.latent.LatentFusion`, added to the conv's output where the spec has the
+    ``latent`` head; else None).
     """
 
     #: Time the strategies once per shape instead of following the cost model (off by default).

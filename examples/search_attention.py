@@ -100,8 +100,9 @@ def table(rows: list[tuple[str, str, int, list[float], list[float]]], header: st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a 6-trial search on 400 train digits, then 2 seeds on 800: "
-                   "about 6 minutes of CPU time on one thread of a 2-core AMD EPYC (longer when the machine is shared)")
+    p.add_argument("--quick", action="store_true", help="an 8-trial search on 1,000 train digits, then 2 seeds on "
+                   "1,000: measured 264 s of CPU time on one thread of an AMD EPYC, 18 minutes wall on 2 cores shared "
+                   "with other jobs (load average about 5)")
     p.add_argument("--out", default="outputs/search_attention", help="folder for results.md and the search's files "
                    "(default outputs/search_attention)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the network is small)")

@@ -66,7 +66,7 @@ def test_every_draw_is_a_spec_that_parses_back_and_builds():
 def _toy(tmp_path, **kwargs):
     from search_toy import task  # tests/ is on sys.path (pytest's rootdir-relative import)
 
-    return search(task=task(), out=tmp_path, study="t", progress=False, **kwargs)
+    return search(task=task(), out=tmp_path, study="t", progress=False, threads=1, **kwargs)
 
 
 def test_a_failing_objective_nan_or_oom_is_recorded_and_the_study_goes_on(tmp_path):

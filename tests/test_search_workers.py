@@ -20,7 +20,7 @@ from dynattn.search import SearchSpace, search
 from search_toy import objective_that_hangs, task
 space = SearchSpace(presets=("se", "eca", "cbam"), fields={"reduction": (4, 8)})
 search(objective_that_hangs, task=task(), space=space,
-       trials=int(sys.argv[1]), out=sys.argv[2], study="resume", progress=False)
+       trials=int(sys.argv[1]), out=sys.argv[2], study="resume", progress=False, threads=1)
 """
 
 

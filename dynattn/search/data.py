@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import SpecError
+
 __all__ = ["Data", "digits", "mnist_5k", "split", "clutter", "cluttered_mnist", "cluttered_splits",
            "CANVAS", "FRAGMENT"]
 
@@ -142,7 +144,7 @@ def cluttered_splits(train_digits: int = 3000, val_digits: int = 1000, test_digi
     images, labels = mnist_5k()
     train, test = split(labels)
     if train_digits + val_digits > len(train):
-        raise ValueError(f"train_digits + val_digits = {train_digits + val_digits}: at most {len(train)}")
+        raise SpecError("train_digits + val_digits", train_digits + val_digits, f"at most {len(train)} train digits")
     val, train = train[len(train) - val_digits:], train[:train_digits]
     x_train, y_train = clutter(images[train], labels[train], copies, fragments, seed=1)
     x_val, y_val = clutter(images[val], labels[val], copies, fragments, seed=3)

@@ -267,19 +267,6 @@ def expand(markdown: str) -> str:
 
 
 # ------------------------------------------------------------------ MkDocs hooks
-def on_config(config):
-    """The search page joins the navigation once it exists (it is written elsewhere)."""
-    if (Path(config["docs_dir"]) / "search.md").exists() and not _in_nav(config["nav"], "search.md"):
-        at = next(i for i, item in enumerate(config["nav"]) if "speed.md" in item.values())
-        config["nav"].insert(at, {"Search": "search.md"})
-    return config
-
-
-def _in_nav(nav, page: str) -> bool:
-    return any(page == value or (isinstance(value, list) and _in_nav(value, page))
-               for item in nav for value in (item.values() if isinstance(item, dict) else [item]))
-
-
 def on_files(files, config):
     from mkdocs.structure.files import File
 

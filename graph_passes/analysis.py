@@ -36,8 +36,10 @@ from dynattn._passes_api import ModelError, leaf_modules
 from .shapes import (
     DEFAULT_SIZES_BY_SPATIAL_DIMS,
     PROBE_BYTES,
+    NodeFailure,
     NoInputGuess,
     ProbeBudget,
+    Stop,
     capture_calls,
     conv_spatial_dims,
     example_for,
@@ -47,6 +49,7 @@ from .shapes import (
     is_feature_map,
     module_stack,
     propagate,
+    values_may_mend,
 )
 from .sites import Site, Where, find_sites, join_path, no_match_error, where_items
 from .trace import LeafSpec, Traced, TraceFailure, trace_model, untouched
@@ -118,14 +121,15 @@ def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | N
     """Shapes on ``probe``: with ``inputs``, else with each guessed input in turn until one runs (Inception
     takes 299 x 299, not 224), within the probe budget (``PROBE_S`` seconds in all, ``PROBE_BYTES`` a run
     on real tensors); the last guess's failure is raised."""
+    stop = _stop_at_branch(probe, module)
     if inputs is not None:
-        propagate(probe, inputs, max_bytes=PROBE_BYTES if guessed else None)
+        propagate(probe, inputs, max_bytes=PROBE_BYTES if guessed else None, stop=stop)
         return
     shapes = guess_input_sizes(probe, module)
     start = time.monotonic()
     for i, shape in enumerate(shapes):
         try:
-            propagate(probe, example_for(probe, shape), max_bytes=PROBE_BYTES)
+            propagate(probe, example_for(probe, shape), max_bytes=PROBE_BYTES, stop=stop)
             return
         except ModelError:
             if i == len(shapes) - 1:
@@ -133,6 +137,24 @@ def _propagate_probe(probe: fx.GraphModule, module: nn.Module, inputs: tuple | N
         if time.monotonic() - start > PROBE_S:
             raise ProbeBudget("example_inputs", None, f"guessing an input for {type(module).__name__} took over "
                               f"{PROBE_S:g} s (the probe budget)", hint="pass example_inputs=(tensor,)")
+
+
+def _stop_at_branch(probe: fx.GraphModule, module: nn.Module) -> Stop:
+    """When propagation on ``probe`` may stop short: a failure on fake tensors for shapes alone (real values cannot
+    mend it) inside a module whose forward branches (``_try_part`` makes it a leaf: fx recorded the wrong branch),
+    before the run on real zeros (seconds each on a full-size guess); at a later guessed size, a failure on meta
+    tensors at a node where that happened, before fake tensors too (converting the state costs ~0.1 s a run)."""
+    shape_failures: set[str] = set()
+
+    def stop(how: str, failure: NodeFailure) -> bool:
+        if how == "meta tensors":
+            return failure.node.name in shape_failures
+        if values_may_mend(probe, failure) or _leaf_around(module, failure.node, ()) is None:
+            return False
+        shape_failures.add(failure.node.name)
+        return True
+
+    return stop
 
 
 #: Seconds that guessing one part's input may take (``DYNATTN_PROBE_S``, default 20).
@@ -178,8 +200,11 @@ def _branches(module: nn.Module) -> bool:
 def _recovery_leaf(module: nn.Module, exc: ModelError, done: list[str]) -> str | None:
     """The innermost module around the failing node whose forward branches, not yet a leaf; None if none."""
     node = getattr(exc, "node", None)
-    if node is None:
-        return None
+    return None if node is None else _leaf_around(module, node, done)
+
+
+def _leaf_around(module: nn.Module, node: fx.Node, done: Sequence[str]) -> str | None:
+    """The innermost module (within ``module``) around ``node`` whose forward branches, not in ``done``."""
     stack = module_stack(node)
     if node.op == "call_module":
         stack = stack[:-1]  # the called module is a leaf already

@@ -25,7 +25,7 @@ import contextlib
 import math
 import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -280,10 +280,16 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None) -> None:
+#: ``stop(how, failure)`` after a failed attempt ("meta tensors", "fake tensors"): True when the caller mends
+#: that failure otherwise, so that the next attempts are not made.
+Stop = Callable[[str, NodeFailure], bool]
+
+
+def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None, stop: Stop | None = None) -> None:
     """Meta tensors first; fake tensors where an op has no meta kernel; real tensors (zeros,
     with the buffers cloned so that nothing is updated) where a leaf's control flow needs
-    values, e.g. ``if x.mean() > 0``. Raises a ``NodeFailure`` per attempt when all fail."""
+    values, e.g. ``if x.mean() > 0``; ``stop`` may end it after meta or fake tensors.
+    Raises a ``PropagationFailure`` with one ``NodeFailure`` per attempt when all fail."""
     failures: list[tuple[str, NodeFailure]] = []
     meta_inputs = map_tensors(_to_meta, inputs)
     try:
@@ -292,6 +298,8 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
         return
     except NodeFailure as exc:
         failures.append(("meta tensors", exc))
+        if stop is not None and stop("meta tensors", exc):
+            raise PropagationFailure(failures) from None
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -303,6 +311,8 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
         return
     except NodeFailure as exc:
         failures.append(("fake tensors", exc))
+        if stop is not None and stop("fake tensors", exc):
+            raise PropagationFailure(failures) from None
     if not any(p.device.type == "meta" for p in gm.parameters()):
         _check_budget(gm, inputs, max_bytes, failures)
         real_inputs = map_tensors(lambda x: torch.zeros(x.shape, dtype=x.dtype, device=device)
@@ -314,6 +324,29 @@ def _run(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None = None
         except NodeFailure as exc:
             failures.append(("real zeros", exc))
     raise PropagationFailure(failures)
+
+
+def values_may_mend(gm: fx.GraphModule, failure: NodeFailure) -> bool:
+    """Whether real tensors may run ``failure.node`` where fake tensors failed: the op's result depends on values
+    (fake tensors raise an error of their own, or the op has no fake kernel), or the node runs code that may read
+    them (a module or function not from torch). A torch op or module failing on shapes (a conv given the wrong
+    number of channels) fails on real tensors too."""
+    error, n = failure.error, failure.node
+    if isinstance(error, NotImplementedError) or type(error).__module__.startswith(_FAKE_ERROR_MODULES):
+        return True
+    if n.op == "call_module":
+        owner = type(gm.get_submodule(n.target)).__module__
+    elif n.op == "call_function":
+        owner = getattr(n.target, "__module__", None) or ""
+    else:
+        return False  # a tensor method
+    return not owner.startswith(_SHAPE_ONLY_MODULES)
+
+
+# where fake tensors' own errors (data-dependent output, unsupported op) are defined
+_FAKE_ERROR_MODULES = ("torch._subclasses", "torch.fx.experimental")
+# the code of torch's own modules and functions (and of Python's operators) decides on shapes, never on values
+_SHAPE_ONLY_MODULES = ("torch.", "_operator", "operator", "builtins", "math")
 
 
 def _check_budget(gm: fx.GraphModule, inputs: Sequence[Any], max_bytes: int | None,
@@ -406,14 +439,17 @@ def _swap(layout: tuple[str, ...], a: int, b: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any], max_bytes: int | None = None) -> None:
+def propagate(gm: fx.GraphModule, example_inputs: Sequence[Any], max_bytes: int | None = None,
+              stop: Stop | None = None) -> None:
     """Write ``meta["tensor_meta"]`` and ``meta[LAYOUT]`` on every node of ``gm``'s graph.
 
     Raises ``ModelError`` naming the node where the graph failed to run on the example inputs (its
     ``node`` attribute; every attempt in ``details``). ``max_bytes`` bounds the memory of a run on real
-    zeros (a ``ProbeBudget`` error past it)."""
+    zeros (a ``ProbeBudget`` error past it). ``stop(how, failure)``, called after a failed run on meta or
+    fake tensors, may end there: the caller mends that failure otherwise (the analysis makes a branching module
+    a leaf, where a run on real zeros, seconds on a full-size guessed input, would fail the same way)."""
     try:
-        _run(gm, example_inputs, max_bytes)
+        _run(gm, example_inputs, max_bytes, stop)
     except PropagationFailure as exc:
         raise _propagation_error(example_inputs, exc) from exc.failures[-1][1].error
     modules = dict(gm.named_modules())

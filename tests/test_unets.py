@@ -46,10 +46,24 @@ def _training_step_moves_attention(out, x, reported=None):
     assert moved, "no attention module's weights moved in a training step"
 
 
+def _real_calls(module: torch.nn.Module) -> list[tuple[int, ...]]:
+    """The input shapes of ``module``'s calls on real tensors (not meta, not fake), as they happen."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    calls: list[tuple[int, ...]] = []
+    module.register_forward_pre_hook(lambda _m, args: calls.extend(
+        tuple(a.shape) for a in args[:1] if a.device.type != "meta" and not isinstance(a, FakeTensor)))
+    return calls
+
+
 def test_basic_unet_2d_recovers_from_upcat():
+    """Shape propagation fails in each UpCat (fx recorded its branch for a non-tensor skip): each becomes a leaf.
+    Real values cannot mend that failure, so no guessed size is ever run on real zeros (seconds each)."""
     torch.manual_seed(0)
     model = monai_nets.BasicUNet(spatial_dims=2, features=(8, 8, 16, 32, 64, 8)).eval()
+    real = _real_calls(model.conv_0.conv_0.conv)
     out = insert_attention(model, AttnSpec.se(init="identity", reduction=4))
+    assert real == [], real
     rep = report(out)
     sites = [r.site for r in rep.records]
     assert any(s.startswith("down_") for s in sites), sites  # encoder
@@ -155,6 +169,30 @@ def test_probe_on_real_tensors_is_bounded(monkeypatch):
     assert "on meta tensors" in info.value.details  # the attempts that led to a run on real tensors
     # given inputs are the caller's choice: no budget
     assert list_sites(_value_net(), "se", example_inputs=torch.randn(1, 3, 32, 32))
+
+
+class _BranchOverGate(torch.nn.Module):
+    """Branches on a type (fx records one branch) around a leaf that needs values: its failure on meta and fake
+    tensors is mended by real zeros, not by making this module a leaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.gate, self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1), _ValueGate(), torch.nn.Conv2d(
+            16, 16, 3, padding=1)
+
+    def forward(self, x):
+        if isinstance(x, (list, tuple)):
+            x = x[0]
+        return self.conv2(self.gate(self.conv1(x)))
+
+
+def test_failure_values_can_mend_runs_on_real_zeros():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), _BranchOverGate(), torch.nn.ReLU())
+    real = _real_calls(model[1].conv1)
+    out = insert_attention(model, AttnSpec.se(reduction=2), where="conv")
+    assert real and all(shape[-2:] == (224, 224) for shape in real), real  # the first size guessed, on real zeros
+    assert "1.conv1" in {r.site for r in report(out).records}  # traced through, not made a leaf
+    assert not report(out).untraced
 
 
 class _SlowUnlessLarge(torch.nn.Module):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .builder import compile_options
 from .conv_placement import ConvPlacement, conv_placement
+from .dynamic_conv.shared import upcycle_shared
 from .errors import ModelError, SpecError
 from .layers import CONVS
 from .presets import as_spec
 from .registry import leaf_modules
 
 __all__ = ["CONVS", "ConvPlacement", "ModelError", "SpecError", "as_spec", "compile_options", "conv_placement",
-           "leaf_modules"]
+           "leaf_modules", "upcycle_shared"]

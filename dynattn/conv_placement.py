@@ -67,6 +67,11 @@ PRESET_PLACEMENTS: dict[str, ConvPlacement] = {
         reference="OSVAI/ODConv models/od_resnet.py (conv1 and the downsample 1x1 convs are nn.Conv2d) and "
                   "od_mobilenetv2.py (the first conv static; every block conv and the last 1x1 conv ODConv)",
     ),
+    "KernelWarehouse": ConvPlacement(
+        stem=False,
+        reference="OSVAI/KernelWarehouse models/kw_resnet.py: conv1 and fc static; every block conv and the "
+                  "strided 1x1 downsample convs take their cells from a warehouse",
+    ),
     "CondConv": ConvPlacement(
         stem=False, head=False, shortcuts=False, min_stride=16,
         reference="Yang et al. 2019 find CondConv most useful in later layers; the official "

@@ -10,6 +10,8 @@
   into the module built from ``AttnSpec.scse(flavor="smp")``.
 - ``load_dcd_weights(module, official_state_dict)`` copies the state_dict of DCD's official ``conv_dy`` /
   ``conv_basic_dy`` (liyunsheng13/dcd) into a dynamic conv built with ``AttnSpec.dcd()``.
+- ``load_kw_weights(module, official_state_dict, cells)`` copies an official KernelWarehouse ``KWConv1d/2d/3d``'s
+  state_dict and its warehouse's cells (OSVAI/KernelWarehouse) into a dynamic conv built with ``AttnSpec.kw()``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .spec import AttnSpec
 from .validate import has_hidden
 
 __all__ = ["load_timm_weights", "load_smp_weights", "load_dcd_weights", "TIMM_KEY_MAPS", "SMP_KEY_MAPS",
-           "DCD_KEY_MAP", "SpecLayer"]
+           "DCD_KEY_MAP", "SpecLayer", "load_kw_weights", "KW_KEY_MAP"]
 
 #: timm module class name -> (timm key prefix -> dynattn key prefix).
 TIMM_KEY_MAPS: dict[str, dict[str, str]] = {
@@ -155,6 +157,39 @@ def load_dcd_weights(module: nn.Module, official_state_dict: dict[str, torch.Ten
     if "out_mix" in dict(router.named_parameters()):
         renamed["router.out_mix"] = torch.ones(())
     return _load_checked(module, renamed, "official_state_dict", "DCD's conv_dy")
+
+
+#: KernelWarehouse's official ``KWconvNd`` key prefix -> dynattn key prefix.
+KW_KEY_MAP = {"attention.fc1.": "router.excite.fc1.", "attention.norm1.": "router.excite.bn.",
+              "attention.fc2.": "router.excite.fc2.", "bias": "bias"}
+
+
+def load_kw_weights(module: nn.Module, official_state_dict: dict[str, torch.Tensor],
+                    cells: torch.Tensor | None = None) -> nn.Module:
+    """Copy the state_dict of KernelWarehouse's official ``KWConv1d/2d/3d`` (OSVAI/KernelWarehouse) into ``module``,
+    a dynamic conv built with ``AttnSpec.kw()`` and the same channels, kernel and warehouse layout, and ``cells``
+    (the official ``warehouse_manager.take_cell(conv.warehouse_id)``, (M, c_out, c_in, 1, ...)) into its warehouse
+    (shared by the layers that share it: load it once). The official first linear layer has no bias (it feeds a
+    BatchNorm): the router's is set to zero. Every key and shape is checked before anything is copied; the
+    temperature is not (the official one is a Python float: set ``module.temperature``). Returns ``module``."""
+    router = getattr(module, "router", None)
+    if getattr(router, "heads", ()) != ("cells",):
+        raise SpecError("module", type(module).__name__, "is not a dynamic conv built from AttnSpec.kw()",
+                        hint="DynamicConv2d(..., spec=AttnSpec.kw()) or DynamicConv2d.from_conv(conv, 'kw')")
+    state: dict[str, torch.Tensor] = {}
+    for key, value in official_state_dict.items():
+        new_key = _rename(key, KW_KEY_MAP)
+        if new_key is None:
+            raise SpecError("official_state_dict", key, "is not a key of KernelWarehouse's KWconvNd",
+                            tuple(KW_KEY_MAP))
+        state[new_key] = value.unsqueeze(0) if new_key == "bias" else value
+    state["router.excite.fc1.bias"] = torch.zeros_like(router.excite.fc1.bias)
+    state["router.cell_one_hot"] = router.cell_one_hot  # the plan's: the official keeps it out of its state_dict
+    if cells is not None:
+        state["warehouse.cells"] = cells
+    elif "warehouse.cells" in module.state_dict():
+        state["warehouse.cells"] = module.warehouse.cells  # kept: loaded with another layer of the warehouse
+    return _load_checked(module, state, "official_state_dict", "KernelWarehouse's KWconvNd")
 
 
 def _load_checked(module: nn.Module, state: dict[str, torch.Tensor], what: str, kind: str) -> nn.Module:

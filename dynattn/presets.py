@@ -24,9 +24,9 @@ from .errors import SpecError
 from .spec import AttnSpec
 
 __all__ = [
-    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "dcd", "ese", "ecam", "ceca", "ge", "gc",
-    "gca", "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "scse", "get_spec", "list_presets",
-    "PRESETS", "as_spec", "TIMM_ATTENTIONS",
+    "se", "eca", "cbam", "gam", "triplet", "condconv", "dyconv", "odconv", "dcd", "kw", "ese", "ecam", "ceca", "ge",
+    "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip", "simam", "bam", "srm", "fca", "scse", "get_spec",
+    "list_presets", "PRESETS", "as_spec", "TIMM_ATTENTIONS",
 ]
 
 _FLAVORS = {
@@ -39,6 +39,7 @@ _FLAVORS = {
     "dyconv": ("official",),
     "odconv": ("official",),
     "dcd": ("official",),
+    "kw": ("official",),
     "ese": ("official", "timm"),
     "ecam": ("timm",),
     "ceca": ("timm",),
@@ -318,6 +319,44 @@ def dcd(
         act="self_gate", experts=1, heads=("out", "latent"), scale_gate="hard_sigmoid_x2", latent_dim=latent_dim,
         pool_grid=pool_grid, init=init, name="DCD",
         reference="Li et al. 2021, DCD (arXiv:2103.08756), liyunsheng13/dcd",
+    )
+
+
+def kw(
+    budget: float = 1.0,
+    *,
+    cell_ratio: float | None = None,
+    sharing: str = "stage",
+    reduction: float = 16,
+    temperature: float = 1.0,
+    flavor: str = "official",
+    init: str = "default",
+) -> AttnSpec:
+    """KernelWarehouse: each kernel is split into cells (1 x 1 in space, ``cell_ratio`` times the greatest common
+    divisor of the warehouse's channel counts), and each cell-sized piece of a kernel is a mixture, per sample, of
+    the cells of a warehouse that the convs of a stage share (``sharing="stage"``; ``"layer"``: one each). The
+    warehouse holds ``budget`` times as many cells as its convs' kernels are split into: ``budget=1`` (1x) about the
+    static network's parameters, ``4`` (4x), ``0.5`` (1/2x, ``cell_ratio`` 0.5 by default below 1x).
+
+    ``official``: Li and Yao, "KernelWarehouse: Rethinking the Design of Dynamic Convolution", ICML 2024
+    (arXiv:2406.07879), OSVAI/KernelWarehouse's ``KWconvNd`` and ``Warehouse_Manager`` (configs/resnet18:
+    ``kw1x``, ``kw4x``, ``kw1d2x``). Its ``Attention``: average pooling, a linear layer to
+    ``max(int(C / reduction), 16)`` units, BatchNorm, ReLU, a linear layer with bias to ``M + 1`` logits per
+    mixture (M cells and a zero cell), each mixture's logits divided by the sum of their absolute values (+ 1e-3),
+    then blended toward a fixed one-hot (each mixture's own cell) by the ``temperature`` t (official schedule:
+    1 -> 0 linearly over the first 20 epochs): ``(1 - t) a + t one_hot``. ``init="identity"`` changes nothing
+    here (t = 1 already starts at each kernel's own cells). See :mod:`dynattn.dynamic_conv.warehouse`.
+    Differences: the first linear layer has a bias (as ODConv's preset with ``norm="bn"``; redundant before the
+    BatchNorm, zero in the official weights); the official ``nonlocal_basis_ratio`` and
+    ``spatial_partition=False`` options are not offered (off in every official config).
+    """
+    _flavor("kw", flavor)
+    ratio = cell_ratio if cell_ratio is not None else (1.0 if budget >= 1 else 0.5)
+    return AttnSpec(
+        pool=("avg",), target="kernel", excite="mlp", reduction=reduction, min_width=16, bias=True, act="relu",
+        norm="bn", experts=1, heads=("cells",), budget=budget, cell_in_ratio=ratio, cell_out_ratio=ratio,
+        sharing=sharing, temperature=temperature, init=init, name="KernelWarehouse",
+        reference="Li & Yao 2024, KernelWarehouse (arXiv:2406.07879), OSVAI/KernelWarehouse",
     )
 
 
@@ -613,6 +652,7 @@ PRESETS: dict[str, Callable[..., AttnSpec]] = {
     "dyconv": dyconv,
     "odconv": odconv,
     "dcd": dcd,
+    "kw": kw,
     "ese": ese,
     "ecam": ecam,
     "ceca": ceca,

@@ -119,6 +119,16 @@ class AttnSpec:
     #: Kernel target: the router averages x over a grid of ``pool_grid`` cells per spatial axis and
     #: flattens it (1: global pooling; DCD's basic block: 2).
     pool_grid: int = 1
+    #: Kernel target with the ``cells`` head (KernelWarehouse): the warehouse's cells per cell its kernels are
+    #: split into, the parameter budget against the static convs: an int >= 1 (1x, 4x) or 1/k (1/2x, 1/4x).
+    budget: float = 1.0
+    #: KernelWarehouse: a cell's input / output channels as a fraction of the greatest common divisor of its
+    #: warehouse's convs' (the official ``cell_inplane_ratio`` / ``cell_outplane_ratio``).
+    cell_in_ratio: float = 1.0
+    cell_out_ratio: float = 1.0
+    #: KernelWarehouse: who shares a warehouse under ``insert_attention``: ``stage`` (the convs that read maps
+    #: of one resolution) or ``layer`` (each conv its own).
+    sharing: str = "stage"
     #: einops rotations ("b c h w -> b h c w"); the stage runs under each, gates averaged.
     branches: tuple[str, ...] = ()
     #: A composite: these specs run in sequence (or in parallel, with ``merge``).
@@ -216,6 +226,7 @@ class AttnSpec:
         fca = staticmethod(_presets.fca)
         scse = staticmethod(_presets.scse)
         dcd = staticmethod(_presets.dcd)
+        kw = staticmethod(_presets.kw)
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -376,6 +376,35 @@ def _normalize_kernel_target(spec: Any, target: str) -> None:
     if spec.pool_grid > 1 and spec.pool != ("avg",):
         raise _err("pool", spec.pool, f"a router pooled over a grid (pool_grid={spec.pool_grid}) averages its cells",
                    [("avg",)])
+    if "cells" in spec.heads:
+        _normalize_warehouse(spec)
+
+
+def _normalize_warehouse(spec: Any) -> None:
+    """KernelWarehouse's fields: the ``cells`` head alone, a budget the official temperature initialisation can
+    assign (an int >= 1, or 1/k), cell ratios in (0, 1], and a blend temperature in (0, 1]."""
+    if spec.heads != ("cells",) or spec.experts != 1:
+        raise _err("heads", spec.heads, "the 'cells' head (KernelWarehouse) mixes the warehouse's cells alone, "
+                   "with experts=1", [("cells",)], hint="use AttnSpec.kw(...)")
+    budget = _check_real("budget", spec.budget)
+    inverse = 1.0 / budget
+    if not (budget >= 1 and budget == int(budget)) and not (budget < 1 and inverse == round(inverse)):
+        raise _err("budget", spec.budget, "must be an int >= 1 (1x, 4x) or 1/k for an int k >= 2 (1/2x, 1/4x): "
+                   "the official temperature initialisation gives each kernel cell int(budget) cells, or one cell "
+                   "to one in 1/budget of them", (0.25, 0.5, 1, 2, 4))
+    _set(spec, "budget", float(budget))
+    for name in ("cell_in_ratio", "cell_out_ratio"):
+        _set(spec, name, _check_real(name, getattr(spec, name), upper=1.0))
+        if getattr(spec, name) == 0:
+            raise _err(name, 0.0, "must be > 0")
+    _check_choice("sharing", spec.sharing, vocab.WAREHOUSE_SHARING)
+    if not 0 < spec.temperature <= 1:
+        raise _err("temperature", spec.temperature, "is KernelWarehouse's initial blend toward each kernel cell's "
+                   "own cell: a number in (0, 1] (the official schedule starts at 1)")
+    if spec.pool_grid != 1 or spec.excite != "mlp":
+        raise _err("excite" if spec.excite != "mlp" else "pool_grid",
+                   spec.excite if spec.excite != "mlp" else spec.pool_grid,
+                   "KernelWarehouse's attention is an MLP on globally pooled x", hint="use AttnSpec.kw(...)")
 
 
 def _normalize_branches(spec: Any, target: str, excite: str) -> None:
@@ -485,6 +514,8 @@ def _check_relevance(spec: Any) -> None:
         (("scale_gate",), any(h in spec.heads for h in ("in", "out", "spatial")),
          "it gates the scaling heads 'in', 'out' and 'spatial' of target='kernel'"),
         (("latent_dim",), "latent" in spec.heads, "it sizes the latent space of the 'latent' head (DCD)"),
+        (("budget", "cell_in_ratio", "cell_out_ratio", "sharing"), "cells" in spec.heads,
+         "they size the warehouse of the 'cells' head (KernelWarehouse)"),
     ]
     for names, relevant, why in rules:
         if relevant:

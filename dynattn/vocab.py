@@ -73,8 +73,13 @@ PADDING_MODES = ("zeros", "circular")
 #: The heads of a kernel-target router: ``kernel`` mixes the expert kernels; ``in``,
 #: ``out`` and ``spatial`` are ODConv's input-channel, output-channel and
 #: kernel-position attentions; ``latent`` is DCD's dynamic channel fusion Phi (an L x L matrix per
-#: sample, applied in a latent space of L channels: ``latent_dim``).
-HEADS = ("kernel", "in", "out", "spatial", "latent")
+#: sample, applied in a latent space of L channels: ``latent_dim``); ``cells`` is KernelWarehouse's
+#: attention over the cells of a warehouse, one mixture per cell-sized piece of the kernel.
+HEADS = ("kernel", "in", "out", "spatial", "latent", "cells")
+#: KernelWarehouse: who shares a warehouse of kernel cells when ``insert_attention`` converts a model's
+#: convs: each conv its own (``layer``), or the convs that read maps of one resolution (``stage``, the
+#: official ``Warehouse_Manager``'s per-stage sharing). A conv built alone always has its own.
+WAREHOUSE_SHARING = ("layer", "stage")
 #: Gates of the scaling heads (``in``, ``out``, ``spatial``): ODConv's sigmoid, or DCD's
 #: ``hard_sigmoid_x2`` (relu6(z + 3) / 3: in [0, 2], 1 at z = 0).
 SCALE_GATES = ("sigmoid", "hard_sigmoid", "hard_sigmoid_x2")
@@ -164,6 +169,10 @@ FIELD_VALUES: dict[str, str | tuple] = {
     "scale_gate": SCALE_GATES,
     "latent_dim": "None (the integer square root of the router's input width) or an int >= 1 (heads with 'latent')",
     "pool_grid": "an int >= 1: the router averages over a g x g grid (DCD's basic block: 2), kernel target",
+    "budget": "KernelWarehouse's cells per kernel cell (heads=('cells',)): an int >= 1 (1x, 4x) or 1/k (0.5, 0.25)",
+    "cell_in_ratio": "a number in (0, 1]: a cell's input channels / the gcd of the warehouse's (heads=('cells',))",
+    "cell_out_ratio": "a number in (0, 1]: a cell's output channels / the gcd of the warehouse's (heads=('cells',))",
+    "sharing": WAREHOUSE_SHARING,
     "branches": "einops rotations 'b c h w -> b h c w'",
     "stages": "AttnSpec stages (merge=None: in sequence; 'sum' / 'prod': in parallel)",
     "name": "None or a Python identifier",

@@ -28,7 +28,7 @@ from torch import nn
 
 from dynattn import AttnSpec, SpecError, build
 from dynattn._deprecated import moved_attribute
-from dynattn._passes_api import CONVS, ConvPlacement, ModelError, conv_placement, leaf_modules
+from dynattn._passes_api import CONVS, ConvPlacement, ModelError, conv_placement, leaf_modules, upcycle_shared
 
 from .report import InsertionReport, SiteRecord, attach
 from .shapes import DEFAULT_SIZES_BY_SPATIAL_DIMS, _swapped_state, conv_spatial_dims
@@ -176,11 +176,10 @@ def _probe_input(model: nn.Module, inputs: tuple | None, spatial_dims: int = 2) 
     return (torch.empty(2, first.in_channels, *spatial, device="meta", dtype=dtype),)
 
 
-def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, spatial_dims: int = 2
-                 ) -> tuple[dict[str, tuple[int, bool]], str | None]:
-    """({conv: (output stride, runs on a 1x1 map)}, None) from one forward pass on meta tensors,
-    or ({}, why) when the model's forward does not run on them. The output stride is measured on
-    the height (the length of a 1-D map)."""
+def _conv_sizes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, spatial_dims: int = 2
+                ) -> tuple[dict[str, tuple[tuple[int, ...], tuple[int, ...]]], tuple, str | None]:
+    """({conv: (input's spatial sizes, output's)}, the probe input, None) from one forward pass on meta tensors,
+    or ({}, probe, why) when the model's forward does not run on them."""
     seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def record(name):
@@ -197,10 +196,21 @@ def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: t
             warnings.simplefilter("ignore")
             model(*probe)
     except Exception as exc:  # any failure of the user's forward on meta tensors: placement without shapes
-        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        return {}, probe, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     finally:
         for h in handles:
             h.remove()
+    return seen, probe, None
+
+
+def _conv_shapes(model: nn.Module, convs: list[tuple[str, nn.Module]], inputs: tuple | None, spatial_dims: int = 2
+                 ) -> tuple[dict[str, tuple[int, bool]], str | None]:
+    """({conv: (output stride, runs on a 1x1 map)}, None) from one forward pass on meta tensors,
+    or ({}, why) when the model's forward does not run on them. The output stride is measured on
+    the height (the length of a 1-D map)."""
+    seen, probe, failure = _conv_sizes(model, convs, inputs, spatial_dims)
+    if failure is not None:
+        return {}, failure
     axis = -2 if spatial_dims > 1 else -1  # H of (H, W) and (D, H, W); L
     image = next((t for t in probe if isinstance(t, torch.Tensor) and t.dim() == spatial_dims + 2), None)
     height = image.shape[axis] if image is not None else None
@@ -275,20 +285,44 @@ def plan_conversion(model: nn.Module, spec: AttnSpec, where: Any, inputs: tuple 
     return chosen
 
 
+def _upcycled(model: nn.Module, spec: AttnSpec, chosen: list[tuple[str, nn.Module]], inputs: tuple | None
+              ) -> dict[str, nn.Module]:
+    """{name: its dynamic conv}: one ``build`` each, or (KernelWarehouse with ``sharing="stage"``) one warehouse
+    per stage, shared by the chosen convs that read maps of one size (with ResNet's basic blocks, the official
+    ``Warehouse_Manager``'s stages: a stage's first strided conv and projection shortcut take the cells of the
+    stage before, whose maps they read)."""
+    if "cells" not in spec.heads or spec.sharing == "layer":
+        return {name: build(spec, conv=conv) for name, conv in chosen}
+    sizes, _, failure = _conv_sizes(model, chosen, inputs, model_spatial_dims(model, inputs))
+    if failure is not None:
+        raise ModelError("model", type(model).__name__, "KernelWarehouse's sharing='stage' groups the convs by the "
+                         f"size of the maps they read, from a forward pass on meta tensors, which failed ({failure})",
+                         hint="pass example_inputs=..., or AttnSpec.kw(sharing='layer')")
+    stages: dict[tuple[int, ...], list[tuple[str, nn.Module]]] = {}
+    for name, conv in chosen:
+        stages.setdefault(sizes[name][0] if name in sizes else (-1,), []).append((name, conv))
+    new: dict[str, nn.Module] = {}
+    for members in stages.values():
+        new.update(zip([n for n, _ in members], upcycle_shared(spec, [c for _, c in members])))
+    return new
+
+
 def convert_convs(model: nn.Module, spec: AttnSpec, names: Sequence[str], inplace: bool,
-                  params_before: int) -> nn.Module:
+                  params_before: int, inputs: tuple | None = None) -> nn.Module:
     """Replace the convs ``names`` (from :func:`plan_conversion` on ``model``) in ``model`` or a copy."""
     work = model if inplace else copy.deepcopy(model)
     chosen = [(name, work.get_submodule(name)) for name in names]
-    new = {name: build(spec, conv=conv) for name, conv in chosen}  # may raise: nothing changed yet
+    new = _upcycled(work, spec, chosen, inputs)  # may raise: nothing changed yet
     replaced = {id(conv): new[name] for name, conv in chosen}
     for parent in work.modules():  # every reference to a replaced conv (a module may be shared)
         for key, child in list(parent._modules.items()):
             if child is not None and id(child) in replaced:
                 parent._modules[key] = replaced[id(child)]
-    records = []
+    records, counted = [], set()  # a warehouse shared by several convs counts once, with the first
     for name, conv in chosen:
-        added = sum(p.numel() for p in new[name].parameters()) - sum(p.numel() for p in conv.parameters())
+        params = [p for p in new[name].parameters() if id(p) not in counted]
+        counted.update(id(p) for p in params)
+        added = sum(p.numel() for p in params) - sum(p.numel() for p in conv.parameters())
         records.append(SiteRecord(name, name, spec.name or "kernel", conv.out_channels, added, "conv"))
     attach(work, InsertionReport(type(model).__name__, tuple(records), params_before))
     return work

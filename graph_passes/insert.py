@@ -163,7 +163,7 @@ def insert_attention(
     if specs[0].kind == "kernel":
         chosen = plan_conversion(model, specs[0], where, inputs)  # check the selection on the caller's model first
         names = [name for name, _ in chosen]
-        return _compile(convert_convs(model, specs[0], names, inplace, params_before), options)
+        return _compile(convert_convs(model, specs[0], names, inplace, params_before, inputs), options)
     # analyse the caller's model read-only, and build every module: every error comes before any change
     analysis = analyse(model, where, inputs, leaf_modules)
     placed = anchors(analysis)

@@ -17,7 +17,9 @@ def fewest_batchnorm_values(spec, batch: int, h: int, w: int) -> int | None:
             counts.append(batch * h * w)
         if leaf.norm != "bn":
             continue
-        if leaf.target == "channel":
+        if leaf.target == "kernel":  # a router's pooled descriptor (KernelWarehouse's attention): one per sample
+            counts.append(batch)
+        elif leaf.target == "channel":
             grid = 1 if not leaf.extent else -(-h // leaf.extent) * -(-w // leaf.extent)
             counts.append(batch * grid)
         elif leaf.target == "strip":

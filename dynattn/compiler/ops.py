@@ -169,3 +169,15 @@ def blend(gate: torch.Tensor, mix: torch.Tensor, neutral: torch.Tensor) -> torch
     if mix.dtype != gate.dtype:
         mix, neutral = mix.to(gate.dtype), neutral.to(gate.dtype)
     return torch.lerp(neutral, gate, mix)
+
+
+@leaf_call
+def cell_attention(logits: torch.Tensor, temperature: torch.Tensor, one_hot: torch.Tensor, cells: int) -> torch.Tensor:
+    """KernelWarehouse's attention over a warehouse of ``cells`` cells, (B, n * (cells + 1)) logits -> (B * n, cells):
+    each mixture's logits (its cells and a zero cell) over the sum of their absolute values (+ 1e-3), blended toward
+    ``one_hot`` (n * (cells + 1), each mixture's own cell) by ``temperature`` t, ``(1 - t) a + t one_hot``; the zero
+    cell's weight is dropped (it scales nothing). As the official ``Attention.forward``."""
+    a = logits.reshape(-1, cells + 1)
+    a = a / (a.abs().sum(dim=1, keepdim=True) + 1e-3)
+    a = (1.0 - temperature) * a.reshape(logits.shape[0], -1) + temperature * one_hot
+    return a.reshape(-1, cells + 1)[:, :-1]

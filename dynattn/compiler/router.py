@@ -10,7 +10,10 @@ in, out and spatial sigmoids are one call) and split by head:
 - ``spatial``: a sigmoid attention over the kernel positions (kh * kw; k or kd * kh * kw for a 1-D
   or 3-D conv: ODConv's alpha_s);
 - ``latent``: DCD's dynamic channel fusion Phi, L * L values per sample (no gate), which the conv
-  applies in its latent space of L channels (``spec.latent_dim``).
+  applies in its latent space of L channels (``spec.latent_dim``);
+- ``cells``: KernelWarehouse's attention, for each of the conv's n mixtures (cell-sized pieces of its kernel)
+  weights over the M cells of its warehouse (``ConvGeometry.warehouse``), normalised and blended toward each
+  mixture's own cell by the temperature (:func:`~dynattn.compiler.ops.cell_attention`): (B * n, M).
 
 The scaling heads ``in`` / ``out`` / ``spatial`` take ``spec.scale_gate`` (sigmoid; DCD's Lambda:
 ``hard_sigmoid_x2``). With ``spec.pool_grid`` g > 1 the router averages x over a g x g grid and
@@ -45,7 +48,7 @@ from .graph_writer import GraphWriter, join
 from .instantiate import excite_module
 from .lower import BranchPlan, hidden_width
 from .module import SpecModule
-from .ops import GATE_FNS, blend, grid_mean
+from .ops import GATE_FNS, blend, cell_attention, grid_mean
 from .optimize import optimize_graph
 
 __all__ = ["ConvGeometry", "HeadPlan", "RouterPlan", "RouterModule", "lower_router", "build_router", "latent_dim",
@@ -61,6 +64,8 @@ class ConvGeometry:
     #: (kh, kw); (k,) or (kd, kh, kw) for a 1-D or 3-D conv.
     kernel_size: tuple[int, ...]
     groups: int
+    #: KernelWarehouse (the ``cells`` head): (the conv's mixtures n, its warehouse's cells M); else (0, 0).
+    warehouse: tuple[int, int] = (0, 0)
 
 
 def router_width(spec: AttnSpec, geometry: ConvGeometry) -> int:
@@ -112,6 +117,13 @@ def _heads(spec: AttnSpec, g: ConvGeometry) -> tuple[HeadPlan, ...]:
             out.append(HeadPlan("spatial", positions, scale, 1.0 if identity else None))
         elif name == "latent":  # the latent path starts at 0 instead (its last 1x1 conv at zero)
             out.append(HeadPlan("latent", latent_dim(spec, g) ** 2, "identity", None))
+        elif name == "cells":  # starts at each mixture's own cell through the temperature instead
+            mixtures, cells = g.warehouse
+            if mixtures < 1 or cells < 1:
+                raise SpecError("ConvGeometry.warehouse", g.warehouse, "the 'cells' head needs the conv's mixtures "
+                                "and its warehouse's cells",
+                                hint="build it through DynamicConv2d(..., spec=AttnSpec.kw())")
+            out.append(HeadPlan("cells", mixtures * (cells + 1), "cells", None))
     if not out:
         raise SpecError(
             "AttnSpec.heads", spec.heads,
@@ -176,6 +188,12 @@ def emit_router(plan: RouterPlan) -> fx.Graph:
     x = w.graph.placeholder("x")
     z = excite(w, _pooled(w, x, plan), plan.branch)  # pooled over every spatial axis of the conv's input
     temperature = w.attr("temperature", "temperature")
+    if plan.heads[0].gate == "cells":  # KernelWarehouse: the temperature blends instead of dividing
+        gate = w.fn(cell_attention, z, temperature, w.attr("cell_one_hot", "cell_one_hot"), plan.geometry.warehouse[1],
+                    name="cells_gate", role="gate")
+        w.graph.output((gate,))
+        w.graph.lint()
+        return optimize_graph(w.graph)
     logits = w.fn(operator.truediv, z, temperature, name="logits")
     # one gate call per run of heads with the same gate: fewer ops per layer (what a batch of 1 pays for)
     runs = _runs(plan.heads)
@@ -230,6 +248,8 @@ def _router_modules(plan: RouterPlan, dd: dict) -> nn.Module:
     root = nn.Module()
     root.excite = excite_module(plan.branch, dd)
     root.register_buffer("temperature", torch.tensor(spec.temperature, **dd))
+    if plan.heads[0].gate == "cells":  # each mixture's own cell, set by the conv that owns the router
+        root.register_buffer("cell_one_hot", torch.zeros(plan.heads[0].size, **dd))
     for head in plan.heads:
         if head.neutral is not None:
             root.register_parameter(f"{head.name}_mix", nn.Parameter(torch.zeros((), **dd)))

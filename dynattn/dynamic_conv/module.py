@@ -25,6 +25,7 @@ from .cost_model import ConvProblem, choose_columns, choose_strategy, cost_model
 from .latent import LatentFusion, check_latent_geometry
 from .measure import benchmark_key, measure_strategy, measured_strategy
 from .upcycle import expand_conv_checkpoint, fill_experts, is_upcycling, upcycle_spec, upcycling
+from .warehouse import Warehouse, assemble_kernels, plan_warehouse
 
 __all__ = ["DynamicConv1d", "DynamicConv2d", "DynamicConv3d", "MIXING_STRATEGIES", "DYNAMIC_CONVS",
            "dynamic_conv_class"]
@@ -69,6 +70,12 @@ class _DynamicConvNd(nn.Module):
     ``router`` (a ``torch.fx.GraphModule``), ``temperature`` (the router's buffer), ``latent`` (DCD's latent
     path, :class:`~dynattn.dynamic_conv.latent.LatentFusion`, added to the conv's output where the spec has the
     ``latent`` head; else None).
+
+    KernelWarehouse (a spec with the ``cells`` head, ``AttnSpec.kw()``): no experts (``weight`` is None, ``bias``
+    (1, out)); the kernel is assembled per sample from the cells of ``warehouse``
+    (:class:`~dynattn.dynamic_conv.warehouse.Warehouse`), the layer's own unless ``warehouse=(warehouse, index)``
+    gives it its place in a shared one (``insert_attention`` shares one per stage); ``temperature`` is then the
+    official blend toward each kernel cell's own cell, in [0, 1].
     """
 
     #: Time the strategies once per shape instead of following the cost model (off by default).
@@ -92,6 +99,7 @@ class _DynamicConvNd(nn.Module):
         *,
         spec: AttnSpec | str = "dyconv",
         strategy: Strategy = "auto",
+        warehouse: tuple[Warehouse, int] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -119,12 +127,11 @@ class _DynamicConvNd(nn.Module):
         self.strategy = strategy
         self.experts = spec.experts
         dd = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(spec.experts * out_channels, in_channels // groups, *self.kernel_size,
-                                               **dd))
+        geometry = self._kernel_store(spec, warehouse, **dd)
         self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
-        self.router = build_router(
-            spec, ConvGeometry(in_channels, out_channels, self.kernel_size, groups), device=device, dtype=dtype
-        )
+        self.router = build_router(spec, geometry, device=device, dtype=dtype)
+        if "cells" in spec.heads:
+            self.router.cell_one_hot.copy_(self.warehouse.plan.one_hot(self.warehouse_index))
         self.latent = self._latent_path(spec, **dd)
         if not is_upcycling():
             self.reset_parameters()
@@ -141,9 +148,44 @@ class _DynamicConvNd(nn.Module):
             nn.init.zeros_(latent.p.weight)
         return latent
 
+    def _kernel_store(self, spec: AttnSpec, warehouse: tuple[Warehouse, int] | None, **dd: Any) -> ConvGeometry:
+        """The experts (``weight``), or KernelWarehouse's ``warehouse`` and this conv's place in it (``weight`` None);
+        returns the router's geometry."""
+        if "cells" in spec.heads:
+            self.warehouse, self.warehouse_index = self._warehouse_slot(spec, warehouse, **dd)
+            plan = self.warehouse.plan
+            self.register_parameter("weight", None)
+            return ConvGeometry(self.in_channels, self.out_channels, self.kernel_size, self.groups,
+                                warehouse=(plan.mixtures(self.warehouse_index), plan.cells))
+        if warehouse is not None:
+            raise SpecError("warehouse", warehouse, "a warehouse serves a spec with the 'cells' head",
+                            hint="AttnSpec.kw()")
+        self.weight = nn.Parameter(torch.empty(spec.experts * self.out_channels, self.in_channels // self.groups,
+                                               *self.kernel_size, **dd))
+        return ConvGeometry(self.in_channels, self.out_channels, self.kernel_size, self.groups)
+
+    def _warehouse_slot(self, spec: AttnSpec, slot: tuple[Warehouse, int] | None, **dd: Any) -> tuple[Warehouse, int]:
+        """(the warehouse, this conv's index in its plan): ``slot`` after checking that it was planned for this
+        conv's kernel shape, or a warehouse of this conv alone."""
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if slot is None:
+            return Warehouse(plan_warehouse(spec, [shape]), **dd), 0
+        warehouse, index = slot
+        shapes = warehouse.plan.shapes if isinstance(warehouse, Warehouse) else ()
+        if not isinstance(index, int) or not 0 <= index < len(shapes) or shapes[index] != shape:
+            raise SpecError("warehouse", slot, f"has no place for a kernel of shape {shape}",
+                            hint="plan_warehouse(spec, shapes) with this conv's shape at the index given")
+        return warehouse, index
+
     # ------------------------------------------------------------------ construction
     def reset_parameters(self) -> None:
-        """Each expert initialised as the torch conv initialises its weight and bias."""
+        """Each expert initialised as the torch conv initialises its weight and bias (KernelWarehouse: the official
+        initialisation: this conv's cells kaiming-normal, the router's linear layers kaiming-normal
+        (``fan_out``), zero biases)."""
+        if self._modules.get("warehouse") is not None:
+            self.warehouse.reset_cells(self.warehouse_index)
+            self._reset_warehouse_router()
+            return
         for expert in self.weight.detach().split(self.out_channels):
             nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
         if self.bias is not None:
@@ -151,9 +193,21 @@ class _DynamicConvNd(nn.Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 
+    @torch.no_grad()
+    def _reset_warehouse_router(self) -> None:
+        """KernelWarehouse's official ``Attention`` initialisation: linear layers kaiming-normal (``fan_out``), zero
+        biases (the conv's too)."""
+        for m in self.router.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
     @classmethod
     def from_conv(cls: type[_D], conv: nn.Module, spec: AttnSpec | str = "dyconv", *,
-                  strategy: Strategy = "auto") -> _D:
+                  strategy: Strategy = "auto", warehouse: tuple[Warehouse, int] | None = None) -> _D:
         """Upcycle ``conv`` (an ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d``, the class's own rank):
         every expert starts as its weight and bias, so the output equals the conv's (to float
         rounding) until training moves the experts apart.
@@ -162,6 +216,11 @@ class _DynamicConvNd(nn.Module):
         not (CondConv's sigmoid, ODConv's sigmoid scalings) start at their neutral value
         through ``init="identity"``: ``neutral + mix * (gate - neutral)`` with ``mix`` a
         learnable scalar at 0 (1/K for the mixing weights, 1 for the scalings).
+
+        KernelWarehouse: the conv's own cells take its kernel's pieces, so at temperature 1 (the official
+        schedule's start) the output is the conv's exactly when the budget is >= 1; below 1 the pieces that
+        the temperature initialisation gives the zero cell start at zero (see
+        :mod:`dynattn.dynamic_conv.warehouse`).
         """
         other = dynamic_conv_class(conv) if isinstance(conv, tuple(DYNAMIC_CONVS)) else None
         spec = upcycle_spec(cls, conv, spec, other)
@@ -169,9 +228,16 @@ class _DynamicConvNd(nn.Module):
             new = cls(
                 conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, conv.padding_mode, spec=spec, strategy=strategy,
-                device=conv.weight.device, dtype=conv.weight.dtype,
+                warehouse=warehouse, device=conv.weight.device, dtype=conv.weight.dtype,
             )
-        fill_experts(new, conv)
+        if new._modules.get("warehouse") is not None:
+            new._reset_warehouse_router()  # the warehouse initialised its cells; this conv's own take its kernel
+            new.warehouse.fill_from_conv(new.warehouse_index, conv.weight.detach())
+            if conv.bias is not None:
+                with torch.no_grad():
+                    new.bias.copy_(conv.bias.detach().unsqueeze(0))
+        else:
+            fill_experts(new, conv)
         new.train(conv.training)
         return new
 
@@ -197,7 +263,11 @@ class _DynamicConvNd(nn.Module):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if self._modules.get("warehouse") is not None:  # KernelWarehouse's blend, 1 -> 0 in the official schedule
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise SpecError("temperature", value, "is KernelWarehouse's blend toward each kernel cell's own "
+                                "cell: a number in [0, 1]")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise SpecError("temperature", value, "must be a finite number > 0")
         self.router.temperature.fill_(float(value))
 
@@ -286,9 +356,24 @@ class _DynamicConvNd(nn.Module):
         if not isinstance(x, fx.Proxy):
             check_input(x, self.in_channels, type(self).__name__, dims=self.spatial_dims)
         gates = dict(zip(self.router.heads, self.router(x)))
+        if "cells" in gates:
+            return self._warehouse_conv(x, gates["cells"])
         y = self._mixed_conv(x, gates)
         latent = self._modules.get("latent")  # DCD's latent path (absent from layers pickled before it)
         return y if latent is None else y + latent(x, gates["latent"])
+
+    def _warehouse_conv(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """KernelWarehouse: the conv of each sample with its kernel assembled from the warehouse's cells by
+        ``attention`` (B * n, M); im2col columns where exporting (no group count tied to the batch size)."""
+        kernels = assemble_kernels(attention, self.warehouse.cells, self.warehouse.plan.grid(self.warehouse_index),
+                                   self.kernel_size)
+        pad_amounts = self._reversed_padding_repeated_twice
+        if self.padding_mode != "zeros":
+            x = F.pad(x, pad_amounts, mode=self.padding_mode)
+            pad_amounts = (0,) * (2 * self.spatial_dims)
+        bias = None if self.bias is None else self.bias[0]
+        return mixing.sample_kernels_conv(x, kernels, bias, self._conv_args(), pad_amounts,
+                                          columns=mixing.is_exporting())
 
     def _mixed_conv(self, x: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:
         """The conv of ``x`` with its experts mixed and scaled by the router's ``gates``, by the strategy in force."""
@@ -356,6 +441,8 @@ class _DynamicConvNd(nn.Module):
             s += f", padding_mode={self.padding_mode!r}"
         if self._modules.get("latent") is not None:
             s += f", latent_dim={self.router.latent_dim}"
+        if self._modules.get("warehouse") is not None:
+            return s + f", warehouse_index={self.warehouse_index}, spec={self.spec.name or 'custom'}"
         return s + f", experts={self.experts}, spec={self.spec.name or 'custom'}, strategy={self.strategy!r}"
 
 

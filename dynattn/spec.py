@@ -227,6 +227,7 @@ class AttnSpec:
         scse = staticmethod(_presets.scse)
         dcd = staticmethod(_presets.dcd)
         kw = staticmethod(_presets.kw)
+        kw = staticmethod(_presets.kw)
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -1,8 +1,8 @@
-"""int8 recipes for a ResNet (ResNet-18's blocks) with CBAM and DyConv (layer4): PT2E through torchao's x86
-inductor quantizer (after graph_passes.unshare_modules) and ONNX Runtime's static quantization of an exported
-model.
+"""int8 recipes for a ResNet-18 with CBAM and DyConv in layer4 (in CI: a ResNet of its blocks, one per stage):
+PT2E through torchao's x86 inductor quantizer (after graph_passes.unshare_modules) and ONNX Runtime's static
+quantization of an exported model.
 
-These are the recipes docs/deployment.md gives; the accuracy drop on real data is measured by
+These are the recipes docs/export.md gives ("int8 quantization"); the accuracy drop on real data is measured by
 examples/quantize_int8.py. Here: the quantized model runs, agrees with float32 on a fixed input to the
 stated tolerance, and the quantizer did quantize (int8 ops / QDQ nodes are present)."""
 
@@ -18,12 +18,19 @@ from graph_passes import insert_attention, unshare_modules
 TOLERANCE = 0.08
 
 
-@pytest.fixture(scope="module")
-def model():
+def _network(blocks: list[int]) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10).eval()  # ResNet-18's blocks, one per stage
+    net = ResNet(BasicBlock, blocks, num_classes=10).eval()
     net = insert_attention(net, AttnSpec.cbam(init="identity"))
     return insert_attention(net, AttnSpec.dyconv(), where=["layer4.*"]).eval()
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param([1, 1, 1, 1], id="resnet10"),  # ResNet-18's blocks, one per stage: the CI case
+    pytest.param([2, 2, 2, 2], id="resnet18", marks=pytest.mark.heavy),
+])
+def model(request):
+    return _network(request.param)
 
 
 def _batches(n, seed=1):

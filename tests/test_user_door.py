@@ -285,3 +285,23 @@ def test_python_m_dynattn_bench_is_the_dynattn_bench_command():
                          check=True).stdout
     assert out.startswith("usage: dynattn bench") and "--quantile" in out and "--clock" in out
     assert "higher is better" in " ".join(out.split())
+
+
+# ------------------------------------------------------------------ the door, round 3
+def test_import_dynattn_leaves_torch_dynamo_unloaded():
+    """torch._dynamo took half of ``import dynattn`` (and of ``dynattn --version``); the cost model marks its
+    constant functions as torch.compiler.assume_constant_result does, without loading it."""
+    from dynattn.dynamic_conv.cost_model import _assume_constant_result
+
+    code = "import sys, dynattn; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+    def ours():
+        return 1
+
+    def torchs():
+        return 1
+
+    assert _assume_constant_result(ours) is ours and torch.compiler.assume_constant_result(torchs) is torchs
+    assert vars(ours) == vars(torchs) == {"_dynamo_marked_constant": True}

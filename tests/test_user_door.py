@@ -196,6 +196,10 @@ def test_cli_sites_previews_list_sites(capsys):
     assert errors[0].startswith("dynattn: error: where='nothing*'") and max(map(len, errors)) <= 80
     message = " ".join(line.strip() for line in errors)  # the command that lists every site, not the Python call
     assert "dynattn sites resnet18 --spec se --where 're:.*'" in message and "list_sites" not in message
+    assert main(["sites", "resnet18", "--spec", "se", "--where", "convs"]) == 2  # a misspelt site rule
+    message = " ".join(line.strip() for line in capsys.readouterr().err.splitlines() if not line.startswith("... "))
+    assert message.startswith("dynattn: error: where='convs'") and "did you mean 'conv'?" in message
+    assert main(["bench", "--help"]) == 0 and "--network MODELS" in capsys.readouterr().out  # the docs use it
 
 
 def test_cli_bench_ratios_run_one_way(capsys, tmp_path):

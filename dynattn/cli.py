@@ -13,8 +13,9 @@
     dynattn search --task digits --presets se,eca,cbam --trials 8    which attention, where (Optuna)
 
 Models are built without weights on the meta device, so ``sites`` and ``insert`` cost no
-memory and download nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
-status 2; tables are plain text.
+memory and download nothing. A user mistake prints one message, ``dynattn: error: ...`` (wrapped to 80
+columns, later lines indented), and exits with status 2; tables are plain text that fits 80 columns
+(``--wide``: unwrapped).
 """
 
 from __future__ import annotations

@@ -13,36 +13,58 @@
     dynattn search --task digits --presets se,eca,cbam --trials 8    which attention, where (Optuna)
 
 Models are built without weights on the meta device, so ``sites`` and ``insert`` cost no
-memory and download nothing. A user mistake prints one line, ``dynattn: error: ...``, and exits with
-status 2; tables are plain text.
+memory and download nothing. A user mistake prints one message, ``dynattn: error: ...`` (wrapped to 80
+columns, later lines indented), and exits with status 2; tables are plain text that fits 80 columns
+(``--wide``: unwrapped).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import platform
 import re
+import shlex
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from . import __version__
 from .bench.usage import CommandParser, UsageError, run_command
+from .errors import DynattnError
 
 __all__ = ["main"]
 
 
 # ------------------------------------------------------------------ output
-def _table(title: str, header: Sequence[str], rows: list[Sequence[str]], right: Sequence[int] = ()) -> None:
-    """Print ``title`` and a plain-text table (the same text wherever it runs: no optional renderer)."""
+WIDTH = 80  # every table and message fits a terminal of this many columns (``--wide``: the tables in full)
+
+def _table(title: str, header: Sequence[str], rows: list[Sequence[str]], right: Sequence[int] = (),
+           wide: bool = False) -> None:
+    """Print ``title`` and a plain-text table (the same text wherever it runs: no optional renderer), its last
+    column wrapped onto continuation lines so that it fits ``WIDTH`` columns unless ``wide``."""
     from graph_passes.report import text_table
 
     print(title)
-    print(text_table(header, rows, right))
+    print(text_table(header, rows if wide else _wrap_last(header, rows), right))
+
+
+def _wrap_last(header: Sequence[str], rows: list[Sequence[str]], width: int = WIDTH) -> list[Sequence[str]]:
+    """``rows`` with each last cell too long for ``width`` split at spaces over several rows (the others blank)."""
+    import textwrap
+
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    room = max(width - sum(widths) - 2 * (len(header) - 1), len(header[-1]), 12)
+    out: list[Sequence[str]] = []
+    for row in rows:
+        lines = textwrap.wrap(str(row[-1]), room, break_on_hyphens=False) or [""]
+        out.append((*row[:-1], lines[0]))
+        out.extend((*[""] * (len(row) - 1), line) for line in lines[1:])
+    return out
 
 
 def _step(message: str) -> None:
@@ -50,8 +72,6 @@ def _step(message: str) -> None:
 
 
 # ------------------------------------------------------------------ commands
-WIDTH = 80  # ``dynattn list`` fits a terminal of this many columns
-
 
 def _paper(reference: str) -> str:
     """'Hu et al. 2018, Squeeze-and-Excitation Networks (arXiv:1709.01507)' -> 'Hu 2018, arXiv:1709.01507'."""
@@ -77,7 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .dynamic_conv import DynamicConv2d
 
     if args.fields:
-        return _list_fields()
+        return _list_fields(args.wide)
     rows = []
     for name, make in presets.PRESETS.items():
         spec = make()
@@ -91,14 +111,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         timm = "yes" if "timm" in presets._FLAVORS.get(name, ()) else ""
         rows.append((name, targets, f"{params:,}", timm, _paper(spec.reference or "")))
     header = ("preset", "targets", "params@64", "timm", "paper")
-    _table("dynattn presets", header, _fit(header, rows), right=(2,))
+    _table("dynattn presets", header, rows if args.wide else _fit(header, rows), right=(2,), wide=True)
     print("params@64: parameters added at 64 channels (kernel ones: to a 64->64 3x3 conv)\n"
           "targets: where the weights go (kernel presets: the router's heads)\n"
           "timm: flavor='timm' reproduces timm's module: get_spec(name, flavor='timm')")
     return 0
 
 
-def _list_fields() -> int:
+def _list_fields(wide: bool) -> int:
     import dataclasses
 
     from .spec import AttnSpec
@@ -110,8 +130,9 @@ def _list_fields() -> int:
         shown = values if isinstance(values, str) else ", ".join(map(repr, values))
         default = "(by target)" if f.default is None and f.name in ("pool", "target", "merge", "excite", "gate") \
             else repr(f.default)
-        rows.append((f.name, shown, default))
-    _table("AttnSpec fields (a field set where it has no effect is an error)", ("field", "values", "default"), rows)
+        rows.append((f.name, default, shown))
+    _table("AttnSpec fields (a field set where it has no effect is an error)", ("field", "default", "values"), rows,
+           wide=wide)
     return 0
 
 
@@ -183,16 +204,33 @@ def _prepare(args: argparse.Namespace):
     return (specs if len(specs) > 1 else specs[0]), where, model, inputs
 
 
+#: Python calls that library messages suggest, and the command that does the same here
+_PYTHON_TO_CLI = {"graph_passes.list_sites(model, spec, where='re:.*')": "dynattn sites {model} {spec} --where 're:.*'"}
+
+
+@contextlib.contextmanager
+def _cli_hints(args: argparse.Namespace) -> Iterator[None]:
+    """A library error raised inside, reported with the command a CLI user runs instead of the Python call."""
+    try:
+        yield
+    except DynattnError as exc:
+        text = str(exc)
+        spec = " ".join(f"--spec {shlex.quote(s)}" for s in args.spec)
+        for python, command in _PYTHON_TO_CLI.items():
+            text = text.replace(python, command.format(model=shlex.quote(args.model), spec=spec))
+        raise UsageError(text) from None
+
+
 def cmd_insert(args: argparse.Namespace) -> int:
     from graph_passes import insert_attention, report
 
     spec, where, model, inputs = _prepare(args)
     _step("tracing, finding sites, inserting")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cli_hints(args):
         warnings.simplefilter("ignore")
         out = insert_attention(model, spec, where=where, example_inputs=inputs, leaf_modules=args.leaf or ())
     rep = report(out)
-    _table(f"{args.model}: {len(rep.records)} sites", rep.HEADER, rep.rows(), right=(3, 4))
+    _table(f"{args.model}: {len(rep.records)} sites", rep.HEADER, rep.rows(), right=(3, 4), wide=args.wide)
     print(f"total: +{rep.params_added:,} parameters on {rep.params_before:,} "
           f"({100 * rep.overhead:.2f}% overhead)")
     return 0
@@ -203,7 +241,7 @@ def cmd_sites(args: argparse.Namespace) -> int:
 
     spec, where, model, inputs = _prepare(args)
     _step("tracing, finding sites")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cli_hints(args):
         warnings.simplefilter("ignore")
         sites = list_sites(model, spec, where=where, example_inputs=inputs, leaf_modules=args.leaf or ())
     rows = []
@@ -213,14 +251,16 @@ def cmd_sites(args: argparse.Namespace) -> int:
         how = getattr(site, "rule", None) or getattr(site, "kind", "")
         producer = getattr(site, "producer", None) or getattr(site, "module", "")
         if how == "conv" and len(site.shape) == 2:  # a conv a kernel-target spec would replace: (in, out)
-            shape = f"{site.shape[0]} -> {site.shape[1]} channels"
+            shape = f"{site.shape[0]} -> {site.shape[1]}"
         else:
             shape = f"{site.shape[2]}x{site.shape[3]}" if len(site.shape) == 4 else str(tuple(site.shape))
         rows.append((site.name, how, str(site.channels), shape, producer))
     where_text = " ".join(f"--where {w}" for w in args.where) if args.where else "the default placement"
-    _table(f"{args.model}: {len(sites)} sites ({where_text})", ("site", "selected as", "channels", "map", "from"),
-           rows, right=(2,))
-    print("dynattn insert with the same arguments shows the modules and parameters each site would get.")
+    convs = [" -> " in row[3] for row in rows]
+    shape_head = "conv in -> out" if convs and all(convs) else "map" if not any(convs) else "map / conv"
+    _table(f"{args.model}: {len(sites)} sites ({where_text})", ("site", "selected as", "channels", shape_head,
+                                                                   "from"), rows, right=(2,), wide=args.wide)
+    print("dynattn insert with the same arguments shows the modules and parameters\neach site would get.")
     return 0
 
 
@@ -233,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="presets with their targets, sizes and papers",
                          description="Every preset: where its weights go, its parameters at 64 channels, its paper.")
     lst.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
+    lst.add_argument("--wide", action="store_true", help=f"the full table, wider than {WIDTH} columns")
 
     show = sub.add_parser("show", help="the generated code of a spec",
                           description="Print the torch.fx code a spec compiles to (a kernel spec: its router's).")
@@ -256,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
         cmd.add_argument("--leaf", action="append",
                          help="a submodule (qualified name or glob) not to trace into; repeatable")
+        cmd.add_argument("--wide", action="store_true", help=f"the table unwrapped, wider than {WIDTH} columns")
 
     from .bench import command as bench  # the bench command's own module: its options and its run
 

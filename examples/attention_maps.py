@@ -48,6 +48,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/attention_maps",
                    help="folder for attention_maps.png (default outputs/attention_maps)")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples: the whole run takes about 10 s of CPU time")
     args = p.parse_args(argv)
     try:
         import matplotlib

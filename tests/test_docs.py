@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -154,6 +155,9 @@ def test_site_builds_strictly(tmp_path):
 
 # what each example writes, under its default --out folder outputs/<example>
 EXAMPLE_FILES = {
+    "quickstart.py": ["ECASpatial.py"],
+    "insert_resnet18.py": ["report.md"],
+    "train_digits.py": ["results.md"],
     "attention_maps.py": ["attention_maps.png"],
     "cluttered_digits.py": ["results.md", "results.png"],
     "pretrained_attention.py": ["results.md", "results.png"],
@@ -174,11 +178,26 @@ def test_example_runs(script, tmp_path):
     assert out.stdout.strip()
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     folder = Path("outputs") / script.removesuffix(".py")
-    assert written == sorted(str(folder / name) for name in EXAMPLE_FILES.get(script, [])), written
-    for name in EXAMPLE_FILES.get(script, []):
+    assert written == sorted(str(folder / name) for name in EXAMPLE_FILES[script]), written
+    for name in EXAMPLE_FILES[script]:
         assert (tmp_path / folder / name).stat().st_size > (10_000 if name.endswith(".png") else 100 if
                                                             name.endswith(".md") else 0)
     assert "outputs/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_example_help_runs_nothing(script, tmp_path, monkeypatch, capsys):
+    """``--help`` prints the usage, with --out and --quick, and exits 0 before any work: nothing is written.
+    In this process (torch is already imported), so the check costs no interpreter start-up."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # as ``python examples/X.py`` has it: they share code
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage:") and "--out" in shown and "--quick" in shown, shown
+    assert not list(tmp_path.iterdir())
 
 
 def test_ruff_clean():

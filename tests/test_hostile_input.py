@@ -137,27 +137,30 @@ CLI_CASES = [
     (["show", "__import__('os').system('true')"], ["is not AttnSpec or a preset"]),
     (["show", "se", "--channels", "-3"], ["--channels=-3", "must be > 0"]),
     (["insert", "resnet5O", "--spec", "se"], ["no classification model 'resnet5O'", "did you mean"]),
-    (["insert", "resnet18", "--spec", "se", "--where", "layer9"], ["matches no site", "list_sites"]),
+    (["insert", "resnet18", "--spec", "se", "--where", "layer9"], ["matches no site", "dynattn sites resnet18"]),
     (["insert", "resnet18"], ["--spec", "required"]),
     (["frobnicate"], ["invalid choice", "--help"]),
 ]
 
 
 @pytest.mark.parametrize("argv,fragments", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
-def test_cli_user_mistakes_print_one_line_and_exit_2(argv, fragments, capsys):
+def test_cli_user_mistakes_print_one_message_and_exit_2(argv, fragments, capsys):
+    """One message, wrapped to 80 columns (its later lines indented), after any ``...`` progress lines."""
     from dynattn.cli import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("dynattn: error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if not line.startswith("... ")]
+    assert lines[0].startswith("dynattn: error:") and all(line.startswith("  ") for line in lines[1:]), err
+    assert max(map(len, lines)) <= 80 and "Traceback" not in err, err
+    message = " ".join(line.strip() for line in lines)
     for fragment in fragments:
-        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+        assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-def test_the_real_command_reports_a_mistake_in_one_line():
+def test_the_real_command_reports_a_mistake_in_one_message():
     out = subprocess.run([sys.executable, "-m", "dynattn", "show", "cbma"], capture_output=True, text=True,
                          timeout=300)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert out.returncode == 2 and all(line.startswith("  ") for line in out.stderr.splitlines()[1:])
     assert out.stderr.startswith("dynattn: error: preset='cbma'")
 

@@ -94,11 +94,17 @@ def test_cli_list_show_insert(capsys):
 def test_cli_lists_every_spec_field(capsys):
     import dataclasses
 
-    assert main(["list", "--fields"]) == 0
+    assert main(["list", "--fields", "--wide"]) == 0  # the full table: one line per field
     listed = capsys.readouterr().out
+    assert max(map(len, listed.splitlines())) > 80
     for f in dataclasses.fields(dynattn.AttnSpec):
         assert f"\n{f.name} " in listed, f.name
     assert "'mul', 'mul_one_plus', 'add'" in listed and "'std_unbiased', 'attn', 'dct'" in listed
+    assert main(["list", "--fields"]) == 0  # wrapped to 80 columns
+    narrow = capsys.readouterr().out
+    assert max(map(len, narrow.splitlines())) <= 80
+    words = [[w for w in text.split() if set(w) != {"-"}] for text in (narrow, listed)]  # less the header rule
+    assert words[0] == words[1]  # the same table, its values column wrapped
     assert main(["show", "AttnSpec(target='strip', excite='conv', norm='gn', fuse='mul_one_plus')"]) == 0
     shown = capsys.readouterr().out
     assert "fuse='mul_one_plus'" in shown and "squeeze_h = dynattn_einops_calls_reduce(x, 'b c h w -> b c h 1'" in shown
@@ -149,7 +155,7 @@ def test_cli_help_exits_cleanly_and_every_option_has_help(capsys):
     assert main(["--help"]) == 0 and "sites" in capsys.readouterr().out
     parser = _parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == {"list", "show", "sites", "insert", "bench"}
+    assert set(commands.choices) == {"list", "show", "sites", "insert", "bench", "search"}
     assert all(choice.help for choice in commands._choices_actions)  # each command in dynattn --help
     for name, sub in [("dynattn", parser), *commands.choices.items()]:
         for action in sub._actions:
@@ -183,10 +189,17 @@ def test_cli_sites_previews_list_sites(capsys):
     assert "8 sites" in out and "32x32" in out and "4x4" in out  # 128 / 4 after the stem, / 32 at layer4
     assert main(["sites", "resnet18", "--spec", "dyconv", "--where", "layer4.*"]) == 0
     out = capsys.readouterr().out
-    assert "5 sites" in out and "layer4.0.downsample.0" in out and "256 -> 512 channels" in out
-    assert main(["sites", "resnet18", "--spec", "se", "--where", "nothing*"]) == 2  # a user mistake: one line
+    assert "5 sites" in out and "layer4.0.downsample.0" in out and "256 -> 512" in out and "conv in -> out" in out
+    assert max(map(len, out.splitlines())) <= 80
+    assert main(["sites", "resnet18", "--spec", "se", "--where", "nothing*"]) == 2  # a user mistake: one message
     errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("... ")]  # no progress
-    assert len(errors) == 1 and errors[0].startswith("dynattn: error: where='nothing*'")
+    assert errors[0].startswith("dynattn: error: where='nothing*'") and max(map(len, errors)) <= 80
+    message = " ".join(line.strip() for line in errors)  # the command that lists every site, not the Python call
+    assert "dynattn sites resnet18 --spec se --where 're:.*'" in message and "list_sites" not in message
+    assert main(["sites", "resnet18", "--spec", "se", "--where", "convs"]) == 2  # a misspelt site rule
+    message = " ".join(line.strip() for line in capsys.readouterr().err.splitlines() if not line.startswith("... "))
+    assert message.startswith("dynattn: error: where='convs'") and "did you mean 'conv'?" in message
+    assert main(["bench", "--help"]) == 0 and "--network MODELS" in capsys.readouterr().out  # the docs use it
 
 
 def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
@@ -276,3 +289,23 @@ def test_python_m_dynattn_bench_is_the_dynattn_bench_command():
                          check=True).stdout
     assert out.startswith("usage: dynattn bench") and "--quantile" in out and "--clock" in out
     assert "higher is better" in " ".join(out.split())
+
+
+# ------------------------------------------------------------------ the door, round 3
+def test_import_dynattn_leaves_torch_dynamo_unloaded():
+    """torch._dynamo took half of ``import dynattn`` (and of ``dynattn --version``); the cost model marks its
+    constant functions as torch.compiler.assume_constant_result does, without loading it."""
+    from dynattn.dynamic_conv.cost_model import _assume_constant_result
+
+    code = "import sys, dynattn; print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+    def ours():
+        return 1
+
+    def torchs():
+        return 1
+
+    assert _assume_constant_result(ours) is ours and torch.compiler.assume_constant_result(torchs) is torchs
+    assert vars(ours) == vars(torchs) == {"_dynamo_marked_constant": True}

@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/bench",
                         help="folder for results.md and results.png (default outputs/bench)")
     add_allocator_option(parser)
+    networks = parser.add_argument_group(
+        "whole networks", "with --network, the bench times whole networks with a spec inserted, and takes "
+        "python -m dynattn.bench.networks's options instead (dynattn bench --network resnet18 --help lists them)")
+    networks.add_argument("--network", metavar="MODELS", help="comma-separated torchvision models, e.g. resnet18")
 
 
 def wants_networks(argv: Sequence[str]) -> bool:

@@ -24,6 +24,7 @@ import contextvars
 import dataclasses
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -41,11 +42,21 @@ __all__ = ["ConvProblem", "CostModel", "COST_MODELS", "COST_MODEL_SOURCES", "cos
 COST_MODEL_SOURCES = ("cached", "calibrate", "fitted")
 
 
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` (torch.compile traces ``fn`` once and keeps its result as a
+    constant) without importing torch._dynamo, which the public decorator imports only to set this flag and which
+    took most of ``import dynattn``'s time; tests/test_user_door.py checks that the flag is what torch sets."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # the model use_cost_model put in force for this thread / context (None: the one DYNATTN_COST_MODEL names)
 _ACTIVE: contextvars.ContextVar[CostModel | None] = contextvars.ContextVar("dynattn_cost_model", default=None)
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _threads() -> int:
     # read once per compiled graph: torch.compile cannot put the int get_num_threads returns in a graph
     return torch.get_num_threads()
@@ -82,7 +93,7 @@ _ENVIRONMENT = ("DYNATTN_COST_MODEL", "DYNATTN_CACHE_DIR", "XDG_CACHE_HOME", "HO
 _NAMES: dict[tuple, str] = {}
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _model_name(device: str, dtype: str, threads: int) -> str:
     # one constant per compiled graph: torch.compile runs this once while tracing, never inside the graph
     key = (device, dtype, threads, *(os.environ.get(v) for v in _ENVIRONMENT))

@@ -135,6 +135,29 @@ def _op_name(n: fx.Node) -> str:
     return getattr(n.target, "__name__", str(n.target)).strip("_")
 
 
+def _input_item_name(n: fx.Node) -> str | None:
+    """``<input>.<index>`` for an item taken out of an input list by constant indices, where its place in the list
+    is known without the list's length (``features[1:][::-1][2]`` is ``features.-3``); None otherwise."""
+    chain = []
+    while n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node):
+        chain.append(n.args[1])
+        n = n.args[0]
+    if n.op != "placeholder" or not chain or not isinstance(chain[0], int):
+        return None
+    start, forward = 0, True  # the list seen so far: input[start:], reversed unless forward
+    for index in reversed(chain[1:]):
+        if index == slice(None, None, -1):
+            forward = not forward
+        elif forward and isinstance(index, slice) and index.stop is None and index.step in (None, 1) and (
+                (isinstance(index.start, int) and index.start >= 0) or index.start is None):
+            start += index.start or 0
+        else:
+            return None
+    k = chain[0]
+    position = (start + k if k >= 0 else k) if forward else (-1 - k if k >= 0 else start - 1 - k)
+    return f"{n.target}.{position}"
+
+
 def _stack(n: fx.Node) -> list[str]:
     return [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
 
@@ -154,8 +177,8 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
         if n.op == "call_module":
             base = join_path(prefix, str(n.target))
         else:
-            stack = _stack(n)
-            base = join_path(prefix, f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n))
+            stack, op = _stack(n), _input_item_name(n) or _op_name(n)
+            base = join_path(prefix, f"{stack[-1]}.{op}" if stack else op)
         calls[base] = calls.get(base, 0) + 1
         names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
     # container outputs: the one node of a module's scope that something outside it uses

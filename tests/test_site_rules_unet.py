@@ -363,8 +363,9 @@ def test_no_site_rule_selects_the_logits():
     assert [s.name for s in backbone] == ["block1.bn", "block2.bn"]
 
 
-@pytest.mark.parametrize("name, logits", [("smp.FPN", "segmentation_head.0"),
-                                          ("smp.DeepLabV3Plus", "segmentation_head.0"),
+@pytest.mark.parametrize("name, logits", [pytest.param("smp.FPN", "segmentation_head.0", marks=pytest.mark.heavy),
+                                          pytest.param("smp.DeepLabV3Plus", "segmentation_head.0",
+                                                       marks=pytest.mark.heavy),
                                           ("lraspp", "classifier.high_classifier")])
 def test_segmentation_logits_get_no_default_site(name, logits):
     """smp's segmentation head (a conv, then a resize: a stage output) and LRASPP's class-map sum (a residual add)
@@ -384,3 +385,47 @@ def test_segmentation_logits_get_no_default_site(name, logits):
         except ModelError as err:
             assert "finds no" in str(err)
     assert [s.name for s in list_sites(model, AttnSpec.se(), where=logits, example_inputs=x)] == [logits]
+
+
+class _NestedDecoder(nn.Module):
+    """UNet++'s pattern: the decoder takes the encoder's features as a list and indexes it again at each use
+    (``features[1]`` and ``features[2]`` each feed two nested blocks)."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.x00, self.x01, self.x11 = (nn.Conv2d(2 * c, c, 3, padding=1) for _ in range(3))
+        self.head = nn.Conv2d(2 * c, 2, 1)
+
+    def forward(self, features):
+        features = features[1:][::-1]  # deepest first
+        x00 = self.x00(torch.cat([F.interpolate(features[0], scale_factor=2.0), features[1]], dim=1))
+        x01 = self.x01(torch.cat([F.interpolate(x00, scale_factor=2.0), features[2]], dim=1))
+        x11 = self.x11(torch.cat([F.interpolate(features[1], scale_factor=2.0), features[2]], dim=1))
+        return self.head(torch.cat([x01, x11], dim=1))
+
+
+def _features() -> tuple[list[torch.Tensor]]:
+    torch.manual_seed(0)
+    return ([torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16), torch.randn(1, 4, 8, 8), torch.randn(1, 4, 4, 4)],)
+
+
+def test_an_input_feature_used_twice_is_one_site_that_reaches_every_use():
+    """An encoder feature the decoder indexes out of its input list at each use is one site, named by its place in
+    the list (``features[1:][::-1][2]`` is ``features.-3``); what is inserted there feeds every use."""
+    model, x = _NestedDecoder().eval(), _features()
+    encoder = [s.name for s in list_sites(model, AttnSpec.se(reduction=2), where="encoder", example_inputs=x)]
+    assert encoder == ["features.-2", "features.-3"]
+    out = insert_attention(model, AttnSpec.se(reduction=2, init="identity"), where="features.-3", example_inputs=x)
+    (record,) = report(out).records
+    out.get_submodule(record.module).register_forward_hook(lambda _m, _a, y: torch.zeros_like(y))
+    zeroed = [f if i != len(x[0]) - 3 else torch.zeros_like(f) for i, f in enumerate(x[0])]
+    with torch.no_grad():
+        torch.testing.assert_close(out(*x), model(zeroed), atol=0, rtol=0)  # both uses see the inserted module
+
+
+def test_unetplusplus_encoder_features_are_one_site_each():
+    model = smp.UnetPlusPlus("resnet18", encoder_weights=None).eval()
+    sites = list_sites(model, AttnSpec.se(), where="encoder", example_inputs=(torch.randn(2, 3, 64, 64),))
+    assert [s.name for s in sites] == ["decoder.features.-2", "decoder.features.-3", "decoder.features.-4",
+                                       "decoder.features.-5"]
+    assert [s.channels for s in sites] == [256, 128, 64, 64]  # resnet18's layer3, layer2, layer1, stem

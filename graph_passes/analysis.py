@@ -312,7 +312,7 @@ def _select(model: nn.Module, part: Part, where: Where) -> list[Any]:
     modules = dict(part.module.named_modules())
     for mode, graph in part.traced.graphs.items():
         part.sites[mode] = find_sites(graph, modules, where, model_name=type(model).__name__, prefix=part.path,
-                                      unmatched=unmatched)
+                                      unmatched=unmatched, final=True if part.final else None)
     return unmatched
 
 

@@ -31,7 +31,8 @@ segmentation_models_pytorch puts its decoder ``attention1``), ``decoder`` each d
 encoder feature the decoder takes (a skip connection's input that no upsampling made, a leaf decoder block's
 input at its output's size). ``where=None`` means ``"residual"`` when the model has residual adds (with
 ``"skip"`` and ``"decoder"`` where it has skip connections); else ``"encoder"``, ``"skip"`` and ``"decoder"``
-when it has the latter (a U-Net of concatenations); else ``"stage"``.
+when it has the latter (a U-Net of concatenations); else ``"stage"``. No rule but ``conv`` selects the model's
+logits (a head's conv output, or a term of the sum that forms it, reaching the output through no weighted module).
 """
 
 from __future__ import annotations
@@ -134,6 +135,29 @@ def _op_name(n: fx.Node) -> str:
     return getattr(n.target, "__name__", str(n.target)).strip("_")
 
 
+def _input_item_name(n: fx.Node) -> str | None:
+    """``<input>.<index>`` for an item taken out of an input list by constant indices, where its place in the list
+    is known without the list's length (``features[1:][::-1][2]`` is ``features.-3``); None otherwise."""
+    chain = []
+    while n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node):
+        chain.append(n.args[1])
+        n = n.args[0]
+    if n.op != "placeholder" or not chain or not isinstance(chain[0], int):
+        return None
+    start, forward = 0, True  # the list seen so far: input[start:], reversed unless forward
+    for index in reversed(chain[1:]):
+        if index == slice(None, None, -1):
+            forward = not forward
+        elif forward and isinstance(index, slice) and index.stop is None and index.step in (None, 1) and (
+                (isinstance(index.start, int) and index.start >= 0) or index.start is None):
+            start += index.start or 0
+        else:
+            return None
+    k = chain[0]
+    position = (start + k if k >= 0 else k) if forward else (-1 - k if k >= 0 else start - 1 - k)
+    return f"{n.target}.{position}"
+
+
 def _stack(n: fx.Node) -> list[str]:
     return [path for path, _ in n.meta.get("nn_module_stack", {}).values()]
 
@@ -153,8 +177,8 @@ def site_names(graph: fx.Graph, prefix: str = "") -> dict[fx.Node, tuple[str, tu
         if n.op == "call_module":
             base = join_path(prefix, str(n.target))
         else:
-            stack = _stack(n)
-            base = join_path(prefix, f"{stack[-1]}.{_op_name(n)}" if stack else _op_name(n))
+            stack, op = _stack(n), _input_item_name(n) or _op_name(n)
+            base = join_path(prefix, f"{stack[-1]}.{op}" if stack else op)
         calls[base] = calls.get(base, 0) + 1
         names[n] = (base if calls[base] == 1 else f"{base}:{calls[base]}", ())
     # container outputs: the one node of a module's scope that something outside it uses
@@ -214,14 +238,17 @@ def _ancestry(graph: fx.Graph) -> tuple[list[fx.Node], dict[fx.Node, int], dict[
     return order, index, ancestors
 
 
+def _is_add(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target in _ADD_FUNCTIONS) or (n.op == "call_method" and
+                                                                         n.target in _ADD_METHODS)
+
+
 def _residual(graph: fx.Graph) -> list[tuple[fx.Node, fx.Node]]:
     """(branch node, add node) for every residual add of two same-shape NCHW tensors."""
     order, index, ancestors = _ancestry(graph)
     out = []
     for n in order:
-        is_add = (n.op == "call_function" and n.target in _ADD_FUNCTIONS) or (
-            n.op == "call_method" and n.target in _ADD_METHODS)
-        if not is_add or len(n.args) < 2:
+        if not _is_add(n) or len(n.args) < 2:
             continue
         a, b = n.args[0], n.args[1]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in index and b in index):
@@ -410,9 +437,31 @@ def _is_logits(n: fx.Node, modules: dict[str, nn.Module], final: bool = True, st
         if len(n.users) != 1:
             return False
         n = next(iter(n.users))
-        if _is_conv(n, modules) or (n.op == "call_module" and next(modules[n.target].parameters(), None) is not None):
+        if _is_conv(n, modules) or _weighted(n, modules):
             return False
     return False
+
+
+def _weighted(n: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return n.op == "call_module" and next(modules[n.target].parameters(), None) is not None
+
+
+def _is_head(n: fx.Node, modules: dict[str, nn.Module], final: bool = True) -> bool:
+    """``n`` is the model's head output (the logits, or a term of the sum that forms them): made by convs with no
+    weighted module after them (no norm), and reaching the model's output through no weighted module (resized,
+    activated, or summed with another such map: LRASPP adds two class maps). A residual network's last block
+    (BN, add, ReLU) is no head: its branch ends in a BatchNorm. ``final``: see :func:`_is_logits`."""
+    return _is_logits(n, modules, final) and _made_by_convs(n, modules)
+
+
+def _made_by_convs(n: fx.Node, modules: dict[str, nn.Module], steps: int = 8) -> bool:
+    """``n`` is a conv's output through ops with no weights of one map each, or a sum of such maps."""
+    if _is_conv(n, modules):
+        return True
+    maps = [a for a in n.all_input_nodes if _is_nchw(a)]
+    if steps == 0 or not maps or _weighted(n, modules) or (len(maps) > 1 and not _is_add(n)):
+        return False
+    return all(_made_by_convs(a, modules, steps - 1) for a in maps)
 
 
 def _decoder(graph: fx.Graph, modules: dict[str, nn.Module], final: bool = True) -> list[fx.Node]:
@@ -466,9 +515,11 @@ class SiteGraph:
     """An analysed graph (shapes propagated) as the selectors see it: the stable name of each node,
     the modules its calls run, and the sites of each rule and every candidate, each computed once."""
 
-    def __init__(self, graph: fx.Graph, modules: dict[str, nn.Module], prefix: str = "") -> None:
+    def __init__(self, graph: fx.Graph, modules: dict[str, nn.Module], prefix: str = "",
+                 final: bool | None = None) -> None:
         self.graph, self.modules = graph, modules
-        self.final = not prefix  # the graph's output is the model's (else a part's, which the model goes on with)
+        # the graph's output is the model's (by default the model's own graph; a part's only where it is the head)
+        self.final = not prefix if final is None else final
         self.names = site_names(graph, prefix)
         self._rules: dict[str, list[Site]] = {}
         self._candidates: list[Site] | None = None
@@ -495,7 +546,8 @@ class SiteGraph:
         return ("stage",)
 
     def rule_sites(self, rule: str) -> list[Site]:
-        """The sites of a site rule (one of ``SITE_RULES``), in graph order."""
+        """The sites of a site rule (one of ``SITE_RULES``), in graph order; none on the model's logits (a head's
+        output: :func:`_is_head`) but for ``"conv"``, every conv by name."""
         if rule not in self._rules:
             if rule == "residual":
                 found = [self.site(b, "residual", add) for b, add in _residual(self.graph)]
@@ -511,6 +563,9 @@ class SiteGraph:
                 found = [self.site(n, "encoder") for n in _encoder(self.graph, self.modules, skips, decoders)]
             else:
                 found = [self.site(n, "stage") for n in _stage(self.graph)]
+            if rule != "conv" and self.final:
+                node = {n.name: n for n in self.graph.nodes}
+                found = [s for s in found if not _is_head(node[s.node_name], self.modules)]
             self._rules[rule] = found
         return self._rules[rule]
 
@@ -663,16 +718,19 @@ def find_sites(
     model_name: str = "model",
     prefix: str = "",
     unmatched: list[Any] | None = None,
+    final: bool | None = None,
 ) -> list[Site]:
     """The sites ``where`` selects in ``graph`` (shapes already propagated), in graph order.
 
     ``prefix``: the qualified name of the traced module within the model (site names are the
     model's). A ``where`` item that matches nothing raises ``ModelError``, or is appended to
-    ``unmatched`` when a list is given (the caller looks at several graphs)."""
+    ``unmatched`` when a list is given (the caller looks at several graphs). ``final``: the graph's output is
+    the model's (default: when ``prefix`` is empty; a part's that is the model's head), so that no site rule
+    selects the logits."""
     items = where_items(where)
     if not items:
         raise SpecError("where", where, "selects nothing", hint="use None for the default placement")
-    analysed = SiteGraph(graph, modules, prefix)
+    analysed = SiteGraph(graph, modules, prefix, final)
     chosen: dict[str, Site] = {}
     for item in items:  # each item parsed as it is reached: the first bad one raises
         found = parse_selector(item).pick(analysed)

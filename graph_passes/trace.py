@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import inspect
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,7 @@ def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...], own_
         tracer = _Tracer([*names, *auto], types, own_forward_only=own_forward_only, inline=inline)
         try:
             graph = tracer.trace(root, concrete_args=concrete_args or None)
+            _merge_input_items(graph)
             if calls is not None:
                 calls.update(tracer.calls)
             return graph, auto
@@ -173,6 +175,35 @@ def _trace_once(root: nn.Module, names: list[str], types: tuple[type, ...], own_
                 break
             auto.append(failed_at)
     raise _trace_failure(root, last_error, failed_at, auto) from last_error
+
+
+def _merge_input_items(graph: fx.Graph) -> None:
+    """One node per item taken out of an input by constant indices: a forward that indexes its input list again
+    for each use (smp's UnetPlusPlus decoder takes ``features[i]`` up to three times) gets one value, so that a
+    site there is one site, and what is inserted there reaches every use."""
+    first: dict[tuple[fx.Node, str], fx.Node] = {}
+    for n in list(graph.nodes):
+        if not _input_item(n):
+            continue
+        key = (n.args[0], repr(n.args[1]))
+        if key in first:
+            n.replace_all_uses_with(first[key])
+            graph.erase_node(n)
+        else:
+            first[key] = n
+
+
+def _input_item(n: fx.Node, steps: int = 8) -> bool:
+    """``n`` takes an item out of an input (a placeholder) through indexing with constants only."""
+    for _ in range(steps):
+        if n.op != "call_function" or n.target is not operator.getitem or not isinstance(n.args[0], fx.Node):
+            return False
+        if not _constant(n.args[1]) and not isinstance(n.args[1], slice):
+            return False
+        n = n.args[0]
+        if n.op == "placeholder":
+            return True
+    return False
 
 
 def _trace_failure(root: nn.Module, error: Exception | None, failed_at: str | None, auto: list[str]) -> TraceFailure:

@@ -311,3 +311,121 @@ def test_smp_decoder_taking_a_list_gets_sites_without_example_inputs(name):
         blocks = [f"decoder.blocks.{b}" for b in model.decoder.blocks]
         found = [next(a for a in s.aliases if a in blocks) for s in guessed if s.rule == "decoder"]
         assert sorted(found) == sorted(blocks)
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(x + self.bn(self.conv(x)))
+
+
+class _TwoTermHead(nn.Module):
+    """LRASPP's head: the sum of two class maps (a residual add of two same-shape maps) forms the logits."""
+
+    def __init__(self, c: int, classes: int) -> None:
+        super().__init__()
+        self.low, self.high = nn.Conv2d(c, classes, 1), nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                                                                       nn.Conv2d(c, classes, 1))
+
+    def forward(self, x):
+        return self.low(x) + self.high(x)
+
+
+class _Segmenter(nn.Module):
+    """A residual encoder, a stride-2 stage, a two-term head, the logits resized to the input."""
+
+    def __init__(self, head: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1, self.down, self.block2 = _Block(8), nn.Conv2d(8, 8, 3, stride=2, padding=1), _Block(8)
+        self.head = _TwoTermHead(8, 3) if head else None
+
+    def forward(self, x):
+        y = self.block2(self.down(self.block1(self.stem(x))))
+        return y if self.head is None else F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear")
+
+
+def test_no_site_rule_selects_the_logits():
+    """The head's sum of class maps is a residual add and the logits a stage output before the resize, but no
+    rule puts attention on the logits or a term of their sum; a name still selects them, and "conv" every conv.
+    A backbone whose output is its last residual block (BN, add, ReLU: no head) keeps that block's site."""
+    spec, x = AttnSpec.se(reduction=2), (torch.randn(1, 3, 16, 16),)
+    names = {where: [s.name for s in list_sites(_Segmenter(), spec, where=where, example_inputs=x)]
+             for where in (None, "residual", "stage", "conv")}
+    assert names[None] == names["residual"] == ["block1.bn", "block2.bn"], names
+    assert not any(n.startswith("head") for n in names["stage"]), names
+    assert {"head.low", "head.high.2"} <= set(names["conv"]), names
+    assert [s.name for s in list_sites(_Segmenter(), spec, where="head.high.2", example_inputs=x)] == ["head.high.2"]
+    backbone = list_sites(_Segmenter(head=False), spec, example_inputs=x)
+    assert [s.name for s in backbone] == ["block1.bn", "block2.bn"]
+
+
+@pytest.mark.parametrize("name, logits", [pytest.param("smp.FPN", "segmentation_head.0", marks=pytest.mark.heavy),
+                                          pytest.param("smp.DeepLabV3Plus", "segmentation_head.0",
+                                                       marks=pytest.mark.heavy),
+                                          ("lraspp", "classifier.high_classifier")])
+def test_segmentation_logits_get_no_default_site(name, logits):
+    """smp's segmentation head (a conv, then a resize: a stage output) and LRASPP's class-map sum (a residual add)
+    take no attention by default, nor from a rule; the encoder and decoder do; named, the logits are selected."""
+    torch.manual_seed(0)
+    if name == "lraspp":
+        seg = pytest.importorskip("torchvision.models.segmentation")
+        model = seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3).eval()
+    else:
+        model = getattr(smp, name.split(".")[1])("resnet18", encoder_weights=None).eval()
+    x = (torch.randn(2, 3, 64, 64),)
+    default = [s.name for s in list_sites(model, AttnSpec.se(), example_inputs=x)]
+    assert logits not in default and len(default) >= 10, default
+    for rule in ("residual", "stage"):
+        try:
+            assert logits not in [s.name for s in list_sites(model, AttnSpec.se(), where=rule, example_inputs=x)]
+        except ModelError as err:
+            assert "finds no" in str(err)
+    assert [s.name for s in list_sites(model, AttnSpec.se(), where=logits, example_inputs=x)] == [logits]
+
+
+class _NestedDecoder(nn.Module):
+    """UNet++'s pattern: the decoder takes the encoder's features as a list and indexes it again at each use
+    (``features[1]`` and ``features[2]`` each feed two nested blocks)."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.x00, self.x01, self.x11 = (nn.Conv2d(2 * c, c, 3, padding=1) for _ in range(3))
+        self.head = nn.Conv2d(2 * c, 2, 1)
+
+    def forward(self, features):
+        features = features[1:][::-1]  # deepest first
+        x00 = self.x00(torch.cat([F.interpolate(features[0], scale_factor=2.0), features[1]], dim=1))
+        x01 = self.x01(torch.cat([F.interpolate(x00, scale_factor=2.0), features[2]], dim=1))
+        x11 = self.x11(torch.cat([F.interpolate(features[1], scale_factor=2.0), features[2]], dim=1))
+        return self.head(torch.cat([x01, x11], dim=1))
+
+
+def _features() -> tuple[list[torch.Tensor]]:
+    torch.manual_seed(0)
+    return ([torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16), torch.randn(1, 4, 8, 8), torch.randn(1, 4, 4, 4)],)
+
+
+def test_an_input_feature_used_twice_is_one_site_that_reaches_every_use():
+    """An encoder feature the decoder indexes out of its input list at each use is one site, named by its place in
+    the list (``features[1:][::-1][2]`` is ``features.-3``); what is inserted there feeds every use."""
+    model, x = _NestedDecoder().eval(), _features()
+    encoder = [s.name for s in list_sites(model, AttnSpec.se(reduction=2), where="encoder", example_inputs=x)]
+    assert encoder == ["features.-2", "features.-3"]
+    out = insert_attention(model, AttnSpec.se(reduction=2, init="identity"), where="features.-3", example_inputs=x)
+    (record,) = report(out).records
+    out.get_submodule(record.module).register_forward_hook(lambda _m, _a, y: torch.zeros_like(y))
+    zeroed = [f if i != len(x[0]) - 3 else torch.zeros_like(f) for i, f in enumerate(x[0])]
+    with torch.no_grad():
+        torch.testing.assert_close(out(*x), model(zeroed), atol=0, rtol=0)  # both uses see the inserted module
+
+
+def test_unetplusplus_encoder_features_are_one_site_each():
+    model = smp.UnetPlusPlus("resnet18", encoder_weights=None).eval()
+    sites = list_sites(model, AttnSpec.se(), where="encoder", example_inputs=(torch.randn(2, 3, 64, 64),))
+    assert [s.name for s in sites] == ["decoder.features.-2", "decoder.features.-3", "decoder.features.-4",
+                                       "decoder.features.-5"]
+    assert [s.channels for s in sites] == [256, 128, 64, 64]  # resnet18's layer3, layer2, layer1, stem

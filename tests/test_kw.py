@@ -16,6 +16,7 @@ import dynattn
 from dynattn import AttnSpec, DynamicConv1d, DynamicConv2d, DynamicConv3d, SpecError, build
 from dynattn.dynamic_conv.warehouse import Warehouse, plan_warehouse
 from dynattn.interop import load_kw_weights
+from dynattn.temperature import TemperatureSchedule, set_temperature
 from graph_passes import insert_attention, report
 from tests.reference.kw import KWNet
 from tests.weights import randomize_norms, randomize_parameters
@@ -199,6 +200,17 @@ def test_resnet18_parameters_at_the_official_budgets():
     count = [sum(p.numel() for p in insert_attention(model, spec).parameters())
              for spec in (AttnSpec.kw(4), AttnSpec.kw(0.5), AttnSpec.kw(), AttnSpec.dyconv())]
     assert [round(c / 1e6, 2) for c in count[:3]] == [45.86, 7.43, 11.93] and count[2] < count[3]
+
+
+def test_the_official_schedule_anneals_the_blend_from_1_to_0():
+    model = nn.Sequential(DynamicConv2d(8, 8, 3, padding=1, spec="kw"), DynamicConv2d(8, 8, 1, spec="kw"))
+    schedule = TemperatureSchedule(model, start=1.0, end=0.0, steps=4)
+    assert [schedule.step() for _ in range(5)] == [0.75, 0.5, 0.25, 0.0, 0.0]
+    assert model[0].temperature == model[1].temperature == 0.0
+    with pytest.raises(SpecError, match=r"\[0, 1\]"):
+        set_temperature(model, 30.0)
+    with pytest.raises(SpecError, match="> 0"):  # a softmax temperature is not a blend
+        set_temperature(nn.Sequential(model, DynamicConv2d(8, 8, 1, spec="dyconv")), 0.0)
 
 
 def test_sharing_layer_gives_each_conv_its_own_warehouse():

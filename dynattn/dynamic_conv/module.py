@@ -130,8 +130,10 @@ class _DynamicConvNd(nn.Module):
         geometry = self._kernel_store(spec, warehouse, **dd)
         self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
         self.router = build_router(spec, geometry, device=device, dtype=dtype)
-        if "cells" in spec.heads:
+        if "cells" in spec.heads:  # each mixture's own cell; init="identity" (from_conv) starts where it is all
             self.router.cell_one_hot.copy_(self.warehouse.plan.one_hot(self.warehouse_index))
+            if spec.init == "identity":
+                self.router.temperature.fill_(1.0)
         self.latent = self._latent_path(spec, **dd)
         if not is_upcycling():
             self.reset_parameters()

@@ -287,20 +287,22 @@ def kernel_mixing(
     return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
 
 
-def sample_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, conv: ConvArgs,
-                        pad_amounts: tuple[int, ...], columns: bool = False) -> torch.Tensor:
-    """The conv of each sample b of ``x`` with its own kernel ``kernels[b]`` (B, O, I/g, *kernel), plus ``bias``
-    (O,): the batch folded into the conv's groups, or (a pointwise conv; with ``columns``, any conv of one group)
-    a batched matmul with the input's columns, whose shapes do not depend on the batch size (export).
-    KernelWarehouse assembles such kernels from its cells instead of mixing experts."""
-    b, o, i_g, ks = kernels.shape[0], kernels.shape[1], kernels.shape[2], list(kernels.shape[3:])
+def sample_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, shape: tuple[int, ...], bias: torch.Tensor | None,
+                        conv: ConvArgs, pad_amounts: tuple[int, ...], columns: bool = False) -> torch.Tensor:
+    """The conv of each sample b of ``x`` with its own kernel ``kernels[b]`` (B, O, I/g, *kernel; ``shape`` is
+    (O, I/g, *kernel) as ints, so that exporters see constants), plus ``bias`` (O,): the batch folded into the conv's
+    groups, or (a pointwise conv; with ``columns``, any conv of one group) a batched matmul with the input's
+    columns, whose shapes do not depend on the batch size (export). KernelWarehouse assembles such kernels from
+    its cells instead of mixing experts."""
+    o, i_g, *ks = shape
     spatial_dims = len(ks)
     cols, outs = _matmul_columns(x, ks, conv, columns, pad_amounts)
     if cols is not None:
-        y = _pointwise_conv(cols.reshape(b, cols.shape[1] * cols.shape[2], -1) if cols.dim() == 4 else cols,
-                            kernels.reshape(b, o, -1), None).view(b, o, *outs)
+        y = _pointwise_conv(cols.flatten(1, 2) if cols.dim() == 4 else cols, kernels.flatten(2), None)
+        y = y.view(-1, o, *outs)
     else:
-        y = _conv(spatial_dims, x.reshape(1, -1, *_spatial(x, spatial_dims)), kernels.reshape(b * o, i_g, *ks), None,
+        b = x.shape[0]
+        y = _conv(spatial_dims, x.reshape(1, -1, *_spatial(x, spatial_dims)), kernels.reshape(-1, i_g, *ks), None,
                   conv.stride, conv.padding, conv.dilation, conv.groups * b)
         y = y.view(b, o, *_spatial(y, spatial_dims))
     return y if bias is None else y + bias[(None, slice(None)) + (None,) * spatial_dims]

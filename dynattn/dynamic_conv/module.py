@@ -374,7 +374,8 @@ class _DynamicConvNd(nn.Module):
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             pad_amounts = (0,) * (2 * self.spatial_dims)
         bias = None if self.bias is None else self.bias[0]
-        return mixing.sample_kernels_conv(x, kernels, bias, self._conv_args(), pad_amounts,
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return mixing.sample_kernels_conv(x, kernels, shape, bias, self._conv_args(), pad_amounts,
                                           columns=mixing.is_exporting())
 
     def _mixed_conv(self, x: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -96,6 +96,15 @@ def test_other_ranks_equal_the_official_kwconv1d_and_3d(dims):
     torch.testing.assert_close(ours(x), ref.convs[0](x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("conv", "shape"), [(nn.Conv1d(12, 20, 5, 2, 2), (3, 12, 17)),
+                                           (nn.Conv3d(12, 20, 3, 1, 1, padding_mode="circular"), (3, 12, 5, 6, 4))])
+def test_other_ranks_upcycle(conv, shape):
+    dyn = build(AttnSpec.kw(2), conv=conv)
+    x = torch.randn(*shape)
+    torch.testing.assert_close(dyn(x), conv(x), atol=1e-5, rtol=0)
+    assert type(dyn) is {1: DynamicConv1d, 3: DynamicConv3d}[len(shape) - 2]
+
+
 def test_gradients_equal_the_official_layers_in_float64():
     layers = [(33, 47, 3, 2, 1, 1, True), (33, 47, 1, 2, 0, 1, False)]
     ours, ref = _pair(layers, budget=2, dtype=torch.float64)

@@ -96,6 +96,18 @@ def test_other_ranks_equal_the_official_kwconv1d_and_3d(dims):
     torch.testing.assert_close(ours(x), ref.convs[0](x), atol=1e-5, rtol=1e-5)
 
 
+def test_loading_checks_before_copying():
+    (ours,), ref = _pair([(33, 47, 3, 2, 1, 1, True)])
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    _, wrong = _pair([(33, 40, 3, 2, 1, 1, True)])
+    with pytest.raises(SpecError, match="shape"):
+        load_kw_weights(ours, wrong.convs[0].state_dict(), wrong.warehouse_manager.take_cell(0))
+    with pytest.raises(SpecError, match="not a key of KernelWarehouse's KWconvNd"):
+        load_kw_weights(ours, {**ref.convs[0].state_dict(), "conv.weight": torch.zeros(1)})
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 @pytest.mark.parametrize(("conv", "shape"), [(nn.Conv1d(12, 20, 5, 2, 2), (3, 12, 17)),
                                            (nn.Conv3d(12, 20, 3, 1, 1, padding_mode="circular"), (3, 12, 5, 6, 4))])
 def test_other_ranks_upcycle(conv, shape):

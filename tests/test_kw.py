@@ -234,11 +234,16 @@ def test_the_official_schedule_anneals_the_blend_from_1_to_0():
         set_temperature(nn.Sequential(model, DynamicConv2d(8, 8, 1, spec="dyconv")), 0.0)
 
 
-def test_sharing_layer_gives_each_conv_its_own_warehouse():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-    for sharing, count in (("layer", 2), ("stage", 1)):
+def test_sharing_layer_gives_each_conv_its_own_warehouse_and_depthwise_convs_share_apart():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3, padding=1,
+                                                                                                groups=16))
+    for sharing, count in (("layer", 5), ("stage", 2)):
         converted = insert_attention(model, AttnSpec.kw(sharing=sharing), where="conv")
         assert len({id(m.warehouse) for m in converted.modules() if isinstance(m, DynamicConv2d)}) == count
+    assert converted[3].warehouse is converted[5].warehouse and converted[3].warehouse.plan.cell_shape[1] == 1
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=0)
 
 
 def test_preset_is_listed_and_spec_errors_name_the_field():

@@ -308,6 +308,20 @@ def sample_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, shape: tuple[int
     return y if bias is None else y + bias[(None, slice(None)) + (None,) * spatial_dims]
 
 
+def position_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, shape: tuple[int, ...], bias: torch.Tensor | None,
+                          conv: ConvArgs, pad_amounts: tuple[int, ...]) -> torch.Tensor:
+    """The conv of one group of each sample b with its kernel given by kernel position, ``kernels`` (B, P, O, I)
+    for P = prod(kernel) positions (``shape``: (O, I, *kernel) as ints): one matmul per sample and position with the
+    input's im2col columns, summed over the positions. Its intermediate (B, P, O, L) is smaller than the B kernels
+    in conv layout where the output has fewer positions L than the conv has inputs (a deep layer's small maps), and
+    no kernel is reordered (KernelWarehouse assembles its kernels position-major)."""
+    o, _, *ks = shape
+    cols, outs = _im2col(x, ks, conv, pad_amounts)  # (B, I, P, L)
+    y = torch.matmul(kernels, cols.transpose(1, 2)).sum(1)  # (B, P, O, I) @ (B, P, I, L), summed over P
+    y = y.view(-1, o, *outs)
+    return y if bias is None else y + bias[(None, slice(None)) + (None,) * len(ks)]
+
+
 def _scratch_use(x: torch.Tensor, weight: torch.Tensor, *factors: torch.Tensor | None) -> bool:
     """Whether the B mixed kernels may go to this thread's scratch buffer: inference on plain CPU tensors of one
     dtype, the batch size an int, no autocast (see :mod:`dynattn.workspace`)."""

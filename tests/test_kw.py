@@ -22,7 +22,9 @@ from tests.reference.kw import KWNet
 from tests.weights import randomize_norms, randomize_parameters
 
 #: (in, out, kernel, stride, padding, groups, bias, budget, cell ratio): odd channel counts, 1x1 and 5x5 kernels,
-#: stride 2, groups, and the official budgets 1x, 4x, 2x, 1/2x, 1/4x.
+#: stride 2, groups, and the official budgets 1x, 4x, 2x, 1/2x, 1/4x; on 11x9 maps the convs with fewer output
+#: positions than inputs run by kernel position (mixing.position_kernels_conv), the others with the batch folded
+#: into the conv's groups, as the official code.
 CASES = [(33, 47, 3, 2, 1, 1, True, 1, 1), (33, 47, 1, 1, 0, 1, False, 4, 1), (64, 64, 3, 1, 1, 1, False, 0.5, 0.5),
          (32, 48, 3, 1, 1, 2, True, 1, 1), (64, 32, 3, 2, 1, 1, False, 0.25, 0.5), (8, 12, 5, 1, 2, 1, True, 2, 1)]
 DIMS = {1: (DynamicConv1d, "conv1d"), 2: (DynamicConv2d, "conv2d"), 3: (DynamicConv3d, "conv3d")}

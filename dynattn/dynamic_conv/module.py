@@ -367,14 +367,18 @@ class _DynamicConvNd(nn.Module):
     def _warehouse_conv(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """KernelWarehouse: the conv of each sample with its kernel assembled from the warehouse's cells by
         ``attention`` (B * n, M); im2col columns where exporting (no group count tied to the batch size)."""
-        kernels = assemble_kernels(attention, self.warehouse.cells, self.warehouse.plan.grid(self.warehouse_index),
-                                   self.kernel_size)
+        grid = self.warehouse.plan.grid(self.warehouse_index)
         pad_amounts = self._reversed_padding_repeated_twice
         if self.padding_mode != "zeros":
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             pad_amounts = (0,) * (2 * self.spatial_dims)
         bias = None if self.bias is None else self.bias[0]
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if (grid[2] == 1 and grid[0] > 1 and self.groups == 1 and not isinstance(x, fx.Proxy)
+                and self._out_positions(x) < self.in_channels):  # small maps: no kernel reordered
+            kernels = torch.mm(attention, self.warehouse.cells.flatten(1)).view(-1, grid[0], *shape[:2])
+            return mixing.position_kernels_conv(x, kernels, shape, bias, self._conv_args(), pad_amounts)
+        kernels = assemble_kernels(attention, self.warehouse.cells, grid, self.kernel_size)
         return mixing.sample_kernels_conv(x, kernels, shape, bias, self._conv_args(), pad_amounts,
                                           columns=mixing.is_exporting())
 

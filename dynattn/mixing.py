@@ -23,6 +23,10 @@ A 1-D or 3-D conv is the same with a kernel of (k,) or (kd, kh, kw) and maps of 
   scaling is applied to the unfolded input (im2col: ``F.unfold`` in 2-D, strided slices of the
   padded input in 1-D and 3-D), exact but memory-hungry.
 
+Where the B kernels are made elsewhere (KernelWarehouse assembles them from its cells),
+:func:`sample_kernels_conv` runs them (the batch folded into the groups, or the columns' matmul) and
+:func:`position_kernels_conv` runs them given by kernel position (a matmul per position, no kernel reordered).
+
 Both take an input already padded for non-zero ``padding_mode``; ``out_scale`` (B, O) is
 ODConv's output-channel attention, applied before the bias as it scales the kernel.
 ``shape`` is the weight's (K, O, I/g, *kernel) (kernel: (k,), (kh, kw) or (kd, kh, kw)), passed
@@ -41,7 +45,8 @@ import torch.nn.functional as F
 from . import workspace
 
 __all__ = ["ConvArgs", "is_pointwise", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv",
-           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels", "sample_kernels_conv"]
+           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels", "sample_kernels_conv",
+           "position_kernels_conv"]
 
 Padding = str | tuple[int, ...]
 

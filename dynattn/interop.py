@@ -185,10 +185,8 @@ def load_kw_weights(module: nn.Module, official_state_dict: dict[str, torch.Tens
         state[new_key] = value.unsqueeze(0) if new_key == "bias" else value
     state["router.excite.fc1.bias"] = torch.zeros_like(router.excite.fc1.bias)
     state["router.cell_one_hot"] = router.cell_one_hot  # the plan's: the official keeps it out of its state_dict
-    if cells is not None:
-        state["warehouse.cells"] = cells
-    elif "warehouse.cells" in module.state_dict():
-        state["warehouse.cells"] = module.warehouse.cells  # kept: loaded with another layer of the warehouse
+    # kept where not given (loaded with another conv of the warehouse)
+    state["warehouse.cells"] = cells if cells is not None else module.warehouse.cells
     return _load_checked(module, state, "official_state_dict", "KernelWarehouse's KWconvNd")
 
 

@@ -23,6 +23,10 @@ A 1-D or 3-D conv is the same with a kernel of (k,) or (kd, kh, kw) and maps of 
   scaling is applied to the unfolded input (im2col: ``F.unfold`` in 2-D, strided slices of the
   padded input in 1-D and 3-D), exact but memory-hungry.
 
+Where the B kernels are made elsewhere (KernelWarehouse assembles them from its cells),
+:func:`sample_kernels_conv` runs them (the batch folded into the groups, or the columns' matmul) and
+:func:`position_kernels_conv` runs them given by kernel position (a matmul per position, no kernel reordered).
+
 Both take an input already padded for non-zero ``padding_mode``; ``out_scale`` (B, O) is
 ODConv's output-channel attention, applied before the bias as it scales the kernel.
 ``shape`` is the weight's (K, O, I/g, *kernel) (kernel: (k,), (kh, kw) or (kd, kh, kw)), passed
@@ -41,7 +45,8 @@ import torch.nn.functional as F
 from . import workspace
 
 __all__ = ["ConvArgs", "is_pointwise", "kernel_mixing", "blocked_kernel_mixing", "output_mixing", "batched_conv",
-           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels", "sample_kernels_conv"]
+           "is_exporting", "BLOCK_BYTES", "MIN_BLOCK_CHANNELS", "block_channels", "sample_kernels_conv",
+           "position_kernels_conv"]
 
 Padding = str | tuple[int, ...]
 
@@ -287,23 +292,39 @@ def kernel_mixing(
     return y if fused_bias else _finish(y, mixed_bias, out_scale, spatial_dims)
 
 
-def sample_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, conv: ConvArgs,
-                        pad_amounts: tuple[int, ...], columns: bool = False) -> torch.Tensor:
-    """The conv of each sample b of ``x`` with its own kernel ``kernels[b]`` (B, O, I/g, *kernel), plus ``bias``
-    (O,): the batch folded into the conv's groups, or (a pointwise conv; with ``columns``, any conv of one group)
-    a batched matmul with the input's columns, whose shapes do not depend on the batch size (export).
-    KernelWarehouse assembles such kernels from its cells instead of mixing experts."""
-    b, o, i_g, ks = kernels.shape[0], kernels.shape[1], kernels.shape[2], list(kernels.shape[3:])
+def sample_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, shape: tuple[int, ...], bias: torch.Tensor | None,
+                        conv: ConvArgs, pad_amounts: tuple[int, ...], columns: bool = False) -> torch.Tensor:
+    """The conv of each sample b of ``x`` with its own kernel ``kernels[b]`` (B, O, I/g, *kernel; ``shape`` is
+    (O, I/g, *kernel) as ints, so that exporters see constants), plus ``bias`` (O,): the batch folded into the conv's
+    groups, or (a pointwise conv; with ``columns``, any conv of one group) a batched matmul with the input's
+    columns, whose shapes do not depend on the batch size (export). KernelWarehouse assembles such kernels from
+    its cells instead of mixing experts."""
+    o, i_g, *ks = shape
     spatial_dims = len(ks)
     cols, outs = _matmul_columns(x, ks, conv, columns, pad_amounts)
     if cols is not None:
-        y = _pointwise_conv(cols.reshape(b, cols.shape[1] * cols.shape[2], -1) if cols.dim() == 4 else cols,
-                            kernels.reshape(b, o, -1), None).view(b, o, *outs)
+        y = _pointwise_conv(cols.flatten(1, 2) if cols.dim() == 4 else cols, kernels.flatten(2), None)
+        y = y.view(-1, o, *outs)
     else:
-        y = _conv(spatial_dims, x.reshape(1, -1, *_spatial(x, spatial_dims)), kernels.reshape(b * o, i_g, *ks), None,
+        b = x.shape[0]
+        y = _conv(spatial_dims, x.reshape(1, -1, *_spatial(x, spatial_dims)), kernels.reshape(-1, i_g, *ks), None,
                   conv.stride, conv.padding, conv.dilation, conv.groups * b)
         y = y.view(b, o, *_spatial(y, spatial_dims))
     return y if bias is None else y + bias[(None, slice(None)) + (None,) * spatial_dims]
+
+
+def position_kernels_conv(x: torch.Tensor, kernels: torch.Tensor, shape: tuple[int, ...], bias: torch.Tensor | None,
+                          conv: ConvArgs, pad_amounts: tuple[int, ...]) -> torch.Tensor:
+    """The conv of one group of each sample b with its kernel given by kernel position, ``kernels`` (B, P, O, I)
+    for P = prod(kernel) positions (``shape``: (O, I, *kernel) as ints): one matmul per sample and position with the
+    input's im2col columns, summed over the positions. Its intermediate (B, P, O, L) is smaller than the B kernels
+    in conv layout where the output has fewer positions L than the conv has inputs (a deep layer's small maps), and
+    no kernel is reordered (KernelWarehouse assembles its kernels position-major)."""
+    o, _, *ks = shape
+    cols, outs = _im2col(x, ks, conv, pad_amounts)  # (B, I, P, L)
+    y = torch.matmul(kernels, cols.transpose(1, 2)).sum(1)  # (B, P, O, I) @ (B, P, I, L), summed over P
+    y = y.view(-1, o, *outs)
+    return y if bias is None else y + bias[(None, slice(None)) + (None,) * len(ks)]
 
 
 def _scratch_use(x: torch.Tensor, weight: torch.Tensor, *factors: torch.Tensor | None) -> bool:

@@ -344,8 +344,9 @@ def kw(
     ``max(int(C / reduction), 16)`` units, BatchNorm, ReLU, a linear layer with bias to ``M + 1`` logits per
     mixture (M cells and a zero cell), each mixture's logits divided by the sum of their absolute values (+ 1e-3),
     then blended toward a fixed one-hot (each mixture's own cell) by the ``temperature`` t (official schedule:
-    1 -> 0 linearly over the first 20 epochs): ``(1 - t) a + t one_hot``. ``init="identity"`` changes nothing
-    here (t = 1 already starts at each kernel's own cells). See :mod:`dynattn.dynamic_conv.warehouse`.
+    1 -> 0 linearly over the first 20 epochs): ``(1 - t) a + t one_hot``. ``init="identity"`` (and ``from_conv``,
+    which sets it) starts t at 1, where each kernel is its own cells': an upcycled conv's output, exactly at budgets
+    >= 1. See :mod:`dynattn.dynamic_conv.warehouse`.
     Differences: the first linear layer has a bias (as ODConv's preset with ``norm="bn"``; redundant before the
     BatchNorm, zero in the official weights); the official ``nonlocal_basis_ratio`` and
     ``spatial_partition=False`` options are not offered (off in every official config).

@@ -3,6 +3,10 @@
 Every dynattn module whose gates divide by a temperature keeps it as a buffer named
 ``temperature`` (a dynamic conv's router always does; a feature attention does when its
 spec sets ``temperature != 1``), so it is saved in checkpoints and moves with the model.
+
+KernelWarehouse's temperature blends instead of dividing (``(1 - t) a + t one_hot``) and anneals from 1 to 0
+(``TemperatureSchedule(model, start=1, end=0, steps=20 * len(loader))``, the official schedule): 0 is accepted
+where every temperature in the model is such a blend, and values above 1 are not.
 """
 
 from __future__ import annotations
@@ -18,10 +22,21 @@ from .errors import SpecError
 __all__ = ["temperature_buffers", "set_temperature", "TemperatureSchedule"]
 
 
-def _check(value: float, field: str = "temperature") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+def _check(value: float, field: str = "temperature", blends: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(field, value, "must be a finite number")
+    if blends and not 0 <= value <= 1:
+        raise SpecError(field, value, "is KernelWarehouse's blend (every temperature here is): a number in [0, 1]")
+    if not blends and value <= 0:
         raise SpecError(field, value, "must be a finite number > 0")
     return float(value)
+
+
+def _all_blends(model: nn.Module) -> bool:
+    """Whether every dynattn temperature in ``model`` is KernelWarehouse's blend (its routers' ``cells`` head)."""
+    heads = [getattr(m, "heads", None) for m in model.modules()
+             if isinstance(m, SpecModule) and isinstance(getattr(m, "temperature", None), torch.Tensor)]
+    return bool(heads) and all(h == ("cells",) for h in heads)
 
 
 def temperature_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -36,7 +51,7 @@ def temperature_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def set_temperature(model: nn.Module, value: float) -> int:
     """Set every dynattn temperature in ``model`` to ``value``; returns how many were set."""
-    value = _check(value)
+    value = _check(value, blends=_all_blends(model))
     buffers = temperature_buffers(model)
     for buf in buffers.values():
         buf.fill_(value)
@@ -55,7 +70,8 @@ class TemperatureSchedule:
     """
 
     def __init__(self, model: nn.Module, start: float = 30.0, end: float = 1.0, steps: int = 1) -> None:
-        self.start, self.end = _check(start, "start"), _check(end, "end")
+        blends = _all_blends(model)
+        self.start, self.end = _check(start, "start", blends), _check(end, "end", blends)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise SpecError("steps", steps, "must be an int >= 1")
         self.model, self.steps, self.count = model, steps, 0

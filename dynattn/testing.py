@@ -172,9 +172,14 @@ def _kernel_sizes(draw: st.DrawFn, kw: dict) -> None:
 
 def _gate(draw: st.DrawFn, kw: dict, gates: Sequence[str], inits: Sequence[str], fuses: Sequence[str]) -> None:
     """A kernel target's experts, heads and router gate; a feature target's gate, init and fuse."""
-    if kw["target"] == "kernel":
+    if kw["target"] == "kernel" and kw["excite"] == "mlp" and draw(st.integers(0, 5)) == 0:
+        # KernelWarehouse: cells of the gcd's channels divide any conv's (budgets below 1 halve them: not always)
+        kw.update(heads=("cells",), experts=1, budget=draw(st.sampled_from((1.0, 2.0))),
+                  temperature=draw(st.sampled_from((1.0, 0.5))))
+    elif kw["target"] == "kernel":
         kw["experts"] = draw(st.integers(1, 6))
-        heads = draw(st.lists(st.sampled_from(vocab.HEADS), min_size=1, max_size=4, unique=True))
+        heads = draw(st.lists(st.sampled_from(tuple(h for h in vocab.HEADS if h != "cells")), min_size=1,
+                              max_size=4, unique=True))
         if kw["experts"] > 1 and "kernel" not in heads:
             heads.insert(0, "kernel")
         kw["heads"] = tuple(heads)

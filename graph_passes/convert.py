@@ -290,7 +290,8 @@ def _upcycled(model: nn.Module, spec: AttnSpec, chosen: list[tuple[str, nn.Modul
     """{name: its dynamic conv}: one ``build`` each, or (KernelWarehouse with ``sharing="stage"``) one warehouse
     per stage, shared by the chosen convs that read maps of one size (with ResNet's basic blocks, the official
     ``Warehouse_Manager``'s stages: a stage's first strided conv and projection shortcut take the cells of the
-    stage before, whose maps they read)."""
+    stage before, whose maps they read), grouped convs apart from the others (the official MobileNetV2's
+    depthwise and pointwise warehouses: cells of one input channel would split a pointwise kernel per channel)."""
     if "cells" not in spec.heads or spec.sharing == "layer":
         return {name: build(spec, conv=conv) for name, conv in chosen}
     sizes, _, failure = _conv_sizes(model, chosen, inputs, model_spatial_dims(model, inputs))
@@ -298,9 +299,9 @@ def _upcycled(model: nn.Module, spec: AttnSpec, chosen: list[tuple[str, nn.Modul
         raise ModelError("model", type(model).__name__, "KernelWarehouse's sharing='stage' groups the convs by the "
                          f"size of the maps they read, from a forward pass on meta tensors, which failed ({failure})",
                          hint="pass example_inputs=..., or AttnSpec.kw(sharing='layer')")
-    stages: dict[tuple[int, ...], list[tuple[str, nn.Module]]] = {}
+    stages: dict[tuple, list[tuple[str, nn.Module]]] = {}
     for name, conv in chosen:
-        stages.setdefault(sizes[name][0] if name in sizes else (-1,), []).append((name, conv))
+        stages.setdefault((sizes[name][0] if name in sizes else None, conv.groups == 1), []).append((name, conv))
     new: dict[str, nn.Module] = {}
     for members in stages.values():
         new.update(zip([n for n, _ in members], upcycle_shared(spec, [c for _, c in members])))

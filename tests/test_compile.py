@@ -99,6 +99,31 @@ def test_dcd_compiles_fullgraph_and_equals_eager():
     _inductor_matches_eager(module, torch.randn(4, 33, 11, 9))
 
 
+def test_kw_compiles_fullgraph_and_equals_eager():
+    """KernelWarehouse's cell attention and kernel assembly (a matmul with the warehouse's cells, a permute), then
+    the conv of B groups: one dynamo graph at a blend between the attention and the one-hot, inductor's output
+    equal to eager's."""
+    torch.manual_seed(0)
+    module = DynamicConv2d(33, 47, 3, stride=2, padding=1, spec=AttnSpec.kw(2)).eval()
+    module.temperature = 0.3
+    _inductor_matches_eager(module, torch.randn(4, 33, 11, 9))
+
+
+@pytest.mark.heavy
+def test_kw_trains_under_compile_with_a_shared_warehouse():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 1))
+    from graph_passes import insert_attention
+    kw = insert_attention(model, AttnSpec.kw(), where="conv").train()
+    for m in kw.modules():
+        if isinstance(m, DynamicConv2d):
+            m.temperature = 0.5
+    x = torch.randn(4, 16, 8, 8)
+    expected = torch.autograd.grad(kw(x).square().sum(), kw[0].warehouse.cells)[0]
+    got = torch.autograd.grad(torch.compile(kw, fullgraph=True)(x).square().sum(), kw[0].warehouse.cells)[0]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("grid", [1, 2])

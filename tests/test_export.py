@@ -118,6 +118,15 @@ def test_dcd_exports(grid, tmp_path):
     _check_export(dyn, (33, 9, 7), tmp_path)
 
 
+def test_kw_exports(tmp_path):
+    """KernelWarehouse at a dynamic batch: exporting, its conv runs as a batched matmul with the input's im2col
+    columns (no group count tied to the batch), blended at a temperature between the attention and the one-hot."""
+    torch.manual_seed(0)
+    dyn = DynamicConv2d.from_conv(torch.nn.Conv2d(33, 24, 3, stride=2, padding=1), AttnSpec.kw(2))
+    dyn.temperature = 0.4
+    _check_export(dyn, (33, 9, 7), tmp_path)
+
+
 def test_forced_kernel_mixing_says_how_it_exports_to_onnx(tmp_path):
     conv = DynamicConv2d(8, 8, 3, padding=1, spec="dyconv", strategy="kernel").eval()
     x = torch.randn(2, 8, 6, 6)

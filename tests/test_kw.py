@@ -16,12 +16,15 @@ import dynattn
 from dynattn import AttnSpec, DynamicConv1d, DynamicConv2d, DynamicConv3d, SpecError, build
 from dynattn.dynamic_conv.warehouse import Warehouse, plan_warehouse
 from dynattn.interop import load_kw_weights
+from dynattn.temperature import TemperatureSchedule, set_temperature
 from graph_passes import insert_attention, report
 from tests.reference.kw import KWNet
 from tests.weights import randomize_norms, randomize_parameters
 
 #: (in, out, kernel, stride, padding, groups, bias, budget, cell ratio): odd channel counts, 1x1 and 5x5 kernels,
-#: stride 2, groups, and the official budgets 1x, 4x, 2x, 1/2x, 1/4x.
+#: stride 2, groups, and the official budgets 1x, 4x, 2x, 1/2x, 1/4x; on 11x9 maps the convs with fewer output
+#: positions than inputs run by kernel position (mixing.position_kernels_conv), the others with the batch folded
+#: into the conv's groups, as the official code.
 CASES = [(33, 47, 3, 2, 1, 1, True, 1, 1), (33, 47, 1, 1, 0, 1, False, 4, 1), (64, 64, 3, 1, 1, 1, False, 0.5, 0.5),
          (32, 48, 3, 1, 1, 2, True, 1, 1), (64, 32, 3, 2, 1, 1, False, 0.25, 0.5), (8, 12, 5, 1, 2, 1, True, 2, 1)]
 DIMS = {1: (DynamicConv1d, "conv1d"), 2: (DynamicConv2d, "conv2d"), 3: (DynamicConv3d, "conv3d")}
@@ -93,6 +96,27 @@ def test_other_ranks_equal_the_official_kwconv1d_and_3d(dims):
     _set_temperature([ours], ref, 0.5)
     x = torch.randn(3, 12, *(7, 6, 5)[:dims] if dims == 3 else (17,))
     torch.testing.assert_close(ours(x), ref.convs[0](x), atol=1e-5, rtol=1e-5)
+
+
+def test_loading_checks_before_copying():
+    (ours,), ref = _pair([(33, 47, 3, 2, 1, 1, True)])
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    _, wrong = _pair([(33, 40, 3, 2, 1, 1, True)])
+    with pytest.raises(SpecError, match="shape"):
+        load_kw_weights(ours, wrong.convs[0].state_dict(), wrong.warehouse_manager.take_cell(0))
+    with pytest.raises(SpecError, match="not a key of KernelWarehouse's KWconvNd"):
+        load_kw_weights(ours, {**ref.convs[0].state_dict(), "conv.weight": torch.zeros(1)})
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize(("conv", "shape"), [(nn.Conv1d(12, 20, 5, 2, 2), (3, 12, 17)),
+                                           (nn.Conv3d(12, 20, 3, 1, 1, padding_mode="circular"), (3, 12, 5, 6, 4))])
+def test_other_ranks_upcycle(conv, shape):
+    dyn = build(AttnSpec.kw(2), conv=conv)
+    x = torch.randn(*shape)
+    torch.testing.assert_close(dyn(x), conv(x), atol=1e-5, rtol=0)
+    assert type(dyn) is {1: DynamicConv1d, 3: DynamicConv3d}[len(shape) - 2]
 
 
 def test_gradients_equal_the_official_layers_in_float64():
@@ -201,11 +225,27 @@ def test_resnet18_parameters_at_the_official_budgets():
     assert [round(c / 1e6, 2) for c in count[:3]] == [45.86, 7.43, 11.93] and count[2] < count[3]
 
 
-def test_sharing_layer_gives_each_conv_its_own_warehouse():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-    for sharing, count in (("layer", 2), ("stage", 1)):
+def test_the_official_schedule_anneals_the_blend_from_1_to_0():
+    model = nn.Sequential(DynamicConv2d(8, 8, 3, padding=1, spec="kw"), DynamicConv2d(8, 8, 1, spec="kw"))
+    schedule = TemperatureSchedule(model, start=1.0, end=0.0, steps=4)
+    assert [schedule.step() for _ in range(5)] == [0.75, 0.5, 0.25, 0.0, 0.0]
+    assert model[0].temperature == model[1].temperature == 0.0
+    with pytest.raises(SpecError, match=r"\[0, 1\]"):
+        set_temperature(model, 30.0)
+    with pytest.raises(SpecError, match="> 0"):  # a softmax temperature is not a blend
+        set_temperature(nn.Sequential(model, DynamicConv2d(8, 8, 1, spec="dyconv")), 0.0)
+
+
+def test_sharing_layer_gives_each_conv_its_own_warehouse_and_depthwise_convs_share_apart():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3, padding=1,
+                                                                                                groups=16))
+    for sharing, count in (("layer", 5), ("stage", 2)):
         converted = insert_attention(model, AttnSpec.kw(sharing=sharing), where="conv")
         assert len({id(m.warehouse) for m in converted.modules() if isinstance(m, DynamicConv2d)}) == count
+    assert converted[3].warehouse is converted[5].warehouse and converted[3].warehouse.plan.cell_shape[1] == 1
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=0)
 
 
 def test_preset_is_listed_and_spec_errors_name_the_field():

@@ -155,6 +155,7 @@ FIELD_VALUES = frozenset([
     *(("rounding", r) for r in vocab.ROUNDINGS), ("padding_mode", "circular"), ("frequencies", "low4"),
     ("dilation", 2), ("extent", 2), ("kernel_size", "adaptive"), ("act", "identity"),
     *(("scale_gate", g) for g in vocab.SCALE_GATES), ("pool_grid", 2), ("heads", "latent"),
+    ("heads", "cells"),
 ])
 
 

@@ -50,7 +50,9 @@ from .timing import (
 )
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v3_large")
-SPECS = ("condconv", "dyconv", "odconv", "dcd")
+SPECS = ("condconv", "dyconv", "odconv", "dcd", "kw", "kw4x")
+#: Bench names of presets with arguments: KernelWarehouse at its 4x budget (``kw`` is its 1x).
+SPEC_ARGUMENTS: dict[str, tuple[str, dict]] = {"kw4x": ("kw", {"budget": 4})}
 
 
 def make_model(name: str) -> nn.Module:
@@ -65,7 +67,8 @@ def make_model(name: str) -> nn.Module:
 def convert(model: nn.Module, spec: str, where: str | None) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return insert_attention(model, get_spec(spec), where=where)
+        preset, arguments = SPEC_ARGUMENTS.get(spec, (spec, {}))
+        return insert_attention(model, get_spec(preset, **arguments), where=where)
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor):

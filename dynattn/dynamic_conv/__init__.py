@@ -6,6 +6,7 @@ from K experts by a compiled router.
     conv = DynamicConv3d.from_conv(nn.Conv3d(64, 64, 3, padding=1), "dyconv")           # video
     conv = DynamicConv1d(32, 32, 5, padding=2, spec="condconv")                           # sequences
     conv = DynamicConv2d.from_conv(nn.Conv2d(64, 64, 3, padding=1), AttnSpec.dcd())      # DCD: one kernel
+    conv = DynamicConv2d(64, 64, 3, padding=1, spec=AttnSpec.kw())                        # KernelWarehouse
 
 Each has the constructor and semantics of ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` (int or
 tuple kernel/stride/padding/dilation, ``padding="same"``/``"valid"``, ``padding_mode``, groups
@@ -16,7 +17,8 @@ implementation (:class:`~dynattn.dynamic_conv.module._DynamicConvNd`) serves the
 The package's files: :mod:`.module` (the layers), :mod:`.cost_model` (how ``strategy="auto"`` chooses),
 :mod:`.costs` (the model's arithmetic and fitted table), :mod:`.calibration` (its constants measured on this machine),
 :mod:`.profile_cache` (what was measured, kept on disk), :mod:`.measure` (benchmark mode's timings),
-:mod:`.upcycle` (a torch conv's weight into every expert), :mod:`.latent` (DCD's latent path).
+:mod:`.upcycle` (a torch conv's weight into every expert), :mod:`.latent` (DCD's latent path), :mod:`.warehouse`
+(KernelWarehouse's cells and how a warehouse is planned), :mod:`.shared` (convs upcycled around one warehouse).
 """
 
 from .calibration import calibrate

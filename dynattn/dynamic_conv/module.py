@@ -130,8 +130,10 @@ class _DynamicConvNd(nn.Module):
         geometry = self._kernel_store(spec, warehouse, **dd)
         self.bias = nn.Parameter(torch.empty(spec.experts, out_channels, **dd)) if bias else None
         self.router = build_router(spec, geometry, device=device, dtype=dtype)
-        if "cells" in spec.heads:
+        if "cells" in spec.heads:  # each mixture's own cell; init="identity" (from_conv) starts where it is all
             self.router.cell_one_hot.copy_(self.warehouse.plan.one_hot(self.warehouse_index))
+            if spec.init == "identity":
+                self.router.temperature.fill_(1.0)
         self.latent = self._latent_path(spec, **dd)
         if not is_upcycling():
             self.reset_parameters()
@@ -365,14 +367,19 @@ class _DynamicConvNd(nn.Module):
     def _warehouse_conv(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """KernelWarehouse: the conv of each sample with its kernel assembled from the warehouse's cells by
         ``attention`` (B * n, M); im2col columns where exporting (no group count tied to the batch size)."""
-        kernels = assemble_kernels(attention, self.warehouse.cells, self.warehouse.plan.grid(self.warehouse_index),
-                                   self.kernel_size)
+        grid = self.warehouse.plan.grid(self.warehouse_index)
         pad_amounts = self._reversed_padding_repeated_twice
         if self.padding_mode != "zeros":
             x = F.pad(x, pad_amounts, mode=self.padding_mode)
             pad_amounts = (0,) * (2 * self.spatial_dims)
         bias = None if self.bias is None else self.bias[0]
-        return mixing.sample_kernels_conv(x, kernels, bias, self._conv_args(), pad_amounts,
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if (grid[2] == 1 and grid[0] > 1 and self.groups == 1 and not isinstance(x, fx.Proxy)
+                and self._out_positions(x) < self.in_channels):  # small maps: no kernel reordered
+            kernels = torch.mm(attention, self.warehouse.cells.flatten(1)).view(-1, grid[0], *shape[:2])
+            return mixing.position_kernels_conv(x, kernels, shape, bias, self._conv_args(), pad_amounts)
+        kernels = assemble_kernels(attention, self.warehouse.cells, grid, self.kernel_size)
+        return mixing.sample_kernels_conv(x, kernels, shape, bias, self._conv_args(), pad_amounts,
                                           columns=mixing.is_exporting())
 
     def _mixed_conv(self, x: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:

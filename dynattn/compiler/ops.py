@@ -36,6 +36,7 @@ def original(frame: tuple[str, ...]) -> str:
 #: einops reductions for the pooling ops einops names itself.
 EINOPS_REDUCTION = {"avg": "mean", "max": "max"}
 
+
 def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
     """The sample standard deviation (divided by n - 1, SRM's ``x.std()``) over ``dim``; over a single
     position, where it does not exist, the population one (0) instead of NaN."""
@@ -46,14 +47,19 @@ def sample_std(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> 
     return torch.std(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim)
 
 
+@leaf_call
 def sample_std_eps(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
     """``sqrt(var + 1e-5)`` with the sample variance (divided by n - 1) over ``dim``: SRM's style standard
     deviation as its official code computes it since f6221c7 ("FIX : style pooling"); over a single position,
-    the population variance (0) instead of NaN."""
+    the population variance (0) instead of NaN. A host model traced with torch.fx records it as one call."""
     n = 1
     for d in dim:
         n = n * x.shape[d]
-    return torch.sqrt(torch.var(x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
+    # the variance of a float16 map passes its largest value, 65,504, at |x| ~ 300: computed in float32 there
+    # (one Python dtype test: a float32 input runs the same ops)
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    std = torch.sqrt(torch.var(x.float() if low else x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
+    return std.to(x.dtype) if low else std
 
 
 def _cell_means(n: int, grid: int, like: torch.Tensor) -> torch.Tensor:

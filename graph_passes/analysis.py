@@ -260,6 +260,7 @@ def _reason(exc: Exception) -> str:
 def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterable[LeafSpec]) -> Analysis:
     """Trace ``model`` (or its largest parts that trace) and select the sites; changes nothing."""
     leaves = list(leaves)
+    calls: dict[str, tuple] | None = None  # the children's calls, where the root does not trace
     with untouched(model):
         result = _try_part("", model, inputs, leaves)
         if isinstance(result, Part):
@@ -276,15 +277,28 @@ def analyse(model: nn.Module, where: Where, inputs: tuple | None, leaves: Iterab
                 raise result[1]
         analysis.untraced.extend((join_path(p.path, leaf), why) for p in analysis.parts for leaf, why in p.recovered)
         unmatched = [u for part in analysis.parts for u in _select(model, part, where)]
-        if where is None:  # a part where the default finds nothing falls back on its own, the others keep theirs
-            for part in analysis.parts:  # (not a head after other parts, whose output is the model's: the logits)
-                head = part.final and len(analysis.parts) > 1
-                if not any(part.sites.values()) and _has_feature_map(part) and not head:
-                    _select(model, part, _fallback_where(part))
+        if where is None:
+            _fall_back(model, analysis, calls)
             graphs = sum(len(part.traced.graphs) for part in analysis.parts)
             unmatched = [] if analysis.sites() else [None] * graphs
     _check_matched(model, where, analysis, unmatched)
     return analysis
+
+
+def _fall_back(model: nn.Module, analysis: Analysis, calls: dict[str, tuple] | None) -> None:
+    """Each part where the default placement finds nothing falls back on its own (:func:`_fallback_where`); the
+    others keep their sites. Not a head after other parts (its output is the model's: the logits), nor, in a
+    root that does not trace, a part called more than once per forward (a detector's RPN head, shared by the
+    pyramid's levels); where the run that captures the children's calls failed, a part falls back only when no
+    part has sites."""
+    with_sites = any(any(part.sites.values()) for part in analysis.parts)
+    several = len(analysis.parts) > 1
+    for part in analysis.parts:
+        if any(part.sites.values()) or not _has_feature_map(part) or (part.final and several):
+            continue
+        if several and calls is not None and (part.path not in calls if calls else with_sites):
+            continue
+        _select(model, part, _fallback_where(part))
 
 
 def _guessed_calls(model: nn.Module) -> tuple[dict[str, tuple], set[str]]:

@@ -127,9 +127,12 @@ _KEEP_MODULES = (*ACTIVATIONS, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LayerNo
 @contextlib.contextmanager
 def _swapped_state(module: nn.Module, convert, *, parameters: bool = True) -> Iterator[None]:
     """Temporarily replace every buffer, and every parameter unless ``parameters=False``, by
-    ``convert(tensor)`` (a tensor shared by several modules is converted once)."""
+    ``convert(tensor)`` (a tensor shared by several modules is converted once). Plain attributes that a forward
+    run meanwhile sets are restored too: torchvision's ``AnchorGenerator`` caches its anchors on itself, which
+    would otherwise keep meta tensors in the caller's model."""
     saved: list[tuple[dict, str, torch.Tensor]] = []
     seen: dict[int, torch.Tensor] = {}
+    attributes = [(mod, dict(mod.__dict__)) for mod in module.modules()]
     try:
         for store, key, value in _state_slots(module, parameters):
             saved.append((store, key, value))
@@ -140,6 +143,10 @@ def _swapped_state(module: nn.Module, convert, *, parameters: bool = True) -> It
     finally:
         for store, key, value in saved:
             store[key] = value
+        for mod, kept in attributes:  # the same objects as before (their parameter / buffer dicts restored above)
+            if mod.__dict__.keys() != kept.keys() or any(mod.__dict__[k] is not v for k, v in kept.items()):
+                mod.__dict__.clear()
+                mod.__dict__.update(kept)
 
 
 def _state_slots(module: nn.Module, parameters: bool) -> Iterator[tuple[dict, str, torch.Tensor]]:

@@ -68,6 +68,10 @@ def test_a_detector_takes_attention_in_its_backbone():
         a, b = model.backbone(x), out.backbone(x)
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert isinstance(out([torch.rand(3, 96, 128)]), list)  # the detector still runs end to end
+        # the caller's model too: the meta run that captures the children's calls leaves no meta tensor behind
+        # (the anchor generator caches its anchors on itself)
+        assert isinstance(model([torch.rand(3, 96, 128)]), list)
+        assert all(t.device.type == "cpu" for t in model.rpn.anchor_generator.cell_anchors)
 
 
 def test_a_site_too_narrow_for_the_spec_is_skipped_or_named():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass, field
 
 import torch.fx as fx
 from torch import nn
@@ -32,15 +31,6 @@ from .trace import TraceFailure, trace_model
 __all__ = ["unshare_modules"]
 
 
-@dataclass
-class _Unshared:
-    """The copies made (new qualified name -> the one it copies), and the blocks whose forward could
-    not be traced to look for repeated calls."""
-
-    copies: dict[str, str] = field(default_factory=dict)
-    untraced: list[str] = field(default_factory=list)
-
-
 def _stateless(module: nn.Module) -> bool:
     return next(module.parameters(), None) is None and next(module.buffers(), None) is None
 
@@ -49,7 +39,7 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _split_registrations(model: nn.Module, done: _Unshared) -> None:
+def _split_registrations(model: nn.Module) -> None:
     """A stateless module object registered under several names: each name past the first gets a copy."""
     seen: dict[int, str] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
@@ -59,7 +49,6 @@ def _split_registrations(model: nn.Module, done: _Unshared) -> None:
         if first != name and _stateless(module):
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, copy.deepcopy(module))
-            done.copies[name] = first
 
 
 def _blocks(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -85,7 +74,7 @@ def _unique(block: nn.Module, base: str) -> str:
     return f"{stem}_{i}"
 
 
-def _copy_repeated_calls(path: str, block: nn.Module, graphs: dict[str, fx.Graph], done: _Unshared) -> bool:
+def _copy_repeated_calls(block: nn.Module, graphs: dict[str, fx.Graph]) -> bool:
     """In each graph of ``block``, the second and later calls of one stateless submodule call copies of it
     (the same copy for the same call in either mode's graph). True when any call was redirected."""
     made: dict[tuple[str, int], str] = {}
@@ -101,7 +90,6 @@ def _copy_repeated_calls(path: str, block: nn.Module, graphs: dict[str, fx.Graph
             if key not in made:
                 made[key] = _unique(block, node.target)
                 block.add_module(made[key], copy.deepcopy(block.get_submodule(node.target)))
-                done.copies[_join(path, made[key])] = _join(path, node.target)
             node.target = made[key]
     return bool(made)
 
@@ -121,18 +109,18 @@ def unshare_modules(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be True or False, got {inplace!r}")
     work = model if inplace else copy.deepcopy(model)
-    done = _Unshared()
-    _split_registrations(work, done)
+    _split_registrations(work)
+    untraced = []  # blocks whose forward could not be traced to look for repeated calls
     for path, block in _blocks(work):
         try:
             graphs = trace_model(block, own_forward_only=True).graphs
         except TraceFailure:
-            done.untraced.append(path or type(work).__name__)
+            untraced.append(path or type(work).__name__)
             continue
-        if _copy_repeated_calls(path, block, graphs, done):
+        if _copy_repeated_calls(block, graphs):
             rewrite_forward(block, graphs)
-    if done.untraced:
-        shown = ", ".join(done.untraced[:5]) + (" ..." if len(done.untraced) > 5 else "")
-        warnings.warn(f"unshare_modules: {len(done.untraced)} block(s) do not trace with torch.fx and keep any "
+    if untraced:
+        shown = ", ".join(untraced[:5]) + (" ..." if len(untraced) > 5 else "")
+        warnings.warn(f"unshare_modules: {len(untraced)} block(s) do not trace with torch.fx and keep any "
                       f"repeated calls: {shown}", stacklevel=2)
     return work

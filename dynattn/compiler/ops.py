@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..layers import hard_sigmoid_x2
+from ..layers import HALF_DTYPES, hard_sigmoid_x2
 from ..leaf_calls import leaf_call
 from ..vocab import AXES, AXES_BY_SPATIAL_DIMS
 
@@ -57,7 +57,7 @@ def sample_std_eps(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False)
         n = n * x.shape[d]
     # the variance of a float16 map passes its largest value, 65,504, at |x| ~ 300: computed in float32 there
     # (one Python dtype test: a float32 input runs the same ops)
-    low = x.dtype in (torch.float16, torch.bfloat16)
+    low = x.dtype in HALF_DTYPES
     std = torch.sqrt(torch.var(x.float() if low else x, dim=dim, correction=(n > 1) + 0, keepdim=keepdim) + 1e-5)
     return std.to(x.dtype) if low else std
 

@@ -530,9 +530,12 @@ def output_mixing(
     out_scale: torch.Tensor | None,
     conv: ConvArgs,
     pad_amounts: tuple[int, ...],
+    columns: bool = False,
 ) -> torch.Tensor:
     """``pad_amounts`` is ``F.pad``'s (last dim first) zero padding, applied to x before the im2col of a
-    spatial head (where the conv's ``padding`` would not reach it)."""
+    spatial head (where the conv's ``padding`` would not reach it). ``columns``: a conv of one group runs as one
+    matmul of the whole batch's im2col columns with the K experts (:func:`_output_columns`), not as a conv with
+    K * O output channels, which runs slowly on small maps (in a training step most of all)."""
     stride, padding, dilation, groups = conv
     k, o, i_g, *ks = shape
     spatial_dims = len(ks)
@@ -540,6 +543,9 @@ def output_mixing(
         weight, k = weight[:1], 1
         shape = (1, o, i_g, *ks)
     mixed_bias = _mixed_bias(bias, a, x.shape[0], o)
+    if s is None and columns and groups == 1:
+        y = _output_columns(x, shape, weight, a, conv, pad_amounts)
+        return _finish(y, mixed_bias, out_scale, spatial_dims)
     if s is None:
         experts = _grouped_expert_weight(weight, shape, groups)
         y = CONV_FNS[spatial_dims](x, experts, None, stride, padding, dilation, groups)
@@ -552,3 +558,17 @@ def output_mixing(
     wg = _grouped_expert_weight(weight, shape, groups).view(groups, k * o // groups, -1)
     y = torch.einsum("gor,bgrl->bgol", wg, cols).reshape(b, k * o, *outs)
     return _finish(_weighted_output_sum(y, a, k, o, groups, spatial_dims), mixed_bias, out_scale, spatial_dims)
+
+
+def _output_columns(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor, a: torch.Tensor | None,
+                    conv: ConvArgs, pad_amounts: tuple[int, ...]) -> torch.Tensor:
+    """Output mixing of a conv of one group as one matmul: the im2col columns of every sample and output position
+    (B * L, I * P) times the K experts (I * P, K * O), then the K outputs of each sample weighted by ``a``
+    (B, K; None: one expert). One large matmul reads each expert once for the whole batch."""
+    k, o, _, *ks = shape
+    b = x.shape[0]
+    cols, outs = _im2col(x, ks, conv, pad_amounts)  # (B, I, P, L)
+    rows = cols.flatten(1, 2).transpose(1, 2).reshape(-1, cols.shape[1] * cols.shape[2])
+    z = torch.mm(rows, weight.reshape(k * o, -1).t()).view(b, -1, k, o)  # (B, L, K, O)
+    y = z.squeeze(2) if a is None else torch.matmul(a.view(b, 1, 1, k), z).squeeze(2)  # (B, L, O)
+    return y.transpose(1, 2).contiguous().view(b, o, *outs)  # the conv's layout, not channels-last strides

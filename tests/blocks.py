@@ -18,7 +18,7 @@ def small_blocks(channels):
 
 @contextlib.contextmanager
 def columns_form(on):
-    """Kernel and blocked mixing of every conv of one group (pointwise ones aside) as a matmul with the im2col
+    """Kernel, blocked and output mixing of every conv of one group (pointwise ones aside) as a matmul with the im2col
     columns when ``on``, as a conv of B groups when not, whatever the shape: a cost model that makes the one form
     free and the other dear (a new model is also a new key of each layer's memo of its choices)."""
     model = cost_model()

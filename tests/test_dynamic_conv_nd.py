@@ -21,7 +21,7 @@ from tests.blocks import columns_form, small_blocks
 
 STRATEGIES = ("kernel", "blocked", "output")
 # each strategy, and kernel and blocked mixing also in their columns form (im2col and a batched matmul)
-RUNS = [(s, False) for s in STRATEGIES] + [("kernel", True), ("blocked", True)]
+RUNS = [(s, False) for s in STRATEGIES] + [("kernel", True), ("blocked", True), ("output", True)]
 CLASSES = {1: (DynamicConv1d, nn.Conv1d), 3: (DynamicConv3d, nn.Conv3d)}
 SIZES = {1: (13,), 3: (5, 6, 4)}  # spatial sizes of the test inputs
 

@@ -100,7 +100,7 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
     conv = batch * p.out_positions * w * mac
     maps = batch * (p.in_per_group * p.groups * in_positions + p.out_channels * p.out_positions) * itemsize * byte
     compute, extra = (3, 2) if p.training else (1, 1)
-    kernel_extra, _ = kernel_form(p, m, columns)
+    kernel_extra, as_columns = kernel_form(p, m, columns)
     mix = round(100 * m.train_mix) if p.training else 100  # percent
     costs = {"kernel": compute * conv + extra * (maps + 3 * call) + mix * kernel_extra // 100}
     shape = (p.experts, p.out_channels, p.in_per_group, p.kernel_area, 1)
@@ -118,13 +118,23 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
         outputs += 2 * batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions * itemsize * byte
     experts_read = p.experts * w * itemsize * round(1e15 / m.expert_bytes_per_s)
     costs["output"] = compute * p.experts * conv + extra * (maps + outputs + experts_read + 3 * call)
+    if as_columns and p.kernel_area > 1 and not p.spatial_head:  # one matmul with the batch's im2col columns
+        costs["output"] += _columns_cost(p, m, mac)
     return costs
+
+
+def _columns_cost(p: ConvProblem, m: CostModel, mac: int) -> int:
+    """Writing and reading the im2col columns of a conv of one group, in femtoseconds (``train_columns`` times in a
+    training step, whose backward adds a col2im)."""
+    cost = round(m.im2col) * p.batch * p.in_per_group * p.kernel_area * p.out_positions * mac
+    return cost * round(100 * m.train_columns) // 100 if p.training else cost
 
 
 def kernel_form(p: ConvProblem, m: CostModel, columns: bool | None = None) -> tuple[int, bool]:
     """Kernel mixing's extra cost in femtoseconds beyond the conv and the maps (mixing the B kernels, the conv or
     matmul reading them; with a spatial head, scaling them), and whether it runs in the columns form: the cheaper
-    form, or the one ``columns`` forces (a pointwise or grouped conv has one form)."""
+    form, or the one ``columns`` forces (a pointwise or grouped conv has one form). Output mixing takes the same
+    form (a conv of K * O channels suffers on small maps where the conv of B groups does)."""
     mac, byte = round(1e15 / m.macs_per_s), round(1e15 / m.bytes_per_s)
     w, batch = p.weights, p.batch
     per_weight = m.pointwise_mix if p.pointwise else m.kernel_mix
@@ -134,9 +144,9 @@ def kernel_form(p: ConvProblem, m: CostModel, columns: bool | None = None) -> tu
     if p.pointwise or p.groups != 1:
         return extra, False
     as_matmul = round(m.pointwise_mix[0] if batch == 1 else m.pointwise_mix[1]) * batch * w * mac
-    as_columns = as_matmul + round(m.im2col) * batch * p.in_per_group * p.kernel_area * p.out_positions * mac
     if p.training:
-        as_columns = as_columns * round(100 * m.train_columns) // 100
+        as_matmul = as_matmul * round(100 * m.train_columns) // 100
+    as_columns = as_matmul + _columns_cost(p, m, mac)
     if columns is None:
         columns = as_columns < extra
     return (as_columns, True) if columns else (extra, False)

@@ -385,7 +385,7 @@ class _DynamicConvNd(nn.Module):
     def _mixed_conv(self, x: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:
         """The conv of ``x`` with its experts mixed and scaled by the router's ``gates``, by the strategy in force."""
         strategy, key = self._resolve_strategy(x)
-        columns = strategy != "output" and self._columns(x)  # kernel and blocked mixing's form (benchmark mode: both)
+        columns = self._columns(x)  # a matmul with the im2col columns or a conv (benchmark mode: both)
         # ODConv's channel scalings: into the B kernels where they hold fewer values than the maps
         fold = strategy == "kernel" and not columns and ("in" in gates or "out" in gates) and self._memo(
             x, ("fold", x.shape, self.stride, self.padding, self.dilation), lambda: self._kernels_smaller(x))
@@ -429,7 +429,7 @@ class _DynamicConvNd(nn.Module):
             m = cost_model(device=x.device, dtype=x.dtype)  # its block size
             return mixing.blocked_kernel_mixing(x, shape, *mixed, conv, columns=columns, pad_amounts=pad_amounts,
                                                 block_bytes=m.block_bytes, min_block_channels=m.min_block_channels)
-        return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts)
+        return mixing.output_mixing(x, shape, *mixed, conv, pad_amounts, columns)
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise TypeError(_NOT_SCRIPTABLE)

@@ -27,8 +27,9 @@ from .._version import __version__
 
 __all__ = ["FORMAT", "cache_dir", "device_name", "machine_key", "load", "store", "remove", "remove_all"]
 
-#: The files' format: a file of another format is ignored.
-FORMAT = 1
+#: The files' format, and the meaning of what they hold: a file of another format is ignored (2: the cost model
+#: knows output mixing's columns form, so a profile calibrated before it would misjudge training steps).
+FORMAT = 2
 
 
 def cache_dir() -> Path:

@@ -15,6 +15,7 @@ code calibrates a CPU or a GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -98,7 +99,18 @@ def _rates(device: torch.device, dtype: torch.dtype, timer) -> dict[str, float]:
         one = torch.ones(1, device=device, dtype=dtype)
         call_s = timer(lambda: [torch.add(one, 1.0) for _ in range(20)]) / 20
     return {"macs_per_s": 8 * 256 * 128 * 128 * 9 / conv_s, "bytes_per_s": 2 * maps.numel() * maps.element_size()
-            / add_s, "call_s": call_s}
+            / add_s, "call_s": call_s, "fresh_bytes_per_s": _fresh_rate(device, dtype, timer)}
+
+
+def _fresh_rate(device: torch.device, dtype: torch.dtype, timer) -> float:
+    """Bytes per second of the page faults on a large block allocated anew (filling a new 64 MiB tensor against
+    filling a reused one); a caching allocator's fresh blocks cost nothing here, capped at 1e14."""
+    numel = 64 * 2**20 // torch.empty(0, dtype=dtype).element_size()
+    reused = torch.empty(numel, device=device, dtype=dtype)
+    warm_s = timer(functools.partial(reused.fill_, 1.0))
+    del reused  # freed before the fresh blocks are timed
+    fresh_s = timer(lambda: torch.empty(numel, device=device, dtype=dtype).fill_(1.0))
+    return min(1e14, 64 * 2**20 / max(fresh_s - warm_s, 1e-9))
 
 
 def _candidates(p: ConvProblem, m: CostModel) -> list[tuple[str, bool | None]]:
@@ -157,7 +169,7 @@ def measure_probe(probe: Probe, device: torch.device, dtype: torch.dtype, m: Cos
 _FITTED = {"kernel_mix": (1e-3, 1e6), "pointwise_mix": (1e-3, 1e6), "im2col": (1e-3, 1e6),
            "blocked_share": (0.05, 1.0), "block_conv": (1.0, 20.0), "pointwise_block": (1.0, 20.0),
            "expert_bytes_per_s": (1e6, 1e14), "train_mix": (1.0, 50.0), "train_columns": (0.2, 20.0),
-           "macs_per_s": (1e6, 1e16), "bytes_per_s": (1e6, 1e14)}
+           "macs_per_s": (1e6, 1e16), "bytes_per_s": (1e6, 1e14), "fresh_bytes_per_s": (1e6, 1e14)}
 _FACTORS = (0.25, 0.5, 0.7, 0.85, 1.2, 1.4, 2.0, 4.0)
 
 
@@ -226,6 +238,7 @@ def _measure_and_fit(device: torch.device, dtype: torch.dtype, threads: int, dea
     scale = rates["macs_per_s"] / start.macs_per_s  # keeps the constants counted in multiply-adds as timed
     start = dataclasses.replace(
         start, macs_per_s=rates["macs_per_s"], bytes_per_s=rates["bytes_per_s"], call_s=rates["call_s"],
+        fresh_bytes_per_s=rates["fresh_bytes_per_s"],
         kernel_mix=tuple(v * scale for v in start.kernel_mix),
         pointwise_mix=tuple(v * scale for v in start.pointwise_mix), im2col=start.im2col * scale)
     cells, itemsize = [], torch.empty(0, dtype=dtype).element_size()

@@ -64,6 +64,12 @@ class CostModel:
     #: the columns form's extra cost in a training step, relative to the conv form's (its backward is a batched
     #: matmul for the B kernels' gradient and a col2im for the input's)
     train_columns: float = 1.0
+    #: memory fresh from the operating system, bytes per second: an allocator hands a large block (over
+    #: ``fresh_above`` bytes; glibc's malloc: by ``mmap``) back when it is freed, so a call that allocates one
+    #: pays page faults on every byte of it every time (the B mixed kernels of a training step, large im2col
+    #: columns, the K outputs of output mixing); a caching allocator (a GPU's, jemalloc) measures fast here
+    fresh_bytes_per_s: float = 1e11
+    fresh_above: int = 32 * 2**20  #: glibc's largest threshold for serving a block by mmap
     cache_bytes: int = 4 * 2**20  #: a block's mixed kernels stay in cache between being written and read
     #: blocked mixing's block size: the bytes of one block's B mixed kernels (:func:`mixing.block_channels`) ...
     block_bytes: int = mixing.BLOCK_BYTES
@@ -102,7 +108,8 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
     compute, extra = (3, 2) if p.training else (1, 1)
     kernel_extra, as_columns = kernel_form(p, m, columns)
     mix = round(100 * m.train_mix) if p.training else 100  # percent
-    costs = {"kernel": compute * conv + extra * (maps + 3 * call) + mix * kernel_extra // 100}
+    fresh = _fresh_costs(p, m, as_columns)
+    costs = {"kernel": compute * conv + extra * (maps + 3 * call) + mix * kernel_extra // 100 + fresh["kernel"]}
     shape = (p.experts, p.out_channels, p.in_per_group, p.kernel_area, 1)
     step = mixing.block_channels(batch, shape, p.groups, itemsize, block_bytes=m.block_bytes,
                                  min_channels=m.min_block_channels) if blocked else p.out_channels
@@ -112,15 +119,34 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
         share = round(100 * m.blocked_share) if block_bytes <= m.cache_bytes else 100  # percent
         narrow = m.pointwise_block if p.pointwise else m.block_conv
         costs["blocked"] = (compute * conv * round(100 * narrow) // 100
-                            + extra * (maps + share * kernel_extra // 100 + 3 * blocks * call))
+                            + extra * (maps + share * kernel_extra // 100 + 3 * blocks * call) + fresh["columns"])
     outputs = 2 * p.experts * batch * p.out_channels * p.out_positions * itemsize * byte
     if p.spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input
         outputs += 2 * batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions * itemsize * byte
     experts_read = p.experts * w * itemsize * round(1e15 / m.expert_bytes_per_s)
-    costs["output"] = compute * p.experts * conv + extra * (maps + outputs + experts_read + 3 * call)
+    costs["output"] = compute * p.experts * conv + extra * (maps + outputs + experts_read + 3 * call) + fresh["output"]
     if as_columns and p.kernel_area > 1 and not p.spatial_head:  # one matmul with the batch's im2col columns
         costs["output"] += _columns_cost(p, m, mac)
     return costs
+
+
+def _fresh_costs(p: ConvProblem, m: CostModel, as_columns: bool) -> dict[str, int]:
+    """Femtoseconds of page faults on the large blocks each strategy allocates per call (``fresh_above``): the
+    im2col columns (every strategy in the columns form; a training step also their gradient), the B mixed kernels
+    of kernel mixing in a training step and their gradient (inference writes them to a reused buffer), the K
+    outputs of output mixing (and their gradient)."""
+    per_byte = round(1e15 / m.fresh_bytes_per_s)
+    times = 2 if p.training else 1
+
+    def fresh(values: int) -> int:
+        nbytes = values * p.itemsize
+        return times * nbytes * per_byte if nbytes > m.fresh_above else 0
+
+    as_columns = as_columns and p.kernel_area > 1
+    columns = fresh(p.batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions) if as_columns else 0
+    kernels = fresh(p.batch * p.weights) if p.training and not p.pointwise else 0
+    outputs = fresh(p.experts * p.batch * p.out_channels * p.out_positions)
+    return {"columns": columns, "kernel": columns + kernels, "output": columns + outputs}
 
 
 def _columns_cost(p: ConvProblem, m: CostModel, mac: int) -> int:

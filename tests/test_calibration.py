@@ -477,3 +477,43 @@ def test_a_first_call_under_inference_mode_and_autocast_calibrates(monkeypatch, 
         want = layer(x)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+def test_page_faults_are_charged_on_the_large_blocks_a_call_allocates():
+    """A training step's B mixed kernels (and their gradient) are allocated per call: past ``fresh_above`` bytes
+    the model charges their page faults at ``fresh_bytes_per_s``; inference writes them to a reused buffer, and a
+    block under the threshold comes from the allocator's free lists."""
+    from dynattn.dynamic_conv.costs import ConvProblem, modelled_costs
+
+    slow, fast = (dataclasses.replace(COST_MODELS[1], fresh_bytes_per_s=r) for r in (1e9, 1e14))
+    per_byte = round(1e15 / 1e9) - round(1e15 / 1e14)  # femtoseconds the slow rate adds per faulted byte
+
+    def extra(problem: ConvProblem) -> dict[str, int]:
+        a, b = modelled_costs(problem, slow, columns=False), modelled_costs(problem, fast, columns=False)
+        return {s: a[s] - b[s] for s in a}
+
+    big = ConvProblem(512, 512, 9, 4, 16, 8, training=True)  # 8 x 2.4M weights x 4 bytes = 75 MB of kernels
+    assert extra(big)["kernel"] == 2 * 8 * big.weights * 4 * per_byte  # the kernels and their gradient
+    assert extra(big)["output"] == 0  # its K outputs (4 x 8 x 512 x 16 values) are small
+    assert extra(dataclasses.replace(big, training=False))["kernel"] == 0
+    assert extra(dataclasses.replace(big, batch=1))["kernel"] == 0  # 9.4 MB: under the threshold
+    wide = ConvProblem(64, 64, 9, 4, 56 * 56, 32, training=True)  # output mixing's K outputs: 103 MB
+    assert extra(wide)["output"] == 2 * 4 * 32 * 64 * 56 * 56 * 4 * per_byte
+
+
+def test_the_fit_finds_constants_that_rank_probes_as_timed():
+    """Probe times made by known constants (kernel mixing's cost per weight 3x the table's, fresh blocks at
+    2 GB/s): fitted from the table, the constants rank every probe's candidates as those times do."""
+    from dynattn.dynamic_conv.calibration import PROBES, _candidates, _objective, fit
+    from dynattn.dynamic_conv.costs import modelled_costs
+
+    start = COST_MODELS[1]
+    truth = dataclasses.replace(start, kernel_mix=tuple(3 * v for v in start.kernel_mix), fresh_bytes_per_s=2e9)
+    cells = []
+    for probe in PROBES:
+        p = probe.problem(4)
+        cells.append((p, {(s, f): modelled_costs(p, truth, columns=f)[s] / 1e15 for s, f in _candidates(p, start)
+                          if s in modelled_costs(p, truth)}))
+    assert _objective(start, cells)[0] > 0  # the table misjudges some probe
+    fitted = fit(start, cells)
+    assert _objective(fitted, cells)[0] == 0

@@ -400,6 +400,20 @@ def test_kernel_mixing_takes_the_columns_form_on_small_maps():
     assert forms == [True, False, False]
 
 
+def test_output_mixing_takes_the_columns_form_where_kernel_mixing_does():
+    """On small maps output mixing runs as one matmul with the batch's im2col columns (a conv of K * O channels
+    ran 2x slower there, in a training step most), on large maps as a conv; equal either way."""
+    layer = DynamicConv2d(512, 512, 3, padding=1, strategy="output")
+    _randomize(layer)
+    small, large = torch.randn(8, 512, 4, 4), torch.randn(2, 512, 32, 32)
+    with use_cost_model(COST_MODELS[1]), torch.no_grad():
+        assert layer._columns(small) and not layer._columns(large)
+        assert _ran_columns(layer, small) and not _ran_columns(layer, large)
+        as_columns = layer(small)
+    with columns_form(False), torch.no_grad():
+        assert not _ran_columns(layer, small)
+        torch.testing.assert_close(as_columns, layer(small), rtol=1e-4, atol=1e-4)
+
 def test_auto_strategy_follows_the_cost_model():
     two, one = COST_MODELS[2], COST_MODELS[1]
 

@@ -201,8 +201,11 @@ def strategy_costs(problem: ConvProblem, model: CostModel | None = None) -> dict
       block; with one block it is kernel mixing and not listed;
     - ``output``: K * C and A, plus writing and re-reading the K outputs and reading the K expert
       banks (K * W weights); with a spatial head (ODConv) plus writing and reading an im2col copy of
-      the input (B * in * kernel area * out positions values).
+      the input (B * in * kernel area * out positions values); in the columns form (where kernel mixing
+      takes it) one matmul with the batch's im2col columns, ``im2col`` per column value.
 
+    Each adds the page faults on the blocks over ``fresh_above`` bytes it allocates per call (a training step's
+    B mixed kernels and their gradient, large columns, the K outputs), at ``fresh_bytes_per_s``.
     Training triples the conv arithmetic and doubles the rest (kernel mixing's extra cost: ``train_mix`` times).
     ``model`` defaults to :func:`cost_model`.
     """

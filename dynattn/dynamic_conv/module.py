@@ -308,7 +308,8 @@ class _DynamicConvNd(nn.Module):
         """``compute()``, which derives from the input's shape alone: kept per ``key`` in eager calls (a per-layer
         memo, not state: not in the state_dict; a few shapes per layer in practice, cleared past ``_MEMO_SIZE``),
         evaluated each time where the sizes are symbolic (fx tracing, torch.compile, export)."""
-        if isinstance(x, fx.Proxy) or torch.compiler.is_compiling():
+        if (isinstance(x, fx.Proxy) or torch.compiler.is_compiling()
+                or not all(type(n) is int for n in x.shape)):  # symbolic sizes (non-strict export, say)
             return compute()
         memo = self.__dict__.get("_shape_memo")
         if memo is None:  # also a layer unpickled from before the memo

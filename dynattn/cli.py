@@ -23,19 +23,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import importlib.util
 import platform
 import re
 import shlex
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
-
-import torch
-from torch import nn
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .bench.usage import CommandParser, UsageError, run_command
 from .errors import DynattnError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["main"]
 
@@ -158,6 +161,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _load_model(name: str) -> nn.Module:
+    import torch
+
     if name.startswith("timm:"):
         try:
             import timm
@@ -187,6 +192,9 @@ def _load_model(name: str) -> nn.Module:
 
 def _prepare(args: argparse.Namespace):
     """The specs, selector, model (on the meta device) and example inputs that insert and sites share."""
+    import torch
+    from torch import nn
+
     from .spec_parse import parse_spec
 
     specs = [parse_spec(s) for s in args.spec]
@@ -265,46 +273,96 @@ def cmd_sites(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ entry point
-def _parser() -> argparse.ArgumentParser:
-    p = CommandParser(prog="dynattn", description="Attention for CNNs from a declarative spec.")
-    p.add_argument("--version", action="version", help="print the versions of dynattn, torch and Python, and exit",
-                   version=f"dynattn {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser, metavar="COMMAND")
-    lst = sub.add_parser("list", help="presets with their targets, sizes and papers",
-                         description="Every preset: where its weights go, its parameters at 64 channels, its paper.")
-    lst.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
-    lst.add_argument("--wide", action="store_true", help=f"the full table, wider than {WIDTH} columns")
+def _torch_version() -> str:
+    """torch's version as ``torch.__version__`` has it (with the build, e.g. 2.5.1+cpu), read from its
+    ``torch/version.py`` without importing torch (seconds); else the installed distribution's version."""
+    if "torch" in sys.modules:
+        return str(sys.modules["torch"].__version__)
+    found = importlib.util.find_spec("torch")
+    if found is not None and found.origin:
+        with contextlib.suppress(OSError):
+            text = Path(found.origin).with_name("version.py").read_text()
+            match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, flags=re.M)
+            if match:
+                return match.group(1)
+    from importlib import metadata
 
-    show = sub.add_parser("show", help="the generated code of a spec",
-                          description="Print the torch.fx code a spec compiles to (a kernel spec: its router's).")
-    show.add_argument("spec", help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...)")
-    show.add_argument("--channels", type=int, default=64, help="the channel count to build for (default 64)")
-    show.add_argument("--no-optimize", action="store_true", help="the graph before the compiler's passes")
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
-    for name, text in (("sites", "where a spec would go in a model (graph_passes.list_sites); nothing is built"),
-                       ("insert", "the modules and parameters inserting a spec into a model adds")):
-        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ". The model is built on "
-                             "the meta device: no weights, no downloads.")
-        cmd.add_argument("model", help="a torchvision model name (resnet18) or timm:NAME (timm:efficientnet_b0)")
-        cmd.add_argument("--spec", action="append", required=True,
-                         help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...); "
-                              "repeat to chain several specs at each site")
-        cmd.add_argument("--where", action="append",
-                         help="residual, conv, stage, decoder, skip, encoder, a glob such as 'layer*', "
-                              "re:<regex>; repeat for the union (default: residual, with skip and decoder where the "
-                              "model has them; without residual adds encoder, skip and decoder; else stage; the "
-                              "preset's own conversion sites for a kernel spec, see dynattn.conv_placement)")
-        cmd.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
-        cmd.add_argument("--leaf", action="append",
-                         help="a submodule (qualified name or glob) not to trace into; repeatable")
-        cmd.add_argument("--wide", action="store_true", help=f"the table unwrapped, wider than {WIDTH} columns")
 
+def _list_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.description = "Every preset: where its weights go, its parameters at 64 channels, its paper."
+    cmd.add_argument("--fields", action="store_true", help="the spec's fields and the values each takes")
+    cmd.add_argument("--wide", action="store_true", help=f"the full table, wider than {WIDTH} columns")
+
+
+def _show_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.description = "Print the torch.fx code a spec compiles to (a kernel spec: its router's)."
+    cmd.add_argument("spec", help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...)")
+    cmd.add_argument("--channels", type=int, default=64, help="the channel count to build for (default 64)")
+    cmd.add_argument("--no-optimize", action="store_true", help="the graph before the compiler's passes")
+
+
+def _model_options(cmd: argparse.ArgumentParser) -> None:
+    """sites' and insert's options (the same: insert shows what sites previews)."""
+    cmd.description += " The model is built on the meta device: no weights, no downloads."
+    cmd.add_argument("model", help="a torchvision model name (resnet18) or timm:NAME (timm:efficientnet_b0)")
+    cmd.add_argument("--spec", action="append", required=True,
+                     help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...); "
+                          "repeat to chain several specs at each site")
+    cmd.add_argument("--where", action="append",
+                     help="residual, conv, stage, decoder, skip, encoder, a glob such as 'layer*', "
+                          "re:<regex>; repeat for the union (default: residual, with skip and decoder where the "
+                          "model has them; without residual adds encoder, skip and decoder; else stage; the "
+                          "preset's own conversion sites for a kernel spec, see dynattn.conv_placement)")
+    cmd.add_argument("--input-size", type=int, help="square input size for shape propagation (default 224)")
+    cmd.add_argument("--leaf", action="append",
+                     help="a submodule (qualified name or glob) not to trace into; repeatable")
+    cmd.add_argument("--wide", action="store_true", help=f"the table unwrapped, wider than {WIDTH} columns")
+
+
+def _bench_options(cmd: argparse.ArgumentParser) -> None:
     from .bench import command as bench  # the bench command's own module: its options and its run
 
-    bench.add_arguments(sub.add_parser("bench", help=bench.HELP, description=bench.DESCRIPTION))
+    cmd.description = bench.DESCRIPTION
+    bench.add_arguments(cmd)
+
+
+def _search_options(cmd: argparse.ArgumentParser) -> None:
     from .search import command as search  # Optuna is imported only when a search runs
 
-    search.add_arguments(sub.add_parser("search", help=search.HELP, description=search.DESCRIPTION))
+    cmd.description = search.DESCRIPTION
+    search.add_arguments(cmd)
+
+
+#: Each command's line in ``dynattn --help``, and what adds its options (bench's and search's import torch).
+COMMAND_HELP = {
+    "list": "presets with their targets, sizes and papers",
+    "show": "the generated code of a spec",
+    "sites": "where a spec would go in a model (graph_passes.list_sites); nothing is built",
+    "insert": "the modules and parameters inserting a spec into a model adds",
+    "bench": "time every preset against hand-written modules and one copy of x",
+    "search": "search which attention, where, pays off on a task (Optuna)",
+}
+_OPTIONS = {"list": _list_options, "show": _show_options, "sites": _model_options, "insert": _model_options,
+            "bench": _bench_options, "search": _search_options}
+
+
+def _parser(commands: Collection[str] = tuple(COMMAND_HELP)) -> argparse.ArgumentParser:
+    """The command line. Only the commands in ``commands`` get their options; the others are a name and a help
+    line, which is all ``dynattn --help`` prints: :func:`main` builds the options of the command it runs only,
+    so that ``--help`` and ``--version`` answer without importing torch."""
+    p = CommandParser(prog="dynattn", description="Attention for CNNs from a declarative spec.")
+    p.add_argument("--version", action="version", help="print the versions of dynattn, torch and Python, and exit",
+                   version=f"dynattn {__version__} (torch {_torch_version()}, Python {platform.python_version()})")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser, metavar="COMMAND")
+    for name, text in COMMAND_HELP.items():
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name in commands:
+            _OPTIONS[name](cmd)
     return p
 
 
@@ -322,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench.networks import main as networks_main
 
             return networks_main(argv[1:])
-    return run_command(_parser(), _run, argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # dynattn's own options take no value
+    return run_command(_parser(commands=[command] if command else []), _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -309,3 +309,66 @@ def test_import_dynattn_leaves_torch_dynamo_unloaded():
 
     assert _assume_constant_result(ours) is ours and torch.compiler.assume_constant_result(torchs) is torchs
     assert vars(ours) == vars(torchs) == {"_dynamo_marked_constant": True}
+
+
+def _imported_modules(importtime_log: str) -> set[str]:
+    """The modules ``python -X importtime`` reports imported (its log's last column)."""
+    return {line.rsplit("|", 1)[1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("option", ["--version", "--help"])
+def test_version_and_help_answer_without_importing_torch(option):
+    """``dynattn --version`` and ``--help`` took seconds, all of it importing torch: the package imports its
+    modules on first use and the command line builds only the options of the command it runs."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "dynattn", option], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = _imported_modules(out.stderr)
+    assert "dynattn.cli" in imported and not [m for m in imported if m == "torch" or m.startswith("torch.")]
+    if option == "--version":  # torch's version as torch.__version__ has it (the build too: +cpu, +cu130)
+        assert out.stdout.startswith(f"dynattn {dynattn.__version__} (torch {torch.__version__}, Python ")
+    else:
+        assert all(f"\n    {name} " in out.stdout for name in ("list", "show", "sites", "insert", "bench", "search"))
+
+
+def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
+    """``import dynattn`` imports no torch; the first name used (here the deprecated one, then a submodule) brings
+    every module that ``import dynattn`` used to: the presets on AttnSpec, the registered leaf modules."""
+    code = """if True:
+        import sys, warnings
+        import dynattn
+        assert "torch" not in sys.modules and set(dynattn.__all__) <= set(dir(dynattn))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from dynattn.errors import ModelError
+            assert dynattn.ModelError is ModelError and "moved to dynattn.errors" in str(caught[0].message)
+        assert "dynattn.presets" not in sys.modules
+        from dynattn.registry import leaf_modules
+        assert dynattn.testing.specs and dynattn.AttnSpec.cbam().name == "CBAM"
+        assert dynattn.DynamicConv2d in leaf_modules("conv") and hasattr(dynattn.AttnSpec.se(), "layer")
+        names = {}
+        exec("from dynattn import *", names)
+        assert {n for n in names if not n.startswith("__")} == set(dynattn.__all__)
+        try:
+            dynattn.nothing
+        except AttributeError as exc:
+            assert "no attribute 'nothing'" in str(exc)
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_the_lazy_exports_are_declared_for_type_checkers():
+    """dynattn/__init__.py says each exported name twice: under TYPE_CHECKING (what mypy and IDEs read) and in
+    ``_EXPORTS`` (what runs); both agree with ``__all__``."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(dynattn.__file__)).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    declared = {f"dynattn.{node.module}": tuple(sorted(a.name for a in node.names)) for node in block.body
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert declared == {module: tuple(sorted(names)) for module, names in dynattn._EXPORTS.items()}
+    assert sorted(n for names in dynattn._EXPORTS.values() for n in names) == sorted(dynattn.__all__)
+    assert all(getattr(dynattn, n).__module__.startswith(m) for m, names in dynattn._EXPORTS.items() for n in names)

@@ -5,6 +5,7 @@
     dynattn list --fields                            every AttnSpec field and the values it takes
     dynattn show cbam                                the generated torch.fx code of a spec
     dynattn show "AttnSpec(pool=['avg', 'max'], target='spatial')"
+    dynattn show cbam --gates photo.jpg              its spatial gates over an image, as a PNG (matplotlib)
     dynattn sites resnet50 --spec se --where residual    where it would go (graph_passes.list_sites)
     dynattn insert resnet50 --spec se --where residual   what inserting it adds (graph_passes.report)
     dynattn insert timm:efficientnet_b0 --spec dyconv
@@ -147,6 +148,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec)
     if args.channels <= 0:
         raise UsageError(f"--channels={args.channels}: must be > 0")
+    if args.gates is None and args.out is not None:
+        raise UsageError(f"--out {args.out}: the file --gates IMAGE writes; without --gates, show writes nothing")
+    image = None if args.gates is None else _read_image(args.gates, spec)  # a mistake in it: before any output
     print(f"# {spec!r}")
     if spec.kind == "kernel":
         module = DynamicConv2d(args.channels, args.channels, 3, padding=1, spec=spec)
@@ -157,7 +161,102 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"# class {type(module).__name__}, {args.channels} channels, "
               f"{sum(p.numel() for p in module.parameters()):,} parameters")
         print(module.code.strip())
+    if image is not None:
+        _draw_gates(spec, image, args)
     return 0
+
+
+# ------------------------------------------------------------------ show --gates IMAGE
+GATES_SIZE = 512  # --gates downsizes a larger image to this many pixels on its longer side
+GATES_PAD = 16  # pixels of edge replication around the image, cut from the gates (zero padding draws a frame)
+
+
+def _has_spatial_gate(spec) -> bool:
+    return any(leaf.target == "spatial" and leaf.gate != "identity" for leaf in spec.leaves())
+
+
+def _check_gates_spec(spec) -> None:
+    """A UsageError, before any work, for a spec whose gates are not maps over the image."""
+    from .presets import PRESETS
+
+    drawn = ", ".join(name for name, make in PRESETS.items() if _has_spatial_gate(make()))
+    name = spec.name or "this spec"
+    if spec.kind == "kernel":
+        raise UsageError(f"--gates: {name} is a kernel spec, which weighs conv kernels per sample: no map over the "
+                         f"image to draw (specs with a spatial gate: {drawn})")
+    if not _has_spatial_gate(spec):
+        targets = ", ".join(dict.fromkeys(leaf.target for leaf in spec.leaves()))
+        raise UsageError(f"--gates: {name} has no spatial gate to draw, no stage with target='spatial' and a gate "
+                         f"other than 'identity' (its targets: {targets}); specs with one: {drawn}")
+
+
+def _read_image(path: str, spec):
+    """IMAGE as a (1, C, H, W) float tensor in [0, 1] (an alpha channel dropped, downsized to GATES_SIZE), once
+    the spec is known to have gates to draw."""
+    import numpy as np
+    import torch
+
+    _check_gates_spec(spec)
+    try:
+        from matplotlib import image as mpimg
+    except ImportError:
+        raise UsageError("--gates draws with matplotlib, an optional extra: pip install matplotlib") from None
+    if not Path(path).is_file():
+        raise UsageError(f"--gates {path}: no such file")
+    try:
+        pixels = np.asarray(mpimg.imread(path))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UsageError(f"--gates {path}: not an image matplotlib reads ({exc})") from None
+    if pixels.dtype.kind in "ui":
+        pixels = pixels / np.iinfo(pixels.dtype).max
+    image = torch.tensor(pixels, dtype=torch.float32)
+    image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)
+    if image.shape[0] in (2, 4):  # grey or RGB with alpha: the alpha channel is no content
+        image = image[:-1]
+    scale = GATES_SIZE / max(image.shape[-2:])
+    if scale < 1:
+        size = [max(1, round(n * scale)) for n in image.shape[-2:]]
+        image = torch.nn.functional.interpolate(image[None], size=size, mode="area")[0]
+    return image[None]
+
+
+def _record_spatial_gates(spec, image, channels: int, optimize: bool):
+    """The spatial gates (B, 1, H, W) of the spec over ``image`` in a seeded, untrained model (see --gates)."""
+    import torch
+    from torch import nn
+
+    from . import GateMaps, build, record_gates
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(image.shape[1], channels, 5, padding=2, padding_mode="replicate"), nn.ReLU())
+    attention = build(spec.with_init("default"), channels=channels, optimize=optimize).eval()
+    x = (image - image.mean((2, 3), keepdim=True)) / image.std((2, 3), keepdim=True).clamp_min(1e-3)
+    x = nn.functional.pad(x, [GATES_PAD] * 4, mode="replicate")
+    with torch.no_grad(), record_gates(attention) as gates:
+        attention(stem(x))
+    cut = slice(GATES_PAD, -GATES_PAD)
+    maps = {module: {node: t[:, :, cut, cut] for node, t in nodes.items()
+                     if t.dim() == 4 and t.shape[1:] == (1, *x.shape[2:])} for module, nodes in gates.maps.items()}
+    return GateMaps({module: nodes for module, nodes in maps.items() if nodes})
+
+
+def _draw_gates(spec, image, args: argparse.Namespace) -> None:
+    """--gates IMAGE: record the spec's spatial gates over the image and draw them with GateMaps.plot."""
+    gates = _record_spatial_gates(spec, image, args.channels, not args.no_optimize)
+    if not gates.maps:
+        raise UsageError(f"--gates: {spec.name or 'this spec'} records no gate over the whole map to draw")
+    name = re.sub(r"\W+", "_", (spec.name or "spec").lower())
+    out = Path(args.out or f"outputs/show/{name}_gates.png")
+    import matplotlib.pyplot as plt
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure = gates.plot(out, image)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write it ({exc})") from None
+    plt.close(figure)
+    print(f"# gates drawn: {', '.join(gates.spatial())} ({image.shape[-1]}x{image.shape[-2]} pixels, "
+          f"{args.channels} feature maps)\n# wrote {out}")
 
 
 def _load_model(name: str) -> nn.Module:
@@ -300,10 +399,20 @@ def _list_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def _show_options(cmd: argparse.ArgumentParser) -> None:
-    cmd.description = "Print the torch.fx code a spec compiles to (a kernel spec: its router's)."
+    cmd.description = ("Print the torch.fx code a spec compiles to (a kernel spec: its router's); with --gates, "
+                       "draw its spatial gates over an image.")
     cmd.add_argument("spec", help="a preset name, a preset call such as cbam(reduction=8), or AttnSpec(...)")
     cmd.add_argument("--channels", type=int, default=64, help="the channel count to build for (default 64)")
     cmd.add_argument("--no-optimize", action="store_true", help="the graph before the compiler's passes")
+    cmd.add_argument("--gates", metavar="IMAGE",
+                     help="also draw the spec's spatial gates over IMAGE (PNG, or what Pillow reads; needs "
+                          "matplotlib) to --out. The model is untrained and seeded: a 5x5 conv from the image's "
+                          "channels to --channels feature maps, ReLU, then the spec with its default init (an "
+                          "identity init would draw a constant gate), recorded by dynattn.record_gates and drawn by "
+                          f"GateMaps.plot; an image over {GATES_SIZE} pixels is downsized. A spec without a "
+                          "spatial gate (se, a kernel spec) is an error")
+    cmd.add_argument("--out", metavar="PNG", help="the picture --gates writes (default outputs/show/NAME_gates.png, "
+                                                  "NAME: the spec's name in lower case)")
 
 
 def _model_options(cmd: argparse.ArgumentParser) -> None:
@@ -341,7 +450,7 @@ def _search_options(cmd: argparse.ArgumentParser) -> None:
 #: Each command's line in ``dynattn --help``, and what adds its options (bench's and search's import torch).
 COMMAND_HELP = {
     "list": "presets with their targets, sizes and papers",
-    "show": "the generated code of a spec",
+    "show": "the generated code of a spec (--gates: its gates over an image)",
     "sites": "where a spec would go in a model (graph_passes.list_sites); nothing is built",
     "insert": "the modules and parameters inserting a spec into a model adds",
     "bench": "time every preset against hand-written modules and one copy of x",

@@ -372,3 +372,58 @@ def test_the_lazy_exports_are_declared_for_type_checkers():
     assert declared == {module: tuple(sorted(names)) for module, names in dynattn._EXPORTS.items()}
     assert sorted(n for names in dynattn._EXPORTS.values() for n in names) == sorted(dynattn.__all__)
     assert all(getattr(dynattn, n).__module__.startswith(m) for m, names in dynattn._EXPORTS.items() for n in names)
+
+
+def test_cli_show_gates_draws_the_spatial_gates_over_an_image(tmp_path, capsys, monkeypatch):
+    """``dynattn show SPEC --gates IMAGE``: the spec's spatial gates over the image, a PNG (GateMaps.plot)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    image = tmp_path / "tiny.png"
+    pixels = np.zeros((20, 28, 4))  # RGBA: the alpha channel is left out
+    pixels[..., 0], pixels[5:15, 8:20, 1], pixels[..., 3] = np.linspace(0, 1, 28), 1.0, 1.0
+    plt.imsave(image, pixels)
+    out = tmp_path / "drawn" / "cbam.png"
+    assert main(["show", "cbam(reduction=4)", "--channels", "8", "--gates", str(image), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["# gates drawn: CBAM/spatial_gate (28x20 pixels, 8 feature maps)", f"# wrote {out}"]
+    drawn = matplotlib.image.imread(out)
+    assert drawn.ndim == 3 and drawn.shape[0] > 100 and drawn.shape[1] > 100 and drawn[..., :3].std() > 0.05
+    monkeypatch.chdir(tmp_path)  # the default path, under outputs/show
+    assert main(["show", "triplet", "--channels", "4", "--gates", str(image)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "# wrote outputs/show/triplet_gates.png"
+    assert (tmp_path / "outputs" / "show" / "triplet_gates.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["se", "--gates", "IMAGE"], "--gates: SE has no spatial gate to draw"),
+    (["bam", "--gates", "IMAGE"], "--gates: BAM has no spatial gate to draw"),
+    (["dyconv", "--gates", "IMAGE"], "--gates: DyConv is a kernel spec"),
+    (["cbam", "--gates", "missing.png"], "--gates missing.png: no such file"),
+    (["cbam", "--gates", "text.png"], "--gates text.png: not an image matplotlib reads"),
+    (["cbam", "--out", "x.png"], "--out x.png: the file --gates IMAGE writes"),
+])
+def test_cli_show_gates_errors_name_the_option(argv, message, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.png").write_text("not a picture")  # the spec is checked first: its error comes first
+    argv = [str(tmp_path / "text.png") if a == "IMAGE" else a for a in argv]
+    assert main(["show", *argv]) == 2
+    out, err = capsys.readouterr()
+    joined = " ".join(line.strip() for line in err.splitlines())
+    assert joined.startswith(f"dynattn: error: {message}"), err
+    assert max(map(len, err.splitlines())) <= 80 and not list(tmp_path.glob("outputs"))
+    assert not out  # found before the code is printed
+    if "spatial gate" in message or "kernel" in message:
+        assert "specs with" in joined and "cbam" in joined  # which ones do draw
+
+
+def test_cli_show_gates_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert main(["show", "cbam", "--gates", str(tmp_path / "any.png")]) == 2
+    out, err = capsys.readouterr()
+    message = " ".join(line.strip() for line in err.splitlines())
+    assert message == "dynattn: error: --gates draws with matplotlib, an optional extra: pip install matplotlib"
+    assert not out  # before the code is printed

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,7 +236,6 @@ def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
 # ------------------------------------------------------------------ the cluttered-digits benchmark's data
 def _example(name: str):
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"example_{name}", path)
@@ -331,6 +331,21 @@ def test_version_and_help_answer_without_importing_torch(option):
         assert all(f"\n    {name} " in out.stdout for name in ("list", "show", "sites", "insert", "bench", "search"))
 
 
+EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES)
+def test_example_help_answers_before_importing_torch(script, tmp_path):
+    """``python examples/X.py --help`` took 2 to 4 s importing torch, torchvision or scikit-learn first: each
+    example parses its arguments before those imports (tests/test_docs.py checks what its help says)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    out = subprocess.run([sys.executable, "-X", "importtime", str(path), "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr[-2000:]
+    heavy = {m.split(".")[0] for m in _imported_modules(out.stderr)} & {"torch", "torchvision", "sklearn", "dynattn"}
+    assert not heavy and not list(tmp_path.iterdir())
+
+
 def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
     """``import dynattn`` imports no torch; the first name used (here the deprecated one, then a submodule) brings
     every module that ``import dynattn`` used to: the presets on AttnSpec, the registered leaf modules."""
@@ -363,7 +378,6 @@ def test_the_lazy_exports_are_declared_for_type_checkers():
     """dynattn/__init__.py says each exported name twice: under TYPE_CHECKING (what mypy and IDEs read) and in
     ``_EXPORTS`` (what runs); both agree with ``__all__``."""
     import ast
-    from pathlib import Path
 
     tree = ast.parse((Path(dynattn.__file__)).read_text())
     block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")

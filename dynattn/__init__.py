@@ -9,11 +9,11 @@ The top level holds what a user calls; the rest lives in named modules (``dynatt
 reachable for now, with a ``DeprecationWarning`` that says where they went (``_deprecated.py``).
 
 ``import dynattn`` itself imports neither torch nor the rest (PEP 562), so that ``dynattn --version`` and
-``--help`` answer at once. The first use of a name here (``from dynattn import AttnSpec``,
-``dynattn.build``, ``dynattn.testing``) imports every module that defines an exported name, in one go, as
-``import dynattn`` did before: the presets on ``AttnSpec``, the custom op and the leaf-module registrations
-are in place whichever name came first. A submodule imported on its own (``from dynattn.spec import
-AttnSpec``) brings only what it imports itself.
+``--help`` answer at once. The first use of an exported name (``from dynattn import AttnSpec``,
+``dynattn.build``) imports every module that defines one, in one go, as ``import dynattn`` did before:
+the presets on ``AttnSpec``, the custom op and the leaf-module registrations are in place whichever name
+came first. A submodule (``dynattn.testing``, ``from dynattn.spec import AttnSpec``) brings only what it
+imports itself.
 """
 
 from __future__ import annotations
@@ -100,11 +100,10 @@ def __getattr__(name: str) -> Any:
         _load_exports()
         if name in globals():  # not while the exports load (a module asking for a name here: a layering error)
             return globals()[name]
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: dynattn.testing, dynattn.registry
     if name in _MOVED:
         return moved_attribute(__name__, name, *_MOVED[name])
-    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        _load_exports()  # a submodule (dynattn.testing, dynattn.registry): as after an eager import dynattn
-        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'dynattn' has no attribute {name!r}")
 
 

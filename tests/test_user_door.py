@@ -347,23 +347,27 @@ def test_example_help_answers_before_importing_torch(script, tmp_path):
 
 
 def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
-    """``import dynattn`` imports no torch; the first name used (here the deprecated one, then a submodule) brings
-    every module that ``import dynattn`` used to: the presets on AttnSpec, the registered leaf modules."""
+    """``import dynattn`` imports no torch; a submodule brings only itself (a package-relative import inside it
+    warns of nothing); the first exported name used brings every module that ``import dynattn`` used to: the
+    presets on AttnSpec, ``spec.layer``, the registered leaf modules. The moved names still warn."""
     code = """if True:
         import sys, warnings
+        warnings.simplefilter("error", DeprecationWarning)
         import dynattn
         assert "torch" not in sys.modules and set(dynattn.__all__) <= set(dir(dynattn))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            from dynattn.errors import ModelError
-            assert dynattn.ModelError is ModelError and "moved to dynattn.errors" in str(caught[0].message)
+        assert dynattn.testing.specs and dynattn.registry.leaf_modules("conv") == ()
         assert "dynattn.presets" not in sys.modules
-        from dynattn.registry import leaf_modules
-        assert dynattn.testing.specs and dynattn.AttnSpec.cbam().name == "CBAM"
-        assert dynattn.DynamicConv2d in leaf_modules("conv") and hasattr(dynattn.AttnSpec.se(), "layer")
+        from dynattn.dynamic_conv import costs  # its "from .. import mixing" asks the package for mixing
+        assert dynattn.mixing is sys.modules["dynattn.mixing"]
+        assert dynattn.AttnSpec.cbam().name == "CBAM" and hasattr(dynattn.AttnSpec.se(), "layer")
+        assert dynattn.DynamicConv2d in dynattn.registry.leaf_modules("conv")
         names = {}
         exec("from dynattn import *", names)
         assert {n for n in names if not n.startswith("__")} == set(dynattn.__all__)
+        try:
+            dynattn.ModelError
+        except DeprecationWarning as exc:
+            assert "dynattn.ModelError moved to dynattn.errors.ModelError" in str(exc)
         try:
             dynattn.nothing
         except AttributeError as exc:

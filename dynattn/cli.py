@@ -150,7 +150,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(f"--channels={args.channels}: must be > 0")
     if args.gates is None and args.out is not None:
         raise UsageError(f"--out {args.out}: the file --gates IMAGE writes; without --gates, show writes nothing")
-    image = None if args.gates is None else _read_image(args.gates, spec)  # a mistake in it: before any output
+    image = None
+    if args.gates is not None:  # a mistake in the spec or the image: reported before any output
+        _check_gates_spec(spec)
+        image = _read_image(args.gates)
     print(f"# {spec!r}")
     if spec.kind == "kernel":
         module = DynamicConv2d(args.channels, args.channels, 3, padding=1, spec=spec)
@@ -190,13 +193,11 @@ def _check_gates_spec(spec) -> None:
                          f"other than 'identity' (its targets: {targets}); specs with one: {drawn}")
 
 
-def _read_image(path: str, spec):
-    """IMAGE as a (1, C, H, W) float tensor in [0, 1] (an alpha channel dropped, downsized to GATES_SIZE), once
-    the spec is known to have gates to draw."""
+def _read_image(path: str):
+    """IMAGE as a (1, C, H, W) float tensor in [0, 1] (an alpha channel dropped, downsized to GATES_SIZE)."""
     import numpy as np
     import torch
 
-    _check_gates_spec(spec)
     try:
         from matplotlib import image as mpimg
     except ImportError:

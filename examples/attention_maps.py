@@ -19,6 +19,19 @@ bright frame along the border that says nothing about the photo.
 import argparse
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/attention_maps",
+                   help="folder for attention_maps.png (default outputs/attention_maps)")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples: the whole run takes about 10 s of CPU time")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 import torchvision
 
@@ -45,12 +58,7 @@ def gate_maps(photos) -> tuple[torch.Tensor, dict]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="outputs/attention_maps",
-                   help="folder for attention_maps.png (default outputs/attention_maps)")
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples: the whole run takes about 10 s of CPU time")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     try:
         import matplotlib
 

@@ -33,6 +33,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="800 train digits, 3 epochs: measured 94 s of CPU time "
+                   "on one thread, 3 minutes wall on 2 cores shared with other jobs")
+    p.add_argument("--smoke", action="store_true",
+                   help="100 train and 100 test digits, 1 epoch, 1 seed: seconds, checks that everything runs "
+                        "(also DYNATTN_QUICK=1, as the test suite runs every example)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default 3, smoke 1)")
+    p.add_argument("--out", default="outputs/cluttered_digits",
+                   help="folder for results.md and results.png (default outputs/cluttered_digits)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 from torch import nn
 
@@ -162,18 +181,7 @@ SETTINGS = {  # train digits (2 canvases each), test digits (2 canvases each), e
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="800 train digits, 3 epochs: measured 94 s of CPU time "
-                   "on one thread, 3 minutes wall on 2 cores shared with other jobs")
-    p.add_argument("--smoke", action="store_true",
-                   help="100 train and 100 test digits, 1 epoch, 1 seed: seconds, checks that everything runs "
-                        "(also DYNATTN_QUICK=1, as the test suite runs every example)")
-    p.add_argument("--seeds", type=int, help="number of seeds (default 3, smoke 1)")
-    p.add_argument("--out", default="outputs/cluttered_digits",
-                   help="folder for results.md and results.png (default outputs/cluttered_digits)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     mode = "smoke" if args.smoke or os.environ.get("DYNATTN_QUICK") else "quick" if args.quick else "full"
     train_digits, test_digits, epochs, seeds = SETTINGS[mode]
     seeds = args.seeds or seeds

@@ -13,6 +13,18 @@ import argparse
 import os
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/insert_resnet18", help="folder for report.md (default %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="64x64 inputs (also DYNATTN_QUICK=1); either size takes about 8 s of CPU, mostly imports")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 import torchvision
 
@@ -21,11 +33,7 @@ from graph_passes import insert_attention, list_sites, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="outputs/insert_resnet18", help="folder for report.md (default %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="64x64 inputs (also DYNATTN_QUICK=1); either size takes about 8 s of CPU, mostly imports")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     size = 64 if args.quick or os.environ.get("DYNATTN_QUICK") else 224
 
     torch.manual_seed(0)

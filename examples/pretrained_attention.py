@@ -28,6 +28,24 @@ import os
 import time
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1,000 train digits, 100 fine-tuning steps: measured "
+                   "109 s of CPU time on one thread, 3.5 to 5 minutes wall on 2 cores shared with other jobs")
+    p.add_argument("--smoke", action="store_true",
+                   help="100 train and 100 test digits, 2 steps: seconds, checks that everything runs "
+                        "(also DYNATTN_QUICK=1)")
+    p.add_argument("--out", default="outputs/pretrained_attention",
+                   help="folder for results.md and results.png (default outputs/pretrained_attention)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 from cluttered_digits import CANVAS, Data, cluttered_mnist, evaluate, make_model, train, variants
 from torch import nn
@@ -158,17 +176,7 @@ def plot(rows, checkpoints, pretrained_acc: float, title: str, path: Path) -> bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1,000 train digits, 100 fine-tuning steps: measured "
-                   "109 s of CPU time on one thread, 3.5 to 5 minutes wall on 2 cores shared with other jobs")
-    p.add_argument("--smoke", action="store_true",
-                   help="100 train and 100 test digits, 2 steps: seconds, checks that everything runs "
-                        "(also DYNATTN_QUICK=1)")
-    p.add_argument("--out", default="outputs/pretrained_attention",
-                   help="folder for results.md and results.png (default outputs/pretrained_attention)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     mode = "smoke" if args.smoke or os.environ.get("DYNATTN_QUICK") else "quick" if args.quick else "full"
     train_digits, test_digits, epochs, steps, checkpoints = SETTINGS[mode]
     torch.set_num_threads(args.threads)

@@ -29,6 +29,21 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="800 train digits, 2 epochs, both routes: measured 51 s "
+                   "of CPU time on one thread, 2.5 minutes wall on 2 cores shared with other jobs")
+    p.add_argument("--out", default="outputs/quantize_int8", help="folder for results.md (default %(default)s)")
+    p.add_argument("--routes", default=None,
+                   help="comma-separated: onnxruntime,pt2e (default both; smoke: onnxruntime)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 from torch import nn
 
@@ -114,14 +129,7 @@ def quantize_and_score(name: str, model: nn.Module, data: cd.Data, routes: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="800 train digits, 2 epochs, both routes: measured 51 s "
-                   "of CPU time on one thread, 2.5 minutes wall on 2 cores shared with other jobs")
-    p.add_argument("--out", default="outputs/quantize_int8", help="folder for results.md (default %(default)s)")
-    p.add_argument("--routes", default=None,
-                   help="comma-separated: onnxruntime,pt2e (default both; smoke: onnxruntime)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     mode = "smoke" if os.environ.get("DYNATTN_QUICK") else "quick" if args.quick else "full"
     routes = (args.routes or ("onnxruntime" if mode == "smoke" else "onnxruntime,pt2e")).split(",")
     if "pt2e" in routes and not _has("torchao"):

@@ -9,18 +9,26 @@ Runs in seconds (most of it importing torch); --quick and DYNATTN_QUICK=1 run th
 import argparse
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/quickstart",
+                   help="folder for ECASpatial.py, the generated code (default %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples: the whole run takes about 5 s on 2 cores")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 
 from dynattn import AttnSpec, build
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="outputs/quickstart",
-                   help="folder for ECASpatial.py, the generated code (default %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples: the whole run takes about 5 s on 2 cores")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     # 1. A preset: CBAM as its authors' code computes it (channel attention, then spatial).
     spec = AttnSpec.cbam()

@@ -26,6 +26,21 @@ import statistics
 import time
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="an 8-trial search on 1,000 train digits, then 2 seeds on "
+                   "1,000: measured 264 s of CPU time on one thread of an AMD EPYC, 18 minutes wall on 2 cores shared "
+                   "with other jobs (load average about 5)")
+    p.add_argument("--out", default="outputs/search_attention", help="folder for results.md and the search's files "
+                   "(default outputs/search_attention)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the network is small)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 
 import dynattn
@@ -99,14 +114,7 @@ def table(rows: list[tuple[str, str, int, list[float], list[float]]], header: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="an 8-trial search on 1,000 train digits, then 2 seeds on "
-                   "1,000: measured 264 s of CPU time on one thread of an AMD EPYC, 18 minutes wall on 2 cores shared "
-                   "with other jobs (load average about 5)")
-    p.add_argument("--out", default="outputs/search_attention", help="folder for results.md and the search's files "
-                   "(default outputs/search_attention)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the network is small)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     mode = "smoke" if os.environ.get("DYNATTN_QUICK") else "quick" if args.quick else "full"
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -17,6 +17,20 @@ import os
 import time
 from pathlib import Path
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="3 epochs instead of 12: about 15 s on one core (12 epochs: 40 s)")
+    p.add_argument("--out", default="outputs/train_digits", help="folder for results.md (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistakes in the arguments answer now, before the imports below take seconds
+
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -74,13 +88,7 @@ def train_and_test(model, epochs, x_train, x_test, y_train, y_test):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="3 epochs instead of 12: about 15 s on one core (12 epochs: 40 s)")
-    p.add_argument("--out", default="outputs/train_digits", help="folder for results.md (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: the network is small, and a busy machine slows several a lot)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     mode = "smoke" if os.environ.get("DYNATTN_QUICK") else "quick" if args.quick else "full"
     train_images, epochs = SETTINGS[mode]
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,7 +236,6 @@ def test_cli_bench_ratios_run_one_way(capsys, tmp_path):
 # ------------------------------------------------------------------ the cluttered-digits benchmark's data
 def _example(name: str):
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"example_{name}", path)
@@ -309,3 +309,139 @@ def test_import_dynattn_leaves_torch_dynamo_unloaded():
 
     assert _assume_constant_result(ours) is ours and torch.compiler.assume_constant_result(torchs) is torchs
     assert vars(ours) == vars(torchs) == {"_dynamo_marked_constant": True}
+
+
+def _imported_modules(importtime_log: str) -> set[str]:
+    """The modules ``python -X importtime`` reports imported (its log's last column)."""
+    return {line.rsplit("|", 1)[1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("option", ["--version", "--help"])
+def test_version_and_help_answer_without_importing_torch(option):
+    """``dynattn --version`` and ``--help`` took seconds, all of it importing torch: the package imports its
+    modules on first use and the command line builds only the options of the command it runs."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "dynattn", option], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = _imported_modules(out.stderr)
+    assert "dynattn.cli" in imported and not [m for m in imported if m == "torch" or m.startswith("torch.")]
+    if option == "--version":  # torch's version as torch.__version__ has it (the build too: +cpu, +cu130)
+        assert out.stdout.startswith(f"dynattn {dynattn.__version__} (torch {torch.__version__}, Python ")
+    else:
+        assert all(f"\n    {name} " in out.stdout for name in ("list", "show", "sites", "insert", "bench", "search"))
+
+
+EXAMPLES = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES)
+def test_example_help_answers_before_importing_torch(script, tmp_path):
+    """``python examples/X.py --help`` took 2 to 4 s importing torch, torchvision or scikit-learn first: each
+    example parses its arguments before those imports (tests/test_docs.py checks what its help says)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    out = subprocess.run([sys.executable, "-X", "importtime", str(path), "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr[-2000:]
+    heavy = {m.split(".")[0] for m in _imported_modules(out.stderr)} & {"torch", "torchvision", "sklearn", "dynattn"}
+    assert not heavy and not list(tmp_path.iterdir())
+
+
+def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
+    """``import dynattn`` imports no torch; a submodule brings only itself (a package-relative import inside it
+    warns of nothing); the first exported name used brings every module that ``import dynattn`` used to: the
+    presets on AttnSpec, ``spec.layer``, the registered leaf modules. The moved names still warn."""
+    code = """if True:
+        import sys, warnings
+        warnings.simplefilter("error", DeprecationWarning)
+        import dynattn
+        assert "torch" not in sys.modules and set(dynattn.__all__) <= set(dir(dynattn))
+        assert dynattn.testing.specs and dynattn.registry.leaf_modules("conv") == ()
+        assert "dynattn.presets" not in sys.modules
+        from dynattn.dynamic_conv import costs  # its "from .. import mixing" asks the package for mixing
+        assert dynattn.mixing is sys.modules["dynattn.mixing"]
+        assert dynattn.AttnSpec.cbam().name == "CBAM" and hasattr(dynattn.AttnSpec.se(), "layer")
+        assert dynattn.DynamicConv2d in dynattn.registry.leaf_modules("conv")
+        names = {}
+        exec("from dynattn import *", names)
+        assert {n for n in names if not n.startswith("__")} == set(dynattn.__all__)
+        try:
+            dynattn.ModelError
+        except DeprecationWarning as exc:
+            assert "dynattn.ModelError moved to dynattn.errors.ModelError" in str(exc)
+        try:
+            dynattn.nothing
+        except AttributeError as exc:
+            assert "no attribute 'nothing'" in str(exc)
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_the_lazy_exports_are_declared_for_type_checkers():
+    """dynattn/__init__.py says each exported name twice: under TYPE_CHECKING (what mypy and IDEs read) and in
+    ``_EXPORTS`` (what runs); both agree with ``__all__``."""
+    import ast
+
+    tree = ast.parse((Path(dynattn.__file__)).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    declared = {f"dynattn.{node.module}": tuple(sorted(a.name for a in node.names)) for node in block.body
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert declared == {module: tuple(sorted(names)) for module, names in dynattn._EXPORTS.items()}
+    assert sorted(n for names in dynattn._EXPORTS.values() for n in names) == sorted(dynattn.__all__)
+    assert all(getattr(dynattn, n).__module__.startswith(m) for m, names in dynattn._EXPORTS.items() for n in names)
+
+
+def test_cli_show_gates_draws_the_spatial_gates_over_an_image(tmp_path, capsys, monkeypatch):
+    """``dynattn show SPEC --gates IMAGE``: the spec's spatial gates over the image, a PNG (GateMaps.plot)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    image = tmp_path / "tiny.png"
+    pixels = np.zeros((20, 28, 4))  # RGBA: the alpha channel is left out
+    pixels[..., 0], pixels[5:15, 8:20, 1], pixels[..., 3] = np.linspace(0, 1, 28), 1.0, 1.0
+    plt.imsave(image, pixels)
+    out = tmp_path / "drawn" / "cbam.png"
+    assert main(["show", "cbam(reduction=4)", "--channels", "8", "--gates", str(image), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["# gates drawn: CBAM/spatial_gate (28x20 pixels, 8 feature maps)", f"# wrote {out}"]
+    drawn = matplotlib.image.imread(out)
+    assert drawn.ndim == 3 and drawn.shape[0] > 100 and drawn.shape[1] > 100 and drawn[..., :3].std() > 0.05
+    monkeypatch.chdir(tmp_path)  # the default path, under outputs/show
+    assert main(["show", "triplet", "--channels", "4", "--gates", str(image)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "# wrote outputs/show/triplet_gates.png"
+    assert (tmp_path / "outputs" / "show" / "triplet_gates.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["se", "--gates", "IMAGE"], "--gates: SE has no spatial gate to draw"),
+    (["bam", "--gates", "IMAGE"], "--gates: BAM has no spatial gate to draw"),
+    (["dyconv", "--gates", "IMAGE"], "--gates: DyConv is a kernel spec"),
+    (["cbam", "--gates", "missing.png"], "--gates missing.png: no such file"),
+    (["cbam", "--gates", "text.png"], "--gates text.png: not an image matplotlib reads"),
+    (["cbam", "--out", "x.png"], "--out x.png: the file --gates IMAGE writes"),
+])
+def test_cli_show_gates_errors_name_the_option(argv, message, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.png").write_text("not a picture")  # the spec is checked first: its error comes first
+    argv = [str(tmp_path / "text.png") if a == "IMAGE" else a for a in argv]
+    assert main(["show", *argv]) == 2
+    out, err = capsys.readouterr()
+    joined = " ".join(line.strip() for line in err.splitlines())
+    assert joined.startswith(f"dynattn: error: {message}"), err
+    assert max(map(len, err.splitlines())) <= 80 and not list(tmp_path.glob("outputs"))
+    assert not out  # found before the code is printed
+    if "spatial gate" in message or "kernel" in message:
+        assert "specs with" in joined and "cbam" in joined  # which ones do draw
+
+
+def test_cli_show_gates_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert main(["show", "cbam", "--gates", str(tmp_path / "any.png")]) == 2
+    out, err = capsys.readouterr()
+    message = " ".join(line.strip() for line in err.splitlines())
+    assert message == "dynattn: error: --gates draws with matplotlib, an optional extra: pip install matplotlib"
+    assert not out  # before the code is printed

@@ -21,13 +21,12 @@ from .suite import input_sizes
 from .timing import add_allocator_option, allocator_line, machine_summary
 from .usage import CommandParser, UsageError, run_command
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "main", "wants_networks", "bench_speedups",
+__all__ = ["DESCRIPTION", "add_arguments", "run", "main", "wants_networks", "bench_speedups",
            "bench_table", "bench_plot"]
 
 SPEEDUP_NOTE = ("Ratios are speed-ups, 'A vs B' = B's time / A's time: higher is better, above 1.00x dynattn is "
                 "faster. 'vs copy' compares with one x.clone(), the memory-traffic floor (an attention block reads "
                 "x twice and writes it once, so about 0.67x is its best).")
-HELP = "time every preset against hand-written modules and one copy of x"
 DESCRIPTION = ("Each preset eager and compiled against the hand-written reference (timm's module where it has one) "
                "and x.clone(), interleaved, medians. Writes results.md and results.png to --out. " + SPEEDUP_NOTE)
 

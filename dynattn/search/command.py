@@ -15,9 +15,8 @@ from .api import search
 from .space import SearchSpace
 from .study import PRUNERS
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "run"]
 
-HELP = "search which attention, where, pays off on a task (Optuna)"
 DESCRIPTION = ("Search presets, their fields and placements on a proxy task or your own, with Optuna: the study is "
                "stored (default OUT/study.db), so rerunning the same command resumes it. Writes results.md, "
                "best_spec.txt and results.png under --out. Needs the search extra: pip install \"dynattn[search]\".")

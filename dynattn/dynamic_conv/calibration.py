@@ -32,6 +32,7 @@ __all__ = ["BUDGET_S", "PROBES", "Probe", "calibrate", "fit", "measure_probe"]
 #: Seconds a calibration may take (its probes stop being timed past it).
 BUDGET_S = 4.0
 _CALLS = 3  # timed calls per candidate, after one warm-up; the fastest counts
+_PROBING_SHARE = 0.8  # of the budget: the probes' timing (the rest is for the rates and the fit)
 _EXPERTS = 4
 
 
@@ -60,6 +61,7 @@ PROBES = (
     Probe(64, 256, 1, 1, 8, 8, False), Probe(96, 96, 3, 96, 14, 8, False), Probe(256, 256, 3, 1, 4, 8, True),
     Probe(64, 64, 3, 1, 16, 8, True), Probe(512, 512, 3, 1, 4, 1, False), Probe(256, 64, 1, 1, 8, 1, False),
     Probe(64, 256, 1, 1, 8, 8, True), Probe(96, 96, 3, 96, 14, 8, True), Probe(64, 256, 1, 1, 8, 32, False),
+    Probe(512, 2048, 1, 1, 7, 8, False), Probe(2048, 512, 1, 1, 7, 1, True),  # pointwise convs of several blocks
     Probe(512, 512, 3, 1, 4, 8, True),
     Probe(256, 256, 3, 1, 4, 32, False), Probe(32, 32, 3, 1, 32, 1, False), Probe(128, 128, 3, 1, 8, 1, False),
     Probe(128, 128, 3, 1, 8, 32, True),
@@ -262,7 +264,7 @@ def calibrate(device: str | torch.device = "cpu", dtype: torch.dtype = torch.flo
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            model = _measure_and_fit(device, dtype, threads, start_time + budget_s)
+            model = _measure_and_fit(device, dtype, threads, start_time + _PROBING_SHARE * budget_s)
     finally:
         torch.set_num_threads(saved)
     return model, time.perf_counter() - start_time

@@ -62,10 +62,9 @@ PROBES = (
     Probe(64, 64, 3, 1, 16, 8, True), Probe(512, 512, 3, 1, 4, 1, False), Probe(256, 64, 1, 1, 8, 1, False),
     Probe(64, 256, 1, 1, 8, 8, True), Probe(96, 96, 3, 96, 14, 8, True), Probe(64, 256, 1, 1, 8, 32, False),
     Probe(512, 2048, 1, 1, 7, 8, False), Probe(2048, 512, 1, 1, 7, 1, True),  # pointwise convs of several blocks
-    Probe(512, 512, 3, 1, 4, 8, True),
+    Probe(512, 512, 3, 1, 7, 1, True), Probe(512, 512, 3, 1, 4, 8, True),
     Probe(256, 256, 3, 1, 4, 32, False), Probe(32, 32, 3, 1, 32, 1, False), Probe(128, 128, 3, 1, 8, 1, False),
-    Probe(128, 128, 3, 1, 8, 32, True),
-    Probe(512, 512, 3, 1, 7, 1, True), Probe(256, 256, 3, 1, 4, 32, True),
+    Probe(128, 128, 3, 1, 8, 32, True), Probe(256, 256, 3, 1, 4, 32, True),
 )
 
 

@@ -118,8 +118,8 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
         block_bytes = batch * step * p.in_per_group * p.kernel_area * itemsize
         share = round(100 * m.blocked_share) if block_bytes <= m.cache_bytes else 100  # percent
         narrow = m.pointwise_block if p.pointwise else m.block_conv
-        costs["blocked"] = (compute * conv * round(100 * narrow) // 100
-                            + extra * (maps + share * kernel_extra // 100 + 3 * blocks * call) + fresh["columns"])
+        costs["blocked"] = (compute * conv * round(100 * narrow) // 100 + extra * (maps + 3 * blocks * call)
+                            + share * mix * kernel_extra // 10000 + fresh["columns"])
     outputs = 2 * p.experts * batch * p.out_channels * p.out_positions * itemsize * byte
     if p.spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input
         outputs += 2 * batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions * itemsize * byte

@@ -133,8 +133,9 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
 def _fresh_costs(p: ConvProblem, m: CostModel, as_columns: bool) -> dict[str, int]:
     """Femtoseconds of page faults on the large blocks each strategy allocates per call (``fresh_above``): the
     im2col columns (every strategy in the columns form; a training step also their gradient), the B mixed kernels
-    of kernel mixing in a training step and their gradient (inference writes them to a reused buffer), the K
-    outputs of output mixing (and their gradient)."""
+    of kernel mixing in a training step and their gradient (inference writes them to a reused buffer; a pointwise
+    conv's are left out: its strategies were fitted and measured without), the K outputs of output mixing (and
+    their gradient)."""
     per_byte = round(1e15 / m.fresh_bytes_per_s)
     times = 2 if p.training else 1
 

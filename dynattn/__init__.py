@@ -12,8 +12,9 @@ reachable for now, with a ``DeprecationWarning`` that says where they went (``_d
 ``--help`` answer at once. The first use of an exported name (``from dynattn import AttnSpec``,
 ``dynattn.build``) imports every module that defines one, in one go, as ``import dynattn`` did before:
 the presets on ``AttnSpec``, the custom op and the leaf-module registrations are in place whichever name
-came first. A submodule (``dynattn.testing``, ``from dynattn.spec import AttnSpec``) brings only what it
-imports itself.
+came first. The spec and its presets import no torch and load with the package, so ``from dynattn.spec import
+AttnSpec`` has ``AttnSpec.cbam``; any other submodule (``dynattn.registry``, ``dynattn.testing``) brings only
+what it imports itself (``leaf_modules()`` lists the built-in leaves once a ``dynattn`` name is used).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import importlib.util
 import threading
 from typing import TYPE_CHECKING, Any
 
+from . import presets as _presets  # noqa: F401  (no torch: the presets on AttnSpec, whatever is imported first)
 from ._deprecated import moved_attribute
 from ._version import __version__ as __version__
 

@@ -25,6 +25,7 @@ from torch import nn
 from . import vocab
 from .builder import build
 from .errors import SpecError
+from .layers import ACT_MODULES
 from .spec import AttnSpec
 from .validate import has_hidden
 
@@ -251,7 +252,7 @@ def _act_name(act: Any) -> str:
     key = _ACT_ALIASES.get(key.replace("_", ""), key)
     if key in vocab.ACTS:
         return key
-    for known, cls in vocab.ACTS.items():
+    for known, cls in ACT_MODULES.items():
         if isinstance(act, type) and issubclass(act, cls):
             return known
     raise SpecError("act_layer", name, "has no counterpart among the spec's activations", tuple(vocab.ACTS))

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from .errors import InputError
 from .leaf_calls import leaf_call
 from .mixing import batched_conv, is_exporting
-from .vocab import ACTS, DCT_FREQUENCIES
+from .vocab import DCT_FREQUENCIES
 
 __all__ = [
     "MLP", "ChannelConv1d", "ChannelConv1dMLP", "Channelwise", "SpatialConv", "SpatialBottleneck", "ConvMLP",
@@ -58,11 +58,19 @@ class SelfGate(nn.Module):
         return h * hard_sigmoid_x2(self.fc(h))
 
 
+#: The module of each activation name of the spec (:data:`dynattn.vocab.ACTS`).
+ACT_MODULES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "gelu": nn.GELU, "hard_swish": nn.Hardswish,
+    "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "mish": nn.Mish, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
 def _act(name: str, width: int | None = None, **kwargs) -> nn.Module:
     """The activation ``name``; a weighted one (``self_gate``) takes the hidden ``width`` and ``kwargs``."""
     if name == "self_gate":
         return SelfGate(width, **kwargs)
-    return ACTS[name]()
+    return ACT_MODULES[name]()
 
 
 #: The conv and BatchNorm of a map with 1, 2 or 3 spatial spatial_dims.

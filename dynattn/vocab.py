@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 #: Where the attention weights go. ``strip`` builds them from an H strip (B, C, H, 1) and a W
 #: strip (B, C, 1, W): pooling along one axis (coordinate attention, strip pooling).
 FEATURE_TARGETS = ("channel", "spatial", "element", "strip")
@@ -84,20 +82,8 @@ WAREHOUSE_SHARING = ("layer", "stage")
 #: ``hard_sigmoid_x2`` (relu6(z + 3) / 3: in [0, 2], 1 at z = 0).
 SCALE_GATES = ("sigmoid", "hard_sigmoid", "hard_sigmoid_x2")
 
-#: Activation between the two layers of an excitation.
-ACTS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-    "hard_swish": nn.Hardswish,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "mish": nn.Mish,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "identity": nn.Identity,
-}
+#: Activation between the two layers of an excitation (the torch modules: ``dynattn.layers.ACT_MODULES``).
+ACTS = ("relu", "relu6", "silu", "gelu", "hard_swish", "leaky_relu", "elu", "mish", "tanh", "sigmoid", "identity")
 
 #: Activations with weights of their own, sized by the hidden width (``excite="mlp"`` only):
 #: ``self_gate`` is DCD's SEModule_small, h * hard_sigmoid_x2(Linear(h)).

@@ -356,7 +356,7 @@ def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
         import dynattn
         assert "torch" not in sys.modules and set(dynattn.__all__) <= set(dir(dynattn))
         assert dynattn.testing.specs and dynattn.registry.leaf_modules("conv") == ()
-        assert "dynattn.presets" not in sys.modules
+        assert "dynattn.builder" not in sys.modules
         from dynattn.dynamic_conv import costs  # its "from .. import mixing" asks the package for mixing
         assert dynattn.mixing is sys.modules["dynattn.mixing"]
         assert dynattn.AttnSpec.cbam().name == "CBAM" and hasattr(dynattn.AttnSpec.se(), "layer")
@@ -376,6 +376,24 @@ def test_the_first_name_used_loads_dynattn_as_an_eager_import_did():
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_the_spec_module_alone_has_its_presets_without_torch():
+    """The spec and its presets import no torch and load with the package: ``from dynattn.spec import AttnSpec``
+    has every preset; the activation modules the layers build agree with the spec's names."""
+    code = """if True:
+        import sys
+        from dynattn.spec import AttnSpec
+        from dynattn.presets import PRESETS
+        assert "torch" not in sys.modules
+        assert all(callable(getattr(AttnSpec, name)) for name in PRESETS) and AttnSpec.cbam().name == "CBAM"
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+    from dynattn import layers, vocab
+
+    assert tuple(layers.ACT_MODULES) == vocab.ACTS
 
 
 def test_the_lazy_exports_are_declared_for_type_checkers():

@@ -15,7 +15,8 @@ einops axis rotations, each with its own parameters, and averages the gates (Tri
 This file holds the dataclass; :mod:`dynattn.validate` checks and normalises its fields. The
 preset constructors (``AttnSpec.se()`` ... ``AttnSpec.odconv()``) are the functions of
 :mod:`dynattn.presets`, attached to the class there, so each preset's signature is written once;
-``spec.layer`` is attached by :mod:`dynattn.interop`. The first use of a ``dynattn`` name imports both.
+``spec.layer`` is attached by :mod:`dynattn.interop`. Importing ``dynattn`` imports the presets (no
+torch); the first use of a ``dynattn`` name imports interop.
 """
 
 from __future__ import annotations

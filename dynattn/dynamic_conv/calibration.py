@@ -114,7 +114,7 @@ def _fresh_rate(device: torch.device, dtype: torch.dtype, timer) -> float:
     return min(1e14, 64 * 2**20 / max(fresh_s - warm_s, 1e-9))
 
 
-def _candidates(p: ConvProblem, m: CostModel) -> list[tuple[str, bool | None]]:
+def _candidates(p: ConvProblem, m: CostModel) -> list[tuple[str, bool]]:
     """(strategy, form) pairs worth timing: kernel and output mixing in each form a conv of one group has, blocked
     mixing where the model's block size makes more than one block."""
     forms = (False, True) if p.groups == 1 and not p.pointwise and p.kernel_area > 1 else (False,)

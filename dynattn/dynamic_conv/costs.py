@@ -36,6 +36,11 @@ class ConvProblem:
         """W, the weights of one expert: out * in/groups * kernel area."""
         return self.out_channels * self.in_per_group * self.kernel_area
 
+    @property
+    def column_values(self) -> int:
+        """The values of the input's im2col columns: B * in * kernel area * out positions."""
+        return self.batch * self.in_per_group * self.groups * self.kernel_area * self.out_positions
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -122,7 +127,7 @@ def modelled_costs(p: ConvProblem, m: CostModel, blocked: bool = True, columns: 
                             + share * mix * kernel_extra // 10000 + fresh["columns"])
     outputs = 2 * p.experts * batch * p.out_channels * p.out_positions * itemsize * byte
     if p.spatial_head:  # the kernel-position scaling goes to an unfolded copy of the input
-        outputs += 2 * batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions * itemsize * byte
+        outputs += 2 * p.column_values * itemsize * byte
     experts_read = p.experts * w * itemsize * round(1e15 / m.expert_bytes_per_s)
     costs["output"] = compute * p.experts * conv + extra * (maps + outputs + experts_read + 3 * call) + fresh["output"]
     if as_columns and p.kernel_area > 1 and not p.spatial_head:  # one matmul with the batch's im2col columns
@@ -144,7 +149,7 @@ def _fresh_costs(p: ConvProblem, m: CostModel, as_columns: bool) -> dict[str, in
         return times * nbytes * per_byte if nbytes > m.fresh_above else 0
 
     as_columns = as_columns and p.kernel_area > 1
-    columns = fresh(p.batch * p.in_per_group * p.groups * p.kernel_area * p.out_positions) if as_columns else 0
+    columns = fresh(p.column_values) if as_columns else 0
     kernels = fresh(p.batch * p.weights) if p.training and not p.pointwise else 0
     outputs = fresh(p.experts * p.batch * p.out_channels * p.out_positions)
     return {"columns": columns, "kernel": columns + kernels, "output": columns + outputs}
@@ -153,7 +158,7 @@ def _fresh_costs(p: ConvProblem, m: CostModel, as_columns: bool) -> dict[str, in
 def _columns_cost(p: ConvProblem, m: CostModel, mac: int) -> int:
     """Writing and reading the im2col columns of a conv of one group, in femtoseconds (``train_columns`` times in a
     training step, whose backward adds a col2im)."""
-    cost = round(m.im2col) * p.batch * p.in_per_group * p.kernel_area * p.out_positions * mac
+    cost = round(m.im2col) * p.column_values * mac
     return cost * round(100 * m.train_columns) // 100 if p.training else cost
 
 
